@@ -1,0 +1,224 @@
+//! Configuration: the TOML file schema (`file`), its lowering into the typed, validated
+//! [`Config`] (`validate`), and error reporting with key path, value and line (`error`).
+//!
+//! Owns: everything about reading configuration. Must not touch: sockets, the registry or any
+//! runtime state — `tether check` runs this module alone and binds nothing.
+//!
+//! No raw string of the file gets past this module: addresses are `SocketAddr`, durations are
+//! `Duration`, weights are range-checked, secrets and certificates are already read.
+
+mod error;
+mod file;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use validate::{load, parse};
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub log: Log,
+    pub affinity: Affinity,
+    /// In file order (first listed wins among equally long prefixes).
+    pub routes: Vec<Route>,
+    /// Sorted by name.
+    pub pools: Vec<Pool>,
+    /// Where the config came from, and a content hash (hex SHA-256 of the file bytes).
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub path: Option<PathBuf>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Plain HTTP listeners (at least one listener, plain or TLS, is required).
+    pub listen: Vec<SocketAddr>,
+    pub tls: Vec<TlsListener>,
+    /// Worker threads of the proxy service.
+    pub threads: NonZeroUsize,
+    /// Admin listener (`/metrics`, `/status`, actions). Defaults to 127.0.0.1:9901;
+    /// `admin = "off"` disables it (`None`).
+    pub admin: Option<SocketAddr>,
+    /// Bearer token for admin POST actions, read from `admin_token_file` (trimmed).
+    pub admin_token: Option<String>,
+    /// Also reload when the config file's content changes.
+    pub watch: bool,
+    /// How long in-flight requests may finish at shutdown/upgrade.
+    pub grace_period: Duration,
+    /// Pingora pid file and upgrade socket (defaults derived from the config path).
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub certs: Vec<CertPair>,
+}
+
+/// A certificate chain and its key, already read and parsed during validation.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub key: std::sync::Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive such as `info` or `tether=debug,info` (validated).
+    pub level: String,
+    /// Emit one access-log event per request (tracing target `access`).
+    pub access: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Affinity {
+    /// Signing secrets; the first signs new cookies, all verify (rotation). Empty when no pool
+    /// uses cookies (validation requires one when a pool does).
+    pub secrets: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-cased exact host (no port).
+    Exact(String),
+    /// `*.example.com` → suffix `.example.com` (lower-cased); matches `a.example.com`,
+    /// not `example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The `route` metric label: optional `name` key of the `[[route]]` table (add it to the file
+    /// schema); default `<host><path_prefix>`, e.g. "shop.example.com/" or "/api".
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path_prefix: String,
+    /// Index into `Config::pools` (validated cross-reference).
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    RoundRobin,
+    Cookie,
+    Hash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieOpts {
+    /// Default `tether_<pool>`.
+    pub name: String,
+    pub max_age: Option<Duration>,
+    pub secure: bool,
+    /// Default true.
+    pub http_only: bool,
+    /// Default Lax.
+    pub same_site: Option<SameSite>,
+    /// Default "/".
+    pub path: String,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    Cookie(String),
+    /// Lower-cased header name.
+    Header(String),
+    Query(String),
+    SourceIp,
+    Path,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    RoundRobin,
+    Key(KeySpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct HashOpts {
+    pub key: KeySpec,
+    pub fallback: Fallback,
+    pub pin: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthOpts {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// `None`: any 2xx or 3xx.
+    pub expect: Option<Vec<u16>>,
+    /// Host header of the check; default: the backend's address.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConf {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// 1..=256.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub policy: Policy,
+    /// Connect failures retried on another backend.
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// Time to wait for the upstream's response (header and between body reads).
+    pub read_timeout: Duration,
+    /// When no backend is eligible, send to all configured backends instead of answering 503.
+    pub fail_open: bool,
+    /// Used by `cookie` pools and by `hash` pools with `pin = true`.
+    pub cookie: CookieOpts,
+    /// Present exactly when `policy == Hash`.
+    pub hash: Option<HashOpts>,
+    /// `None`: no active checks (and no passive marking, which needs checks to recover).
+    pub health: Option<HealthOpts>,
+    pub backends: Vec<BackendConf>,
+}
+
+impl Pool {
+    /// Whether requests to this pool carry and receive the affinity cookie.
+    pub fn uses_cookie(&self) -> bool {
+        self.policy == Policy::Cookie || self.hash.as_ref().is_some_and(|h| h.pin)
+    }
+}
+
+/// Lower-case hex SHA-256 of a config file's bytes (`Source::hash`; the watcher compares it).
+pub fn content_hash(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,259 @@
+//! Metric definitions (DESIGN.md §8): names, help texts, label sets, and the registry they live in.
+//!
+//! Owns: the `prometheus::Registry` tether serves at `/metrics` and every metric family in it.
+//! Must not touch: request handling. Per-backend and per-route handles are resolved by the
+//! snapshot builder and the backend registry, once; nothing on the request path looks up labels.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Response classes used as the `code` label of `tether_requests_total`.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`CODE_CLASSES`] for a status code (0 and out-of-range codes count as 5xx: the
+/// client got no proper answer).
+pub fn code_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Backend states of `tether_backend_state`, in gauge order.
+pub const STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+
+/// Affinity outcomes of `tether_affinity_total`, in handle order.
+pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
+
+/// Every metric family name tether exports (the Grafana dashboard test checks against this).
+pub const NAMES: [&str; 14] = [
+    "tether_requests_total",
+    "tether_request_duration_seconds",
+    "tether_upstream_connect_failures_total",
+    "tether_retries_total",
+    "tether_backend_up",
+    "tether_backend_state",
+    "tether_backend_in_flight",
+    "tether_health_checks_total",
+    "tether_affinity_total",
+    "tether_affinity_migrations_total",
+    "tether_config_reloads_total",
+    "tether_config_last_reload_successful",
+    "tether_config_generation",
+    "tether_build_info",
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub connect_failures: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+    pub backend_state: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub health_checks: IntCounterVec,
+    pub affinity: IntCounterVec,
+    pub migrations: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub last_reload_ok: IntGauge,
+    pub generation: IntGauge,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).expect("valid metric");
+    reg.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tether_request_duration_seconds",
+                "Time from receiving the request header to the end of the response, by pool.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ]),
+            &["pool"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let build_info = gauge_vec(
+            &r,
+            "tether_build_info",
+            "Always 1; the version label tells which tether build is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            requests: counter(
+                &r,
+                "tether_requests_total",
+                "Requests answered, by route, pool, backend and status class (backend is empty when none was picked).",
+                &["route", "pool", "backend", "code"],
+            ),
+            duration,
+            connect_failures: counter(
+                &r,
+                "tether_upstream_connect_failures_total",
+                "Failed or timed-out connection attempts to a backend.",
+                &["pool", "backend"],
+            ),
+            retries: counter(
+                &r,
+                "tether_retries_total",
+                "Requests retried on another backend after a connect failure.",
+                &["pool"],
+            ),
+            backend_up: gauge_vec(
+                &r,
+                "tether_backend_up",
+                "1 when the backend passes its health checks, 0 when it is marked down.",
+                &["pool", "backend"],
+            ),
+            backend_state: gauge_vec(
+                &r,
+                "tether_backend_state",
+                "1 for the backend's current state (up, down, drain, maint), 0 for the others.",
+                &["pool", "backend", "state"],
+            ),
+            in_flight: gauge_vec(
+                &r,
+                "tether_backend_in_flight",
+                "Requests currently being proxied to the backend.",
+                &["pool", "backend"],
+            ),
+            health_checks: counter(
+                &r,
+                "tether_health_checks_total",
+                "Active health checks, by result.",
+                &["pool", "backend", "result"],
+            ),
+            affinity: counter(
+                &r,
+                "tether_affinity_total",
+                "Affinity decisions: hit (pinned backend used), new (session assigned), migrated (moved to a new home), invalid (tampered, malformed or expired cookie).",
+                &["pool", "outcome"],
+            ),
+            migrations: counter(
+                &r,
+                "tether_affinity_migrations_total",
+                "Sessions moved from one backend to another, by reason (down, removed, maint, connect_error).",
+                &["pool", "from", "to", "reason"],
+            ),
+            reloads: counter(
+                &r,
+                "tether_config_reloads_total",
+                "Configuration reload attempts, by result.",
+                &["result"],
+            ),
+            last_reload_ok: gauge(
+                &r,
+                "tether_config_last_reload_successful",
+                "1 if the last configuration reload succeeded (or none was attempted), 0 if it failed.",
+            ),
+            generation: gauge(
+                &r,
+                "tether_config_generation",
+                "Generation of the running configuration: 1 at start, +1 on each successful reload.",
+            ),
+            registry: r,
+        }
+    }
+
+    /// Makes both result series of the reload counter visible from the start (at 0), so rate()
+    /// and alerts work before the first reload.
+    pub fn init_reload_series(&self) {
+        self.reloads.with_label_values(&["success"]);
+        self.reloads.with_label_values(&["failure"]);
+        self.last_reload_ok.set(1);
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        buf
+    }
+
+    /// Drops every `tether_affinity_migrations_total` series that names `backend` of `pool` as
+    /// source or target (after a reload removed it). Not on the request path.
+    pub fn forget_migrations(&self, pool: &str, backend: &str) {
+        for family in self.migrations.collect() {
+            for m in family.get_metric() {
+                let mut labels = [""; 4];
+                for l in m.get_label() {
+                    let idx = match l.name() {
+                        "pool" => 0,
+                        "from" => 1,
+                        "to" => 2,
+                        "reason" => 3,
+                        _ => continue,
+                    };
+                    labels[idx] = l.value();
+                }
+                if labels[0] == pool && (labels[1] == backend || labels[2] == backend) {
+                    let _ = self.migrations.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Handles of one pool, resolved when the snapshot is built.
+pub struct PoolMetrics {
+    pub duration: Histogram,
+    pub retries: IntCounter,
+    /// Indexed like [`OUTCOMES`].
+    pub affinity: [IntCounter; 4],
+}
+
+impl PoolMetrics {
+    pub fn new(m: &Metrics, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            duration: m.duration.with_label_values(&[pool]),
+            retries: m.retries.with_label_values(&[pool]),
+            affinity: OUTCOMES.map(|o| m.affinity.with_label_values(&[pool, o])),
+        }
+    }
+}
+
+/// `tether_requests_total` handles for one (route, pool, backend), indexed by [`code_class`].
+pub type RequestCounters = [IntCounter; 5];
+
+pub fn request_counters(m: &Metrics, route: &str, pool: &str, backend: &str) -> RequestCounters {
+    CODE_CLASSES.map(|c| m.requests.with_label_values(&[route, pool, backend, c]))
+}

@@ -1,0 +1,245 @@
+//! The per-request backend decision: policy + affinity cookie + hash key → backend.
+//!
+//! Owns: how the policies of DESIGN.md §4 combine the pure pieces of `balance/` with a pool's
+//! live [`View`]. Pure: no IO, no clock (the caller passes `now`), no metrics, no locks; the only
+//! randomness is the session nonce, supplied by the caller. Must not touch: Pingora types.
+//!
+//! Failover is deterministic: when a pinned backend is down, removed or in maint, the session's new
+//! home is the owner of its key (the hash key, else the cookie's nonce) on the ring of backends that
+//! take new sessions — the first eligible backend clockwise from the key — so every tether
+//! instance with the same configuration and health view picks the same one.
+
+use std::sync::Arc;
+
+use crate::backend::Admin;
+use crate::balance::cookie::{Affinity, NONCE_LEN};
+use crate::balance::ring::Ring;
+use crate::config::Policy;
+use crate::snapshot::{Pool, View};
+
+/// Why a session moved (the `reason` label of `tether_affinity_migrations_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Down,
+    Removed,
+    Maint,
+    ConnectError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Down => "down",
+            Reason::Removed => "removed",
+            Reason::Maint => "maint",
+            Reason::ConnectError => "connect_error",
+        }
+    }
+}
+
+/// The affinity outcome of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pool keeps no affinity (round-robin, or hash without `pin`).
+    None,
+    /// The cookie's backend served the request.
+    Hit,
+    /// A new session was assigned (no cookie).
+    New,
+    /// The session moved to a new home.
+    Migrated { from: Arc<str>, reason: Reason },
+    /// The cookie was tampered with, malformed or expired: treated as absent.
+    Invalid,
+}
+
+impl Outcome {
+    /// Index into `metrics::OUTCOMES`, if the outcome is counted.
+    pub fn metric_index(&self) -> Option<usize> {
+        match self {
+            Outcome::None => None,
+            Outcome::Hit => Some(0),
+            Outcome::New => Some(1),
+            Outcome::Migrated { .. } => Some(2),
+            Outcome::Invalid => Some(3),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::None => "-",
+            Outcome::Hit => "hit",
+            Outcome::New => "new",
+            Outcome::Migrated { .. } => "migrated",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// What a request brings to the decision.
+pub struct Input<'a> {
+    /// Value of the pool's affinity cookie, when the pool uses one and the request has it.
+    pub cookie: Option<&'a [u8]>,
+    /// Hash key (hash pools), after the fallback key; `None` means round-robin.
+    pub key: Option<&'a [u8]>,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub backend: u32,
+    pub outcome: Outcome,
+    /// Affinity to (re)issue as `Set-Cookie`.
+    pub issue: Option<Affinity>,
+}
+
+impl Pool {
+    /// Picks the backend for a request, or `None` when no backend is eligible.
+    pub fn select(
+        &self,
+        view: &View,
+        input: &Input<'_>,
+        new_nonce: &mut dyn FnMut() -> [u8; NONCE_LEN],
+    ) -> Option<Decision> {
+        let pinned = self.codec.is_some();
+        match self.conf.policy {
+            Policy::RoundRobin => self.round_robin(view).map(|backend| Decision {
+                backend,
+                outcome: Outcome::None,
+                issue: None,
+            }),
+            Policy::Hash if !pinned => self.assign(view, input.key).map(|backend| Decision {
+                backend,
+                outcome: Outcome::None,
+                issue: None,
+            }),
+            Policy::Cookie | Policy::Hash => self.sticky(view, input, new_nonce),
+        }
+    }
+
+    fn sticky(
+        &self,
+        view: &View,
+        input: &Input<'_>,
+        new_nonce: &mut dyn FnMut() -> [u8; NONCE_LEN],
+    ) -> Option<Decision> {
+        let codec = self.codec.as_ref()?;
+        let mut invalid = false;
+        if let Some(value) = input.cookie {
+            let max_age = self.conf.cookie.max_age.map(|d| d.as_secs());
+            match codec.decode(value, input.now, max_age) {
+                Ok((aff, key_index)) => {
+                    let (from, reason) = match self.by_digest.get(&aff.backend) {
+                        Some(&i) if view.serving[i as usize] => {
+                            // Re-sign cookies verified by an older secret (rotation).
+                            let issue = (key_index > 0).then_some(aff);
+                            return Some(Decision {
+                                backend: i,
+                                outcome: Outcome::Hit,
+                                issue,
+                            });
+                        }
+                        Some(&i) => {
+                            let b = &self.backends[i as usize];
+                            let reason = if b.state.admin() == Admin::Maint {
+                                Reason::Maint
+                            } else {
+                                Reason::Down
+                            };
+                            (b.id.clone(), reason)
+                        }
+                        None => (
+                            self.retired
+                                .get(&aff.backend)
+                                .cloned()
+                                .unwrap_or_else(|| Arc::from("unknown")),
+                            Reason::Removed,
+                        ),
+                    };
+                    let key = input.key.unwrap_or(&aff.nonce);
+                    let backend = owner(view, key)?;
+                    return Some(Decision {
+                        backend,
+                        outcome: Outcome::Migrated { from, reason },
+                        issue: Some(Affinity {
+                            backend: self.backends[backend as usize].digest,
+                            nonce: aff.nonce,
+                            issued: input.now,
+                        }),
+                    });
+                }
+                Err(_) => invalid = true,
+            }
+        }
+        let backend = self.assign(view, input.key)?;
+        Some(Decision {
+            backend,
+            outcome: if invalid {
+                Outcome::Invalid
+            } else {
+                Outcome::New
+            },
+            issue: Some(Affinity {
+                backend: self.backends[backend as usize].digest,
+                nonce: new_nonce(),
+                issued: input.now,
+            }),
+        })
+    }
+
+    /// A new assignment: the key's owner, or round-robin without a key.
+    fn assign(&self, view: &View, key: Option<&[u8]>) -> Option<u32> {
+        match key {
+            Some(k) => owner(view, k),
+            None => self.round_robin(view),
+        }
+    }
+
+    fn round_robin(&self, view: &View) -> Option<u32> {
+        let n = self
+            .rr_counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        view.wrr.pick(n)
+    }
+
+    /// The next backend after connection failures to every backend in `tried`: for a keyed
+    /// request the key's owner among the remaining eligible backends (deterministic, like
+    /// failover), otherwise the next in round-robin order. Off the hot path: it may build a
+    /// temporary ring.
+    pub fn reselect(&self, view: &View, key: Option<&[u8]>, tried: &[u32]) -> Option<u32> {
+        let eligible = |set: &[bool]| -> Vec<u32> {
+            (0..self.backends.len() as u32)
+                .filter(|i| set[*i as usize] && !tried.contains(i))
+                .collect()
+        };
+        let mut candidates = eligible(&view.assignable);
+        if candidates.is_empty() {
+            candidates = eligible(&view.serving);
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        if let Some(k) = key {
+            let ring = Ring::build(candidates.iter().map(|&i| {
+                let b = &self.backends[i as usize];
+                (i, &*b.id, b.weight)
+            }));
+            return ring.get(k);
+        }
+        for _ in 0..view.wrr.len() {
+            if let Some(i) = self.round_robin(view) {
+                if !tried.contains(&i) {
+                    return Some(i);
+                }
+            }
+        }
+        candidates.first().copied()
+    }
+}
+
+/// Owner of `key` among backends taking new sessions; among serving ones when all of those drain.
+fn owner(view: &View, key: &[u8]) -> Option<u32> {
+    view.assignable_ring
+        .get(key)
+        .or_else(|| view.serving_ring.get(key))
+}

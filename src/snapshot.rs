@@ -1,0 +1,484 @@
+//! The configuration snapshot: routes, pools and their backends, built from a validated
+//! [`Config`] plus the live [`Registry`], and the [`Store`] that publishes it.
+//!
+//! Owns: the one `ArcSwap<Snapshot>` and the only `store` into it (reload is all-or-nothing: a
+//! complete snapshot is built, then swapped in one store), and each pool's live [`View`] — the
+//! rings and round-robin sequence derived from backend state, rebuilt by whoever changes a
+//! backend's state. Must not touch: sockets or request handling. A request loads the snapshot
+//! once and uses it to the end; it reads one `View` per decision and never takes a lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::backend::{BackendState, Registry};
+use crate::balance::cookie::{backend_digest, BackendDigest, CookieCodec};
+use crate::balance::ring::Ring;
+use crate::balance::wrr::Wrr;
+use crate::config::{self, Config, HostMatch, Policy};
+use crate::metrics::{request_counters, Metrics, PoolMetrics, RequestCounters};
+
+/// One immutable configuration generation.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// Sorted by match priority: the first route that matches host and path wins.
+    pub routes: Vec<Route>,
+    /// Same order as `config.pools`.
+    pub pools: Vec<Pool>,
+    /// `tether_requests_total` for requests that matched no route.
+    pub unrouted: RequestCounters,
+}
+
+pub struct Route {
+    /// The `route` metric label.
+    pub name: Arc<str>,
+    pub host: Option<HostMatch>,
+    pub path_prefix: String,
+    pub pool: usize,
+    /// `tether_requests_total` handles, per backend index of the pool.
+    pub requests: Vec<RequestCounters>,
+    /// For answers given before a backend was picked (e.g. 503).
+    pub requests_no_backend: RequestCounters,
+}
+
+pub struct Backend {
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub digest: BackendDigest,
+    pub state: Arc<BackendState>,
+    /// Pre-built peer, cloned per request (peers are built from a `SocketAddr`: never resolved).
+    pub peer: HttpPeer,
+}
+
+pub struct Pool {
+    pub name: Arc<str>,
+    pub conf: config::Pool,
+    pub backends: Vec<Backend>,
+    /// Cookie backend digest → backend index.
+    pub by_digest: HashMap<BackendDigest, u32>,
+    /// Digests of backends that were in this pool earlier (since start) but are not now.
+    pub retired: HashMap<BackendDigest, Arc<str>>,
+    /// Present when the pool uses the affinity cookie.
+    pub codec: Option<CookieCodec>,
+    /// `; Path=/; Max-Age=..; HttpOnly; SameSite=Lax` — appended to `name=value`.
+    pub cookie_attrs: String,
+    pub view: ArcSwap<View>,
+    pub rr_counter: AtomicUsize,
+    pub metrics: PoolMetrics,
+}
+
+/// Live selection structures of a pool, derived from backend states.
+pub struct View {
+    /// Up and not in maint (draining included): may keep existing sessions.
+    pub serving: Box<[bool]>,
+    /// Serving and not draining: may take new sessions.
+    pub assignable: Box<[bool]>,
+    /// Rings (only for pools that hash: `cookie` and `hash`).
+    pub serving_ring: Ring,
+    pub assignable_ring: Ring,
+    /// Smooth WRR over the assignable backends (over the serving ones when every serving
+    /// backend drains, so a fully drained pool still answers).
+    pub wrr: Wrr,
+    /// True when no backend was serving and the pool fails open (everything counts as serving).
+    pub failed_open: bool,
+}
+
+impl View {
+    fn build(pool: &config::Pool, backends: &[Backend]) -> View {
+        let mut serving: Box<[bool]> = backends.iter().map(|b| b.state.is_serving()).collect();
+        let mut assignable: Box<[bool]> =
+            backends.iter().map(|b| b.state.is_assignable()).collect();
+        let mut failed_open = false;
+        if pool.fail_open && !serving.iter().any(|s| *s) {
+            serving.iter_mut().for_each(|s| *s = true);
+            assignable.iter_mut().for_each(|s| *s = true);
+            failed_open = true;
+        }
+        let hashes = pool.policy != Policy::RoundRobin;
+        let ring_of = |set: &[bool]| {
+            if !hashes {
+                return Ring::build(std::iter::empty());
+            }
+            Ring::build(
+                backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| set[*i])
+                    .map(|(i, b)| (i as u32, &*b.id, b.weight)),
+            )
+        };
+        let wrr_set: &[bool] = if assignable.iter().any(|a| *a) {
+            &assignable
+        } else {
+            &serving
+        };
+        let wrr = Wrr::build(
+            backends
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| wrr_set[*i])
+                .map(|(i, b)| (i as u32, b.weight)),
+        );
+        View {
+            serving_ring: ring_of(&serving),
+            assignable_ring: ring_of(&assignable),
+            wrr,
+            serving,
+            assignable,
+            failed_open,
+        }
+    }
+
+    pub fn any_serving(&self) -> bool {
+        self.serving.iter().any(|s| *s)
+    }
+}
+
+impl Pool {
+    /// Rebuilds the live view from the backends' current states.
+    pub fn refresh(&self) {
+        self.view
+            .store(Arc::new(View::build(&self.conf, &self.backends)));
+    }
+
+    pub fn backend_index(&self, id: &str) -> Option<usize> {
+        self.backends.iter().position(|b| &*b.id == id)
+    }
+}
+
+impl Snapshot {
+    /// Index of the route for `host` (without port, any case) and `path`.
+    pub fn route(&self, host: &[u8], path: &[u8]) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            path.starts_with(r.path_prefix.as_bytes())
+                && match &r.host {
+                    None => true,
+                    Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h.as_bytes()),
+                    Some(HostMatch::Suffix(s)) => {
+                        host.len() > s.len()
+                            && host[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+                    }
+                }
+        })
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
+
+    /// Builds a complete snapshot. Backend states come from (and are created in) `registry`.
+    pub fn build(config: Arc<Config>, registry: &Registry, generation: u64) -> Snapshot {
+        let metrics = registry.metrics();
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .map(|pc| build_pool(pc, &config, registry, metrics))
+            .collect();
+        let mut routes: Vec<(usize, Route)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, rc)| {
+                let pool = &pools[rc.pool];
+                let name: Arc<str> = rc.name.as_str().into();
+                let requests = pool
+                    .backends
+                    .iter()
+                    .map(|b| request_counters(metrics, &name, &pool.name, &b.id))
+                    .collect();
+                let route = Route {
+                    requests_no_backend: request_counters(metrics, &name, &pool.name, ""),
+                    requests,
+                    name,
+                    host: rc.host.clone(),
+                    path_prefix: rc.path_prefix.clone(),
+                    pool: rc.pool,
+                };
+                (i, route)
+            })
+            .collect();
+        // Priority: exact host, then wildcard host (longer suffix first), then any host; within
+        // that, longest path prefix; then the order in the file.
+        routes.sort_by_key(|(i, r)| {
+            let host_rank = match &r.host {
+                Some(HostMatch::Exact(_)) => (0, 0),
+                Some(HostMatch::Suffix(s)) => (1, usize::MAX - s.len()),
+                None => (2, 0),
+            };
+            (host_rank, usize::MAX - r.path_prefix.len(), *i)
+        });
+        Snapshot {
+            generation,
+            unrouted: request_counters(metrics, "", "", ""),
+            routes: routes.into_iter().map(|(_, r)| r).collect(),
+            pools,
+            config,
+        }
+    }
+
+    /// Every (route, pool, backend) label set this snapshot counts requests under.
+    fn request_label_sets(&self) -> Vec<[String; 3]> {
+        let mut v = Vec::new();
+        for r in &self.routes {
+            let p = &self.pools[r.pool];
+            v.push([r.name.to_string(), p.name.to_string(), String::new()]);
+            for b in &p.backends {
+                v.push([r.name.to_string(), p.name.to_string(), b.id.to_string()]);
+            }
+        }
+        v
+    }
+}
+
+fn build_pool(pc: &config::Pool, config: &Config, registry: &Registry, m: &Metrics) -> Pool {
+    let backends: Vec<Backend> = pc
+        .backends
+        .iter()
+        .map(|bc| {
+            let mut peer = HttpPeer::new(bc.addr, false, String::new());
+            peer.options.connection_timeout = Some(pc.connect_timeout);
+            peer.options.total_connection_timeout = Some(pc.connect_timeout);
+            peer.options.read_timeout = Some(pc.read_timeout);
+            peer.options.write_timeout = Some(pc.read_timeout);
+            Backend {
+                id: bc.id.as_str().into(),
+                addr: bc.addr,
+                weight: bc.weight,
+                digest: backend_digest(&pc.name, &bc.id),
+                state: registry.get_or_create(&pc.name, &bc.id, bc.addr),
+                peer,
+            }
+        })
+        .collect();
+    let by_digest = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.digest, i as u32))
+        .collect();
+    let retired = registry
+        .known_ids(&pc.name)
+        .into_iter()
+        .filter(|id| !pc.backends.iter().any(|b| b.id == **id))
+        .map(|id| (backend_digest(&pc.name, &id), id))
+        .collect();
+    let codec = pc
+        .uses_cookie()
+        .then(|| CookieCodec::new(&pc.name, &config.affinity.secrets));
+    let view = View::build(pc, &backends);
+    Pool {
+        name: pc.name.as_str().into(),
+        cookie_attrs: cookie_attrs(&pc.cookie),
+        conf: pc.clone(),
+        backends,
+        by_digest,
+        retired,
+        codec,
+        view: ArcSwap::from_pointee(view),
+        rr_counter: AtomicUsize::new(0),
+        metrics: PoolMetrics::new(m, &pc.name),
+    }
+}
+
+fn cookie_attrs(c: &config::CookieOpts) -> String {
+    let mut s = format!("; Path={}", c.path);
+    if let Some(d) = &c.domain {
+        s.push_str("; Domain=");
+        s.push_str(d);
+    }
+    if let Some(age) = c.max_age {
+        s.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if c.http_only {
+        s.push_str("; HttpOnly");
+    }
+    if c.secure {
+        s.push_str("; Secure");
+    }
+    if let Some(ss) = c.same_site {
+        s.push_str(match ss {
+            config::SameSite::Strict => "; SameSite=Strict",
+            config::SameSite::Lax => "; SameSite=Lax",
+            config::SameSite::None => "; SameSite=None",
+        });
+    }
+    s
+}
+
+/// What a successful install changed, for the one-line reload log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub pools_added: Vec<String>,
+    pub pools_removed: Vec<String>,
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+    pub backends_changed: Vec<String>,
+    pub routes_changed: bool,
+}
+
+impl Diff {
+    fn between(old: &Config, new: &Config) -> Diff {
+        let mut d = Diff::default();
+        for p in &new.pools {
+            match old.pools.iter().find(|o| o.name == p.name) {
+                None => d.pools_added.push(p.name.clone()),
+                Some(o) => {
+                    for b in &p.backends {
+                        match o.backends.iter().find(|ob| ob.id == b.id) {
+                            None => d.backends_added.push(format!("{}/{}", p.name, b.id)),
+                            Some(ob) if ob.addr != b.addr || ob.weight != b.weight => {
+                                d.backends_changed.push(format!("{}/{}", p.name, b.id))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    for ob in &o.backends {
+                        if !p.backends.iter().any(|b| b.id == ob.id) {
+                            d.backends_removed.push(format!("{}/{}", p.name, ob.id));
+                        }
+                    }
+                }
+            }
+        }
+        for o in &old.pools {
+            if !new.pools.iter().any(|p| p.name == o.name) {
+                d.pools_removed.push(o.name.clone());
+            }
+        }
+        let key = |c: &Config| {
+            c.routes
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.path_prefix.clone(),
+                        c.pools[r.pool].name.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        d.routes_changed = key(old) != key(new);
+        d
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        let mut add = |label: &str, v: &[String]| {
+            if !v.is_empty() {
+                parts.push(format!("{label} [{}]", v.join(", ")));
+            }
+        };
+        add("pools added", &self.pools_added);
+        add("pools removed", &self.pools_removed);
+        add("backends added", &self.backends_added);
+        add("backends removed", &self.backends_removed);
+        add("backends changed", &self.backends_changed);
+        if self.routes_changed {
+            parts.push("routes changed".into());
+        }
+        if parts.is_empty() {
+            f.write_str("no routing changes")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
+/// The published snapshot plus the registry; the single writer of both kinds of swap.
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    registry: Arc<Registry>,
+    /// Serializes writers (install and view refreshes) so a refresh never lands on a snapshot
+    /// that is about to be replaced with views computed from older states. Never taken by
+    /// requests.
+    write: Mutex<()>,
+}
+
+impl Store {
+    /// Builds generation 1 from `config`.
+    pub fn new(config: Config, registry: Arc<Registry>) -> Store {
+        let snap = Snapshot::build(Arc::new(config), &registry, 1);
+        registry.metrics().generation.set(1);
+        registry.metrics().init_reload_series();
+        Store {
+            current: ArcSwap::from_pointee(snap),
+            registry,
+            write: Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot (one atomic load and reference count).
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.registry.metrics()
+    }
+
+    /// Builds a snapshot of `config` as the next generation and swaps it in with one store.
+    /// Backends that left the config leave the registry; their metric series go with them.
+    pub fn install(&self, config: Config) -> (Arc<Snapshot>, Diff) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let diff = Diff::between(&old.config, &config);
+        let snap = Arc::new(Snapshot::build(
+            Arc::new(config),
+            &self.registry,
+            old.generation + 1,
+        ));
+        self.current.store(snap.clone());
+        self.forget_removed(&old, &snap);
+        self.metrics().generation.set(snap.generation as i64);
+        (snap, diff)
+    }
+
+    fn forget_removed(&self, old: &Snapshot, new: &Snapshot) {
+        let keep: Vec<(&str, &str)> = new
+            .pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(move |b| (&*p.name, &*b.id)))
+            .collect();
+        self.registry.retain(&keep);
+        let m = self.metrics();
+        let new_sets = new.request_label_sets();
+        for set in old.request_label_sets() {
+            if !new_sets.contains(&set) {
+                for c in crate::metrics::CODE_CLASSES {
+                    let _ = m
+                        .requests
+                        .remove_label_values(&[&set[0], &set[1], &set[2], c]);
+                }
+            }
+        }
+        for p in &old.pools {
+            if new.pool(&p.name).is_none() {
+                let _ = m.duration.remove_label_values(&[&p.name]);
+                let _ = m.retries.remove_label_values(&[&p.name]);
+                for o in crate::metrics::OUTCOMES {
+                    let _ = m.affinity.remove_label_values(&[&p.name, o]);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the live view of `pool` in the current snapshot after a backend of it changed
+    /// state. Off the request path.
+    pub fn refresh_pool(&self, pool: &str) {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = self.current.load().pool(pool) {
+            p.refresh();
+        }
+    }
+}
