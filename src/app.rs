@@ -80,14 +80,23 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<SetLevel> {
     }))
 }
 
-/// Sends STOPPING=1 to systemd before Pingora's own shutdown handling.
-struct NotifyingShutdown;
+/// Sends STOPPING=1 to systemd before Pingora's own shutdown handling, and on a graceful
+/// terminate ends the process as soon as no request is in progress (Pingora itself always
+/// sleeps the whole grace period). A graceful upgrade keeps Pingora's sequence: the listeners
+/// must be handed over first.
+struct NotifyingShutdown {
+    grace: std::time::Duration,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for NotifyingShutdown {
     async fn recv(&self) -> ShutdownSignal {
         let s = UnixShutdownSignalWatch.recv().await;
         notify(&[sd_notify::NotifyState::Stopping]);
+        if matches!(s, ShutdownSignal::GracefulTerminate) {
+            let grace = self.grace;
+            std::thread::spawn(move || exit_when_idle(grace));
+        }
         tracing::info!(
             "shutting down ({})",
             match s {
@@ -97,6 +106,29 @@ impl ShutdownSignalWatch for NotifyingShutdown {
             }
         );
         s
+    }
+}
+
+/// Exits once no request has been in progress for two consecutive polls (after the listeners
+/// stopped accepting), or lets Pingora finish when the grace period runs out first.
+fn exit_when_idle(grace: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + grace;
+    let mut idle_polls = 0;
+    // Give Pingora a moment to broadcast the shutdown and close its listeners.
+    std::thread::sleep(Duration::from_millis(100));
+    while Instant::now() < deadline {
+        if crate::proxy::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
+            idle_polls += 1;
+            if idle_polls >= 2 {
+                tracing::info!("no request in progress: exiting");
+                std::process::exit(0);
+            }
+        } else {
+            idle_polls = 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -194,7 +226,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     });
 
     server.run(RunArgs {
-        shutdown_signal: Box::new(NotifyingShutdown),
+        shutdown_signal: Box::new(NotifyingShutdown {
+            grace: server_cfg.grace_period,
+        }),
     });
     health.stop();
     control.shutdown_background();

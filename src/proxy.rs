@@ -41,6 +41,11 @@ impl Proxy {
     }
 }
 
+/// Requests between `new_ctx` and the end of `logging` (or an early drop), process-wide: lets a
+/// graceful shutdown end as soon as nothing is in progress instead of always waiting the whole
+/// grace period.
+pub static ACTIVE_REQUESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Per-request state.
 pub struct Ctx {
     start: Instant,
@@ -66,11 +71,18 @@ pub struct Ctx {
     upstream_time: Option<Duration>,
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        ACTIVE_REQUESTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        ACTIVE_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ctx {
             start: Instant::now(),
             snap: None,
@@ -125,8 +137,8 @@ impl ProxyHttp for Proxy {
         match pool.select(&view, &input, &mut nonce) {
             Some(d) => {
                 ctx.backend = Some(d.backend);
+                ctx.nonce = d.session;
                 if let Some(a) = &d.issue {
-                    ctx.nonce = Some(a.nonce);
                     ctx.set_cookie = Some(set_cookie(pool, a));
                 }
                 if let Outcome::Migrated { from, reason } = &d.outcome {
@@ -173,16 +185,19 @@ impl ProxyHttp for Proxy {
                     "no backend left to retry",
                 ));
             };
-            if let (Some(nonce), Some(&first)) = (ctx.nonce, ctx.tried.first()) {
-                // The pinned backend refused the connection: the session moves for good.
-                let from = pool.backends[first as usize].id.clone();
-                if !matches!(ctx.outcome, Outcome::Migrated { .. }) || ctx.tried.len() == 1 {
+            if let (Some(nonce), Some(&failed)) = (ctx.nonce, ctx.tried.last()) {
+                // The session's backend refused the connection: it moves for good, so the cookie
+                // now names the new home. A session that was only just assigned is still new.
+                if matches!(ctx.outcome, Outcome::Hit | Outcome::Migrated { .. }) {
+                    let from = pool.backends[failed as usize].id.clone();
                     count_migration(&self.store, pool, &from, next, Reason::ConnectError);
+                    if ctx.outcome == Outcome::Hit {
+                        ctx.outcome = Outcome::Migrated {
+                            from,
+                            reason: Reason::ConnectError,
+                        };
+                    }
                 }
-                ctx.outcome = Outcome::Migrated {
-                    from,
-                    reason: Reason::ConnectError,
-                };
                 let a = crate::balance::cookie::Affinity {
                     backend: pool.backends[next as usize].digest,
                     nonce,

@@ -91,6 +91,8 @@ pub struct Decision {
     pub outcome: Outcome,
     /// Affinity to (re)issue as `Set-Cookie`.
     pub issue: Option<Affinity>,
+    /// The session nonce of a sticky request (also on a hit, for failover on connect errors).
+    pub session: Option<[u8; NONCE_LEN]>,
 }
 
 impl Pool {
@@ -107,11 +109,13 @@ impl Pool {
                 backend,
                 outcome: Outcome::None,
                 issue: None,
+                session: None,
             }),
             Policy::Hash if !pinned => self.assign(view, input.key).map(|backend| Decision {
                 backend,
                 outcome: Outcome::None,
                 issue: None,
+                session: None,
             }),
             Policy::Cookie | Policy::Hash => self.sticky(view, input, new_nonce),
         }
@@ -137,6 +141,7 @@ impl Pool {
                                 backend: i,
                                 outcome: Outcome::Hit,
                                 issue,
+                                session: Some(aff.nonce),
                             });
                         }
                         Some(&i) => {
@@ -166,12 +171,14 @@ impl Pool {
                             nonce: aff.nonce,
                             issued: input.now,
                         }),
+                        session: Some(aff.nonce),
                     });
                 }
                 Err(_) => invalid = true,
             }
         }
         let backend = self.assign(view, input.key)?;
+        let nonce = new_nonce();
         Some(Decision {
             backend,
             outcome: if invalid {
@@ -181,9 +188,10 @@ impl Pool {
             },
             issue: Some(Affinity {
                 backend: self.backends[backend as usize].digest,
-                nonce: new_nonce(),
+                nonce,
                 issued: input.now,
             }),
+            session: Some(nonce),
         })
     }
 
