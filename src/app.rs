@@ -141,12 +141,10 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         sighup,
     } = opts;
     let set_level = init_logging(config.log.format, &config.log.level);
-    if !config.server.tls.is_empty() {
-        return Err("server.tls: TLS listeners are not supported by this build yet; terminate TLS in front of tether or remove [[server.tls]]".into());
-    }
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(metrics));
     let server_cfg = config.server.clone();
+    let certs = Arc::new(crate::tls::Certs::new(&server_cfg.tls)?);
     let store = Arc::new(Store::new(config, registry));
 
     // The control runtime: health checks, the file watcher and readiness notification. Separate
@@ -162,6 +160,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let reloader = Arc::new(Reloader::new(
         store.clone(),
         health.clone(),
+        certs.clone(),
         path,
         set_level,
     ));
@@ -202,6 +201,18 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     );
     for addr in &server_cfg.listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    for l in &server_cfg.tls {
+        // Certificates were read and checked during validation; the resolver serves them
+        // (TlsSettings::build() would panic on unreadable files: never given any).
+        let resolver = certs
+            .resolver(l.listen)
+            .ok_or_else(|| format!("no certificates for TLS listener {}", l.listen))?;
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| format!("TLS listener {}: {e}", l.listen))?;
+        settings.set_cert_resolver(resolver);
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&l.listen.to_string(), None, settings);
     }
     server.add_service(proxy);
     if let Some(addr) = server_cfg.admin {

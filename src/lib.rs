@@ -5,7 +5,7 @@
 //! immutable routing snapshot and owns its `ArcSwap`; `balance` and `select` make pure
 //! per-request decisions; `backend` is the live registry that outlives snapshots; `health`
 //! runs active checks; `proxy` is the Pingora `ProxyHttp`; `reload` handles SIGHUP, the watcher
-//! and admin reloads; `admin` and `metrics` serve operators; `app` assembles the process; `demo`
+//! and admin reloads; `admin` and `metrics` serve operators; `tls` resolves certificates; `app` assembles the process; `demo`
 //! runs the built-in demo.
 #![forbid(unsafe_code)]
 
@@ -21,3 +21,4 @@ pub mod proxy;
 pub mod reload;
 pub mod select;
 pub mod snapshot;
+pub mod tls;

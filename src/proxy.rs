@@ -381,7 +381,7 @@ impl ProxyHttp for Proxy {
             client = %client,
             method = %req.method,
             host = %String::from_utf8_lossy(host_header(req)),
-            path = %req.uri,
+            path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
             status,
             route = route_name,
             pool = pool.map(|p| &*p.name).unwrap_or(""),

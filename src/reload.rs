@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::{self, Config};
 use crate::health::Health;
 use crate::snapshot::Store;
+use crate::tls::Certs;
 
 /// Why a reload did not happen. Each string is one complete error line.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ pub type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct Reloader {
     store: Arc<Store>,
     health: Arc<Health>,
+    certs: Arc<Certs>,
     path: Option<PathBuf>,
     /// Serializes reloads; also remembers the hash of the last file that failed, so the watcher
     /// reports a bad file once, not every second.
@@ -51,12 +53,14 @@ impl Reloader {
     pub fn new(
         store: Arc<Store>,
         health: Arc<Health>,
+        certs: Arc<Certs>,
         path: Option<PathBuf>,
         set_level: Option<SetLevel>,
     ) -> Reloader {
         Reloader {
             store,
             health,
+            certs,
             path,
             state: Mutex::new(None),
             set_level,
@@ -150,6 +154,10 @@ impl Reloader {
         if !restart.is_empty() {
             return Err((Some(new.source.hash.clone()), restart));
         }
+        // Certificates rotate before the snapshot swap; validation already proved they load.
+        self.certs
+            .reload(&new.server.tls)
+            .map_err(|e| (Some(new.source.hash.clone()), vec![e]))?;
         Ok(new)
     }
 
