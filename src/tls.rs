@@ -63,7 +63,7 @@ impl SniResolver {
         let entries = self.entries.load();
         if let Some(sni) = sni {
             let sni = sni.to_ascii_lowercase();
-            if let Some(e) = entries.iter().find(|e| e.names.iter().any(|n| *n == sni)) {
+            if let Some(e) = entries.iter().find(|e| e.names.contains(&sni)) {
                 return Some(e.key.clone());
             }
             if let Some((_, parent)) = sni.split_once('.') {
