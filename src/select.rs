@@ -251,3 +251,174 @@ fn owner(view: &View, key: &[u8]) -> Option<u32> {
         .get(key)
         .or_else(|| view.serving_ring.get(key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Registry;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Snapshot;
+
+    fn snapshot(policy: &str, extra: &str, secrets: &str) -> Snapshot {
+        let mut text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[affinity]\nsecret = {secrets}\n\
+             [[route]]\npool = \"p\"\n[pool.p]\npolicy = \"{policy}\"\n{extra}\n"
+        );
+        for i in 1..=4 {
+            text.push_str(&format!(
+                "[[pool.p.backend]]\nid = \"b{i}\"\naddr = \"127.0.0.1:{}\"\n",
+                1000 + i
+            ));
+        }
+        let config = crate::config::parse(&text, None).expect("valid test config");
+        let registry = Registry::new(std::sync::Arc::new(Metrics::new()));
+        Snapshot::build(std::sync::Arc::new(config), &registry, 1)
+    }
+
+    const SECRET: &str = "\"selection-test-secret-0123456789\"";
+
+    fn nonce(i: u8) -> [u8; NONCE_LEN] {
+        [i; NONCE_LEN]
+    }
+
+    fn pick(s: &Snapshot, cookie: Option<&str>, key: Option<&str>, n: u8) -> Decision {
+        let pool = &s.pools[0];
+        let view = pool.view.load();
+        let input = Input {
+            cookie: cookie.map(str::as_bytes),
+            key: key.map(str::as_bytes),
+            now: 1_000_000,
+        };
+        pool.select(&view, &input, &mut || nonce(n))
+            .expect("a backend")
+    }
+
+    fn cookie_of(s: &Snapshot, d: &Decision) -> String {
+        s.pools[0]
+            .codec
+            .as_ref()
+            .unwrap()
+            .encode(d.issue.as_ref().unwrap())
+    }
+
+    #[test]
+    fn new_session_then_hits() {
+        let s = snapshot("cookie", "", SECRET);
+        let first = pick(&s, None, None, 1);
+        assert_eq!(first.outcome, Outcome::New);
+        let c = cookie_of(&s, &first);
+        let again = pick(&s, Some(&c), None, 2);
+        assert_eq!(again.outcome, Outcome::Hit);
+        assert_eq!(again.backend, first.backend);
+        assert_eq!(again.issue, None);
+        assert_eq!(again.session, Some(nonce(1)));
+    }
+
+    #[test]
+    fn failover_is_deterministic_across_independent_snapshots() {
+        // Two "instances": separately built snapshots and registries.
+        let (a, b) = (
+            snapshot("cookie", "", SECRET),
+            snapshot("cookie", "", SECRET),
+        );
+        let mut moved = 0;
+        for n in 0..50u8 {
+            let d = pick(&a, None, None, n);
+            let c = cookie_of(&a, &d);
+            let home = d.backend as usize;
+            for s in [&a, &b] {
+                let st = &s.pools[0].backends[home].state;
+                while st.is_healthy() {
+                    st.record(false, 1, 1);
+                }
+                s.pools[0].refresh();
+            }
+            let (da, db) = (pick(&a, Some(&c), None, 99), pick(&b, Some(&c), None, 99));
+            assert_eq!(da.backend, db.backend, "both instances agree");
+            assert_ne!(da.backend as usize, home);
+            assert!(matches!(
+                da.outcome,
+                Outcome::Migrated {
+                    reason: Reason::Down,
+                    ..
+                }
+            ));
+            assert_eq!(
+                da.issue.unwrap().nonce,
+                nonce(n),
+                "the session keeps its nonce"
+            );
+            moved += 1;
+            for s in [&a, &b] {
+                let st = &s.pools[0].backends[home].state;
+                while !st.is_healthy() {
+                    st.record(true, 1, 1);
+                }
+                s.pools[0].refresh();
+            }
+        }
+        assert_eq!(moved, 50);
+    }
+
+    #[test]
+    fn drained_backends_keep_sessions_but_take_no_new_ones() {
+        let s = snapshot("cookie", "", SECRET);
+        let d = pick(&s, None, None, 7);
+        let c = cookie_of(&s, &d);
+        s.pools[0].backends[d.backend as usize]
+            .state
+            .set_admin(Admin::Drain);
+        s.pools[0].refresh();
+        assert_eq!(pick(&s, Some(&c), None, 8).backend, d.backend);
+        for n in 0..20 {
+            assert_ne!(pick(&s, None, None, n).backend, d.backend);
+        }
+        s.pools[0].backends[d.backend as usize]
+            .state
+            .set_admin(Admin::Maint);
+        s.pools[0].refresh();
+        let m = pick(&s, Some(&c), None, 9);
+        assert_ne!(m.backend, d.backend);
+        assert!(matches!(
+            m.outcome,
+            Outcome::Migrated {
+                reason: Reason::Maint,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn invalid_cookies_become_new_sessions_and_old_secrets_are_resigned() {
+        let old = snapshot("cookie", "", SECRET);
+        let d = pick(&old, None, None, 3);
+        let c = cookie_of(&old, &d);
+        let bad = pick(&old, Some("bogus"), None, 4);
+        assert_eq!(bad.outcome, Outcome::Invalid);
+        assert!(bad.issue.is_some());
+        // Rotation: a new first secret, the old one still verifies and the cookie is re-signed.
+        let rotated = snapshot(
+            "cookie",
+            "",
+            &format!("[\"a-brand-new-secret-0123456789\", {SECRET}]"),
+        );
+        let r = pick(&rotated, Some(&c), None, 5);
+        assert_eq!(r.outcome, Outcome::Hit);
+        assert_eq!(r.backend, d.backend);
+        assert!(r.issue.is_some(), "re-issued with the current secret");
+    }
+
+    #[test]
+    fn hash_without_pin_follows_the_key_and_falls_back_to_round_robin() {
+        let s = snapshot("hash", "[pool.p.hash]\nkey = \"header:x-user\"", SECRET);
+        let d = pick(&s, None, Some("alice"), 0);
+        assert_eq!(d.outcome, Outcome::None);
+        assert_eq!(d.issue, None);
+        for _ in 0..5 {
+            assert_eq!(pick(&s, None, Some("alice"), 0).backend, d.backend);
+        }
+        let spread: std::collections::BTreeSet<u32> =
+            (0..8).map(|_| pick(&s, None, None, 0).backend).collect();
+        assert_eq!(spread.len(), 4, "no key: round-robin over all backends");
+    }
+}
