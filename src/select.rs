@@ -272,7 +272,7 @@ mod tests {
         }
         let config = crate::config::parse(&text, None).expect("valid test config");
         let registry = Registry::new(std::sync::Arc::new(Metrics::new()));
-        Snapshot::build(std::sync::Arc::new(config), &registry, 1)
+        Snapshot::build(std::sync::Arc::new(config), &registry, 1, None)
     }
 
     const SECRET: &str = "\"selection-test-secret-0123456789\"";

@@ -90,7 +90,8 @@ pub struct View {
 }
 
 impl View {
-    fn build(pool: &config::Pool, backends: &[Backend]) -> View {
+    /// (serving, assignable, failed_open) from the backends' current states.
+    fn build_masks(pool: &config::Pool, backends: &[Backend]) -> (Box<[bool]>, Box<[bool]>, bool) {
         let mut serving: Box<[bool]> = backends.iter().map(|b| b.state.is_serving()).collect();
         let mut assignable: Box<[bool]> =
             backends.iter().map(|b| b.state.is_assignable()).collect();
@@ -100,6 +101,11 @@ impl View {
             assignable.iter_mut().for_each(|s| *s = true);
             failed_open = true;
         }
+        (serving, assignable, failed_open)
+    }
+
+    fn build(pool: &config::Pool, backends: &[Backend]) -> View {
+        let (serving, assignable, failed_open) = View::build_masks(pool, backends);
         let hashes = pool.policy != Policy::RoundRobin;
         let ring_of = |set: &[bool]| {
             if !hashes {
@@ -173,12 +179,27 @@ impl Snapshot {
     }
 
     /// Builds a complete snapshot. Backend states come from (and are created in) `registry`.
-    pub fn build(config: Arc<Config>, registry: &Registry, generation: u64) -> Snapshot {
+    /// `prev`, the snapshot being replaced, lends its live views to pools whose members and
+    /// states did not change, so a reload does not rebuild every ring.
+    pub fn build(
+        config: Arc<Config>,
+        registry: &Registry,
+        generation: u64,
+        prev: Option<&Snapshot>,
+    ) -> Snapshot {
         let metrics = registry.metrics();
         let pools: Vec<Pool> = config
             .pools
             .iter()
-            .map(|pc| build_pool(pc, &config, registry, metrics))
+            .map(|pc| {
+                build_pool(
+                    pc,
+                    &config,
+                    registry,
+                    metrics,
+                    prev.and_then(|p| p.pool(&pc.name)),
+                )
+            })
             .collect();
         let mut routes: Vec<(usize, Route)> = config
             .routes
@@ -236,7 +257,13 @@ impl Snapshot {
     }
 }
 
-fn build_pool(pc: &config::Pool, config: &Config, registry: &Registry, m: &Metrics) -> Pool {
+fn build_pool(
+    pc: &config::Pool,
+    config: &Config,
+    registry: &Registry,
+    m: &Metrics,
+    prev: Option<&Pool>,
+) -> Pool {
     let backends: Vec<Backend> = pc
         .backends
         .iter()
@@ -270,7 +297,18 @@ fn build_pool(pc: &config::Pool, config: &Config, registry: &Registry, m: &Metri
     let codec = pc
         .uses_cookie()
         .then(|| CookieCodec::new(&pc.name, &config.affinity.secrets));
-    let view = View::build(pc, &backends);
+    let view = match prev {
+        Some(old) if same_members(old, pc, &backends) => {
+            let old_view = old.view.load_full();
+            let fresh = View::build_masks(pc, &backends);
+            if fresh.0 == old_view.serving && fresh.1 == old_view.assignable {
+                old_view
+            } else {
+                Arc::new(View::build(pc, &backends))
+            }
+        }
+        _ => Arc::new(View::build(pc, &backends)),
+    };
     Pool {
         name: pc.name.as_str().into(),
         cookie_attrs: cookie_attrs(&pc.cookie),
@@ -279,10 +317,23 @@ fn build_pool(pc: &config::Pool, config: &Config, registry: &Registry, m: &Metri
         by_digest,
         retired,
         codec,
-        view: ArcSwap::from_pointee(view),
+        view: ArcSwap::new(view),
         rr_counter: AtomicUsize::new(0),
         metrics: PoolMetrics::new(m, &pc.name),
     }
+}
+
+/// Same policy, fail-open setting and (id, weight) list in the same order: the live view
+/// computed for the old pool is valid for the new one if the backend states agree too.
+fn same_members(old: &Pool, pc: &config::Pool, backends: &[Backend]) -> bool {
+    old.conf.policy == pc.policy
+        && old.conf.fail_open == pc.fail_open
+        && old.backends.len() == backends.len()
+        && old
+            .backends
+            .iter()
+            .zip(backends)
+            .all(|(o, n)| o.id == n.id && o.weight == n.weight)
 }
 
 fn cookie_attrs(c: &config::CookieOpts) -> String {
@@ -404,7 +455,7 @@ pub struct Store {
 impl Store {
     /// Builds generation 1 from `config`.
     pub fn new(config: Config, registry: Arc<Registry>) -> Store {
-        let snap = Snapshot::build(Arc::new(config), &registry, 1);
+        let snap = Snapshot::build(Arc::new(config), &registry, 1, None);
         registry.metrics().generation.set(1);
         registry.metrics().init_reload_series();
         Store {
@@ -437,6 +488,7 @@ impl Store {
             Arc::new(config),
             &self.registry,
             old.generation + 1,
+            Some(&old),
         ));
         self.current.store(snap.clone());
         self.forget_removed(&old, &snap);
