@@ -388,11 +388,16 @@ impl ProxyHttp for Proxy {
             backend,
             affinity = ctx.outcome.as_str(),
             from,
-            upstream_ms = ctx.upstream_time.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
-            total_ms = elapsed.as_secs_f64() * 1e3,
+            upstream_ms = ms(ctx.upstream_time.unwrap_or_default()),
+            total_ms = ms(elapsed),
             error = e.map(|e| e.etype().as_str()).unwrap_or(""),
         );
     }
+}
+
+/// Milliseconds with microsecond precision (prints as `0.217`, not `0.21706699999999998`).
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn internal(what: &'static str) -> Box<Error> {
