@@ -81,6 +81,10 @@ impl Drop for Ctx {
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default adds a disabled compression module whose
+    /// per-request context and filter calls cost CPU for nothing (tether never compresses).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         ACTIVE_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ctx {
