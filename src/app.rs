@@ -132,6 +132,26 @@ fn exit_when_idle(grace: std::time::Duration) {
     }
 }
 
+/// Fails fast, with the address, when a listener cannot be bound (Pingora would log the error
+/// and run on without that listener). Skipped for `--upgrade`, whose addresses are held by the
+/// old process until it hands them over.
+fn check_bindable(config: &Config) -> Result<(), String> {
+    let s = &config.server;
+    let addrs = s
+        .listen
+        .iter()
+        .copied()
+        .chain(s.tls.iter().map(|t| t.listen))
+        .chain(s.admin);
+    for addr in addrs {
+        if addr.port() == 0 {
+            continue;
+        }
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs tether until shutdown. `extra` adds services to the same server (the demo backends).
 pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String> {
     let RunOpts {
@@ -141,6 +161,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         sighup,
     } = opts;
     let set_level = init_logging(config.log.format, &config.log.level);
+    if !upgrade {
+        check_bindable(&config)?;
+    }
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(metrics));
     let server_cfg = config.server.clone();

@@ -1318,13 +1318,16 @@ fn is_backend_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
 }
 
-/// `$RUNTIME_DIRECTORY` (set by systemd's `RuntimeDirectory=`; the first one if several) or
-/// the temp dir, with a name unique per config file so two instances with different configs
-/// never share a pid file or upgrade socket.
+/// In `$RUNTIME_DIRECTORY` (set by systemd's `RuntimeDirectory=`; the first one if several),
+/// which belongs to this one unit: plain `tether.pid` / `tether.sock`, so the unit's `PIDFile=`
+/// can name it. Otherwise the shared temp dir, with a name unique per config file so two
+/// instances with different configs never share a pid file or upgrade socket.
 fn default_runtime_path(source: Option<&Path>, ext: &str) -> PathBuf {
-    let dir = std::env::var_os("RUNTIME_DIRECTORY")
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY")
         .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()))
-        .unwrap_or_else(std::env::temp_dir);
+    {
+        return dir.join(format!("tether.{ext}"));
+    }
     let hash = match source {
         Some(p) => {
             let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -1332,7 +1335,7 @@ fn default_runtime_path(source: Option<&Path>, ext: &str) -> PathBuf {
         }
         None => content_hash(b"inline"),
     };
-    dir.join(format!("tether-{}.{ext}", &hash[..12]))
+    std::env::temp_dir().join(format!("tether-{}.{ext}", &hash[..12]))
 }
 
 #[cfg(test)]
