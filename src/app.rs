@@ -86,16 +86,21 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<SetLevel> {
 /// must be handed over first.
 struct NotifyingShutdown {
     grace: std::time::Duration,
+    pid_file: PathBuf,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for NotifyingShutdown {
     async fn recv(&self) -> ShutdownSignal {
         let s = UnixShutdownSignalWatch.recv().await;
-        notify(&[sd_notify::NotifyState::Stopping]);
+        // Not on SIGQUIT: during a graceful upgrade the service goes on in the new process, and
+        // STOPPING=1 would make systemd stop the whole unit (new process included).
+        if !matches!(s, ShutdownSignal::GracefulUpgrade) {
+            notify(&[sd_notify::NotifyState::Stopping]);
+        }
         if matches!(s, ShutdownSignal::GracefulTerminate) {
-            let grace = self.grace;
-            std::thread::spawn(move || exit_when_idle(grace));
+            let (grace, pid_file) = (self.grace, self.pid_file.clone());
+            std::thread::spawn(move || exit_when_idle(grace, pid_file));
         }
         tracing::info!(
             "shutting down ({})",
@@ -111,7 +116,7 @@ impl ShutdownSignalWatch for NotifyingShutdown {
 
 /// Exits once no request has been in progress for two consecutive polls (after the listeners
 /// stopped accepting), or lets Pingora finish when the grace period runs out first.
-fn exit_when_idle(grace: std::time::Duration) {
+fn exit_when_idle(grace: std::time::Duration, pid_file: PathBuf) {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
     let deadline = Instant::now() + grace;
@@ -123,6 +128,7 @@ fn exit_when_idle(grace: std::time::Duration) {
             idle_polls += 1;
             if idle_polls >= 2 {
                 tracing::info!("no request in progress: exiting");
+                remove_pid_file(&pid_file);
                 std::process::exit(0);
             }
         } else {
@@ -250,9 +256,15 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     extra(&mut server);
 
     let mut phases = server.watch_execution_phase();
+    let pid_file = server_cfg.pid_file.clone();
     control.spawn(async move {
         while let Ok(phase) = phases.recv().await {
             if matches!(phase, pingora::server::ExecutionPhase::Running) {
+                // Pingora writes its pid file only when it daemonizes; systemd's PIDFile= (how
+                // it adopts the new process of a graceful upgrade) needs it in the foreground.
+                if let Err(e) = write_pid_file(&pid_file) {
+                    tracing::warn!("cannot write pid file {}: {e}", pid_file.display());
+                }
                 notify(&[sd_notify::NotifyState::Ready]);
                 tracing::info!("tether {} ready", env!("CARGO_PKG_VERSION"));
             }
@@ -262,9 +274,30 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     server.run(RunArgs {
         shutdown_signal: Box::new(NotifyingShutdown {
             grace: server_cfg.grace_period,
+            pid_file: server_cfg.pid_file.clone(),
         }),
     });
     health.stop();
     control.shutdown_background();
+    remove_pid_file(&server_cfg.pid_file);
     Ok(())
+}
+
+/// Writes our pid atomically (temp file + rename), once the listeners are held.
+fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("pid.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes the pid file only while it still names this process: after a graceful upgrade it
+/// names the new one.
+fn remove_pid_file(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
