@@ -287,10 +287,11 @@ impl Registry {
     /// Drops every backend not in `keep` and deletes its metric series (removed backends' series
     /// disappear after a reload). Returns the removed keys.
     pub fn retain(&self, keep: &[(&str, &str)]) -> Vec<(Arc<str>, Arc<str>)> {
+        let keep: std::collections::HashSet<(&str, &str)> = keep.iter().copied().collect();
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let removed: Vec<Key> = map
             .keys()
-            .filter(|(p, i)| !keep.iter().any(|(kp, ki)| **p == **kp && **i == **ki))
+            .filter(|(p, i)| !keep.contains(&(&**p, &**i)))
             .cloned()
             .collect();
         for key in &removed {

@@ -504,7 +504,8 @@ impl Store {
             .collect();
         self.registry.retain(&keep);
         let m = self.metrics();
-        let new_sets = new.request_label_sets();
+        let new_sets: std::collections::HashSet<[String; 3]> =
+            new.request_label_sets().into_iter().collect();
         for set in old.request_label_sets() {
             if !new_sets.contains(&set) {
                 for c in crate::metrics::CODE_CLASSES {
