@@ -284,6 +284,14 @@ impl ProxyHttp for Proxy {
                 upstream.insert_header("x-request-id", id.as_str())?;
             }
         }
+        // The affinity cookie is the proxy's business: backends never see it (HAProxy's
+        // "indirect"), so it cannot leak into application logs or be echoed back.
+        if let (Some(snap), Some(ri)) = (&ctx.snap, ctx.route) {
+            let pool = &snap.pools[snap.routes[ri].pool];
+            if pool.codec.is_some() {
+                strip_cookie(upstream, &pool.conf.cookie.name)?;
+            }
+        }
         Ok(())
     }
 
@@ -547,6 +555,37 @@ pub fn find_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// Removes cookie `name` from the Cookie header(s) of `req`; drops a header left empty.
+/// Allocates only when the cookie is present.
+fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
+    if find_cookie(req, name).is_none() {
+        return Ok(());
+    }
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for h in req.headers.get_all(header::COOKIE) {
+        let rest: Vec<&[u8]> = h
+            .as_bytes()
+            .split(|&c| c == b';')
+            .map(trim)
+            .filter(|pair| {
+                !pair.is_empty()
+                    && !pair
+                        .strip_prefix(name.as_bytes())
+                        .is_some_and(|r| r.first() == Some(&b'='))
+            })
+            .collect();
+        if !rest.is_empty() {
+            kept.push(rest.join(&b"; "[..]));
+        }
+    }
+    req.remove_header(&header::COOKIE);
+    for v in kept {
+        let v = http::HeaderValue::from_bytes(&v).map_err(|_| internal("bad cookie header"))?;
+        req.append_header(header::COOKIE, v)?;
+    }
+    Ok(())
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
@@ -669,6 +708,26 @@ mod tests {
         assert_eq!(find_cookie(&req, "c"), Some(&b"q"[..]));
         assert_eq!(find_cookie(&req, "tether"), None);
         assert_eq!(find_cookie(&req, "b"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn the_affinity_cookie_is_stripped_and_others_kept() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("cookie", "a=1; tether_shop=abc; tether_shop2=x")
+            .unwrap();
+        req.append_header("cookie", "tether_shop=zzz").unwrap();
+        strip_cookie(&mut req, "tether_shop").unwrap();
+        let all: Vec<&[u8]> = req
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(all, vec![&b"a=1; tether_shop2=x"[..]]);
+        let mut none = RequestHeader::build("GET", b"/", None).unwrap();
+        none.append_header("cookie", "a=1").unwrap();
+        strip_cookie(&mut none, "tether_shop").unwrap();
+        assert_eq!(none.headers.get("cookie").unwrap().as_bytes(), b"a=1");
     }
 
     #[test]

@@ -452,6 +452,11 @@ fn pinned_hash_sessions_stay_after_recovery() {
     bs[0].set_health(500);
     wait_state(&t, "sessions", "s1", "down");
     let moved = get(&t.url("/"), &[("Cookie", &both)]);
+    assert_eq!(
+        moved.seen_header("cookie"),
+        Some(jsid(i)),
+        "the hash key cookie reaches the backend"
+    );
     let new_home = moved.backend().unwrap().to_owned();
     assert_ne!(new_home, "s1");
     let new_pin = moved.set_cookie("tether_sessions").expect("pin rewritten");
