@@ -569,9 +569,9 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
             .map(trim)
             .filter(|pair| {
                 !pair.is_empty()
-                    && !pair
+                    && pair
                         .strip_prefix(name.as_bytes())
-                        .is_some_and(|r| r.first() == Some(&b'='))
+                        .is_none_or(|r| r.first() != Some(&b'='))
             })
             .collect();
         if !rest.is_empty() {
