@@ -319,6 +319,11 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header(header::SET_COOKIE, c)?;
+            if let (Some(snap), Some(ri)) = (&ctx.snap, ctx.route) {
+                if snap.pools[snap.routes[ri].pool].conf.cookie.cache_private {
+                    mark_private(resp)?;
+                }
+            }
         }
         if let Some(id) = &ctx.request_id {
             if resp.headers.get("x-request-id").is_none() {
@@ -555,6 +560,37 @@ pub fn find_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// Makes a response that sets the affinity cookie uncacheable by shared caches: adds `private`
+/// to `Cache-Control` (replacing `public`) unless it already says `private` or `no-store`.
+fn mark_private(resp: &mut ResponseHeader) -> Result<()> {
+    let current = resp
+        .headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lower = current.to_ascii_lowercase();
+    let directives: Vec<&str> = lower.split(',').map(str::trim).collect();
+    if directives
+        .iter()
+        .any(|d| *d == "private" || *d == "no-store")
+    {
+        return Ok(());
+    }
+    // "public" would contradict "private": drop it, keep everything else (max-age still
+    // applies to the browser's own cache).
+    let mut value = String::from("private");
+    for d in current.split(',').map(str::trim) {
+        if !d.is_empty() && !d.eq_ignore_ascii_case("public") {
+            value.push_str(", ");
+            value.push_str(d);
+        }
+    }
+    resp.insert_header(header::CACHE_CONTROL, value)?;
+    Ok(())
+}
+
 /// Removes cookie `name` from the Cookie header(s) of `req`; drops a header left empty.
 /// Allocates only when the cookie is present.
 fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
@@ -728,6 +764,25 @@ mod tests {
         none.append_header("cookie", "a=1").unwrap();
         strip_cookie(&mut none, "tether_shop").unwrap();
         assert_eq!(none.headers.get("cookie").unwrap().as_bytes(), b"a=1");
+    }
+
+    #[test]
+    fn set_cookie_responses_become_private() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        mark_private(&mut r).unwrap();
+        assert_eq!(r.headers.get("cache-control").unwrap(), "private");
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("cache-control", "public, max-age=60")
+            .unwrap();
+        mark_private(&mut r).unwrap();
+        assert_eq!(
+            r.headers.get("cache-control").unwrap(),
+            "private, max-age=60"
+        );
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("cache-control", "no-store").unwrap();
+        mark_private(&mut r).unwrap();
+        assert_eq!(r.headers.get("cache-control").unwrap(), "no-store");
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn cookie_pins_sessions_with_opaque_signed_values() {
     let bs = backends(3);
     let t = Tether::start(&cookie_config(
         &bs,
-        "[pool.shop.cookie]\nname = \"sid\"\nmax_age = \"1h\"\nsecure = true\nsame_site = \"Strict\"\ndomain = \"example.com\"\npath = \"/\"",
+        "[pool.shop.cookie]\nname = \"sid\"\nmax_age = \"1h\"\nsecure = true\nsame_site = \"Strict\"\ndomain = \"example.com\"\npath = \"/\"\ncache_private = true",
     ));
     let first = get(&t.url("/cart"), &[]);
     assert_eq!(first.status, 200);
@@ -107,6 +107,11 @@ fn cookie_pins_sessions_with_opaque_signed_values() {
     ] {
         assert!(line.contains(attr), "{attr} missing in {line}");
     }
+    assert_eq!(
+        first.header("cache-control"),
+        Some("private"),
+        "cache_private: a response that sets the cookie is not for shared caches"
+    );
     let value = first.set_cookie("sid").unwrap();
     let home = first.backend().unwrap().to_owned();
     for b in &bs {

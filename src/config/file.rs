@@ -104,6 +104,7 @@ pub(crate) struct Cookie {
     pub same_site: Option<String>,
     pub path: Option<String>,
     pub domain: Option<String>,
+    pub cache_private: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

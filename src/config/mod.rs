@@ -144,6 +144,10 @@ pub struct CookieOpts {
     /// Default "/".
     pub path: String,
     pub domain: Option<String>,
+    /// Mark responses that set the affinity cookie `Cache-Control: private`, so a shared cache
+    /// in front of tether never stores one user's cookie for everyone (HAProxy's `nocache`).
+    /// Default false.
+    pub cache_private: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

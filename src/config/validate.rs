@@ -985,6 +985,7 @@ impl Cx<'_> {
             same_site: Some(same_site),
             path,
             domain: c.domain.clone(),
+            cache_private: c.cache_private.unwrap_or(false),
         }
     }
 
