@@ -14,18 +14,6 @@ fn backends(n: usize) -> Vec<Backend> {
     (1..=n).map(|i| Backend::start(&format!("s{i}"))).collect()
 }
 
-fn backend_tables(pool: &str, bs: &[Backend]) -> String {
-    bs.iter()
-        .map(|b| {
-            format!(
-                "[[pool.{pool}.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-                b.name(),
-                b.addr()
-            )
-        })
-        .collect()
-}
-
 /// A cookie pool "shop" with fast health checks, plus whatever `extra` adds to the pool table.
 fn cookie_config(bs: &[Backend], extra: &str) -> String {
     format!(

@@ -43,13 +43,7 @@ fall = 1
 "#,
     );
     for pool in ["shop", "sessions"] {
-        for b in bs {
-            s.push_str(&format!(
-                "[[pool.{pool}.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-                b.name(),
-                b.addr()
-            ));
-        }
+        s.push_str(&backend_tables(pool, bs));
     }
     s
 }

@@ -404,6 +404,20 @@ fn headers_json(headers: &hyper::HeaderMap) -> String {
 // HTTP client
 // ---------------------------------------------------------------------------------------------
 
+/// `[[pool.POOL.backend]]` tables for `backends`, each with id = the backend's name (weight 1).
+pub fn backend_tables(pool: &str, backends: &[Backend]) -> String {
+    backends
+        .iter()
+        .map(|b| {
+            format!(
+                "[[pool.{pool}.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
+                b.name(),
+                b.addr()
+            )
+        })
+        .collect()
+}
+
 /// A response, fully read. Header names are lower-case; values are lossily UTF-8 decoded.
 #[derive(Debug, Clone)]
 pub struct Resp {
