@@ -64,6 +64,8 @@ pub struct Ctx {
     /// The session nonce (cookie policy), also the failover key without a hash key.
     nonce: Option<[u8; NONCE_LEN]>,
     set_cookie: Option<String>,
+    /// The request carried the pool's affinity cookie (to strip before forwarding).
+    has_affinity_cookie: bool,
     request_id: Option<String>,
     /// Status of a response tether generated itself (404, 503).
     local_status: Option<u16>,
@@ -99,6 +101,7 @@ impl ProxyHttp for Proxy {
             outcome: Outcome::None,
             nonce: None,
             set_cookie: None,
+            has_affinity_cookie: false,
             request_id: None,
             local_status: None,
             upstream_start: None,
@@ -121,17 +124,12 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(ri);
         let pool = &snap.pools[snap.routes[ri].pool];
         let view = pool.view.load();
-        let key = match &pool.conf.hash {
-            Some(h) => extract_key(&h.key, session).or_else(|| match &h.fallback {
-                Fallback::RoundRobin => None,
-                Fallback::Key(k) => extract_key(k, session),
-            }),
-            None => None,
-        };
+        let key = hash_key(pool, session);
         let cookie = match &pool.codec {
             Some(_) => find_cookie(session.req_header(), &pool.conf.cookie.name),
             None => None,
         };
+        ctx.has_affinity_cookie = cookie.is_some();
         let input = Input {
             cookie,
             key: key.as_ref().map(|k| k.as_bytes()),
@@ -286,11 +284,8 @@ impl ProxyHttp for Proxy {
         }
         // The affinity cookie is the proxy's business: backends never see it (HAProxy's
         // "indirect"), so it cannot leak into application logs or be echoed back.
-        if let (Some(snap), Some(ri)) = (&ctx.snap, ctx.route) {
-            let pool = &snap.pools[snap.routes[ri].pool];
-            if pool.codec.is_some() {
-                strip_cookie(upstream, &pool.conf.cookie.name)?;
-            }
+        if let (true, Some(snap), Some(ri)) = (ctx.has_affinity_cookie, &ctx.snap, ctx.route) {
+            strip_cookie(upstream, &snap.pools[snap.routes[ri].pool].conf.cookie.name)?;
         }
         Ok(())
     }
@@ -592,11 +587,8 @@ fn mark_private(resp: &mut ResponseHeader) -> Result<()> {
 }
 
 /// Removes cookie `name` from the Cookie header(s) of `req`; drops a header left empty.
-/// Allocates only when the cookie is present.
+/// Called only when the request carries it (found once, in `request_filter`).
 fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
-    if find_cookie(req, name).is_none() {
-        return Ok(());
-    }
     let mut kept: Vec<Vec<u8>> = Vec::new();
     for h in req.headers.get_all(header::COOKIE) {
         let rest: Vec<&[u8]> = h
@@ -688,16 +680,19 @@ fn extract_key<'a>(spec: &KeySpec, session: &'a Session) -> Option<Key<'a>> {
     bytes.filter(|b| !b.is_empty()).map(Key::Bytes)
 }
 
+/// The hash key of a hash pool's request (the configured key, else the fallback key).
+fn hash_key<'a>(pool: &Pool, session: &'a Session) -> Option<Key<'a>> {
+    let h = pool.conf.hash.as_ref()?;
+    extract_key(&h.key, session).or_else(|| match &h.fallback {
+        Fallback::RoundRobin => None,
+        Fallback::Key(k) => extract_key(k, session),
+    })
+}
+
 /// The key that decides where a failed-over request goes: the hash key, else the session nonce.
 fn failover_key<'a>(pool: &Pool, session: &'a Session, ctx: &Ctx) -> Option<Key<'a>> {
-    if let Some(h) = &pool.conf.hash {
-        let k = extract_key(&h.key, session).or_else(|| match &h.fallback {
-            Fallback::RoundRobin => None,
-            Fallback::Key(k) => extract_key(k, session),
-        });
-        if k.is_some() {
-            return k;
-        }
+    if let Some(k) = hash_key(pool, session) {
+        return Some(k);
     }
     ctx.nonce.map(|n| {
         let mut buf = [0u8; 16];
