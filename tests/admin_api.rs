@@ -43,13 +43,7 @@ rise = 1
 fall = 1
 "#,
     );
-    for b in backends {
-        c.push_str(&format!(
-            "\n[[pool.web.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-            b.name(),
-            b.addr()
-        ));
-    }
+    c.push_str(&backend_tables("web", backends));
     c
 }
 
@@ -426,13 +420,7 @@ rise = 1
 fall = 1
 "#,
         );
-        for be in shop {
-            cfg.push_str(&format!(
-                "\n[[pool.shop.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-                be.name(),
-                be.addr()
-            ));
-        }
+        cfg.push_str(&backend_tables("shop", shop));
         cfg
     };
     let t = Tether::start(&config(&[&a, &b, &c], &[&s1, &s2]));

@@ -105,20 +105,8 @@ rise = 1
 fall = 1
 "#,
     );
-    for b in web {
-        c.push_str(&format!(
-            "\n[[pool.web.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-            b.name(),
-            b.addr()
-        ));
-    }
-    for b in shop {
-        c.push_str(&format!(
-            "\n[[pool.shop.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
-            b.name(),
-            b.addr()
-        ));
-    }
+    c.push_str(&backend_tables("web", web));
+    c.push_str(&backend_tables("shop", shop));
     c
 }
 

@@ -405,10 +405,12 @@ fn headers_json(headers: &hyper::HeaderMap) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// `[[pool.POOL.backend]]` tables for `backends`, each with id = the backend's name (weight 1).
-pub fn backend_tables(pool: &str, backends: &[Backend]) -> String {
+/// Takes `&[Backend]` or `&[&Backend]`.
+pub fn backend_tables<B: std::borrow::Borrow<Backend>>(pool: &str, backends: &[B]) -> String {
     backends
         .iter()
         .map(|b| {
+            let b = b.borrow();
             format!(
                 "[[pool.{pool}.backend]]\nid = \"{}\"\naddr = \"{}\"\n",
                 b.name(),
