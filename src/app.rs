@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{
     RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
@@ -18,7 +20,8 @@ use tracing_subscriber::{reload, EnvFilter};
 
 use crate::admin::AdminApp;
 use crate::backend::Registry;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, Engine, LogFormat};
+use crate::fast::Fast;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -124,7 +127,7 @@ fn exit_when_idle(grace: std::time::Duration, pid_file: PathBuf) {
     // Give Pingora a moment to broadcast the shutdown and close its listeners.
     std::thread::sleep(Duration::from_millis(100));
     while Instant::now() < deadline {
-        if crate::proxy::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
+        if crate::exchange::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
             idle_polls += 1;
             if idle_polls >= 2 {
                 tracing::info!("no request in progress: exiting");
@@ -186,6 +189,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
     let health = Arc::new(Health::new(store.clone(), control.handle().clone()));
     health.sync(&store.load());
+    store.start_refresher(control.handle());
     let reloader = Arc::new(Reloader::new(
         store.clone(),
         health.clone(),
@@ -223,14 +227,13 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(store.clone()),
-        "tether proxy",
-    );
-    for addr in &server_cfg.listen {
-        proxy.add_tcp(&addr.to_string());
-    }
+    let ids = Arc::new(crate::route::RequestIds::new());
+    let engine = match std::env::var("TETHER_ENGINE") {
+        Ok(e) => Engine::parse(&e)
+            .ok_or_else(|| format!("TETHER_ENGINE={e:?}: must be \"fast\" or \"pingora\""))?,
+        Err(_) => server_cfg.engine,
+    };
+    let mut tls_settings = Vec::new();
     for l in &server_cfg.tls {
         // Certificates were read and checked during validation; the resolver serves them
         // (TlsSettings::build() would panic on unreadable files: never given any).
@@ -241,9 +244,47 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
             .map_err(|e| format!("TLS listener {}: {e}", l.listen))?;
         settings.set_cert_resolver(resolver);
         settings.enable_h2();
-        proxy.add_tls_with_settings(&l.listen.to_string(), None, settings);
+        tls_settings.push((l.listen, settings));
     }
-    server.add_service(proxy);
+    let h1 = Proxy::new(store.clone(), ids.clone());
+    match engine {
+        Engine::Fast => {
+            let h2 = pingora::proxy::http_proxy(
+                &server.configuration,
+                Proxy::new(store.clone(), ids.clone()),
+            );
+            drop(h1);
+            let mut svc = Service::new(
+                "tether proxy".to_string(),
+                Fast::new(store.clone(), ids, h2),
+            );
+            // No L4 read buffer: the HTTP/1 session reads into its own buffer, and an idle
+            // keep-alive connection then holds no 64 KiB of it (DESIGN.md §10).
+            let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+            for addr in &server_cfg.listen {
+                svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+            }
+            for (addr, settings) in tls_settings {
+                svc.add_listener(ListenerConfig::tcp(addr.to_string()).tls(settings));
+            }
+            server.add_service(svc);
+        }
+        Engine::Pingora => {
+            let mut proxy = pingora::proxy::http_proxy_service_with_name(
+                &server.configuration,
+                h1,
+                "tether proxy",
+            );
+            for addr in &server_cfg.listen {
+                proxy.add_tcp(&addr.to_string());
+            }
+            for (addr, settings) in tls_settings {
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
+            server.add_service(proxy);
+        }
+    }
+    tracing::debug!(engine = engine.as_str(), "HTTP/1.1 engine");
     if let Some(addr) = server_cfg.admin {
         let mut admin = Service::new(
             "tether admin".to_string(),

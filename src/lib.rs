@@ -7,18 +7,33 @@
 //! runs active checks; `proxy` is the Pingora `ProxyHttp`; `reload` handles SIGHUP, the watcher
 //! and admin reloads; `admin` and `metrics` serve operators; `tls` resolves certificates; `app` assembles the process; `demo`
 //! runs the built-in demo.
+//!
+//! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route), `pick`,
+//! `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
+//! request head for them. Two engines call the same stages: `fast`, tether's HTTP/1.1 loop on
+//! pingora-core (with `upstream`, its per-thread connection reuse), and `proxy`, pingora-proxy's
+//! `ProxyHttp`, for HTTP/2 and `engine = "pingora"`.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod exchange;
+pub mod fast;
+pub mod forward;
+pub mod head;
 pub mod health;
 pub mod metrics;
+pub mod pick;
 pub mod proxy;
 pub mod reload;
+pub mod respond;
+pub mod route;
 pub mod select;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;

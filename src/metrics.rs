@@ -4,6 +4,8 @@
 //! Must not touch: request handling. Per-backend and per-route handles are resolved by the
 //! snapshot builder and the backend registry, once; nothing on the request path looks up labels.
 
+use std::sync::Arc;
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -163,7 +165,7 @@ impl Metrics {
             migrations: counter(
                 &r,
                 "tether_affinity_migrations_total",
-                "Sessions moved from one backend to another, by reason (down, removed, maint, connect_error).",
+                "Sessions moved from one backend to another, by reason (down, removed, maint, connect_error, ejected).",
                 &["pool", "from", "to", "reason"],
             ),
             reloads: counter(
@@ -239,14 +241,85 @@ pub struct PoolMetrics {
     pub retries: IntCounter,
     /// Indexed like [`OUTCOMES`].
     pub affinity: [IntCounter; 4],
+    pub migrations: Migrations,
 }
 
 impl PoolMetrics {
-    pub fn new(m: &Metrics, pool: &str) -> PoolMetrics {
+    pub fn new(m: &Metrics, pool: &str, backends: &[Arc<str>]) -> PoolMetrics {
         PoolMetrics {
             duration: m.duration.with_label_values(&[pool]),
             retries: m.retries.with_label_values(&[pool]),
             affinity: OUTCOMES.map(|o| m.affinity.with_label_values(&[pool, o])),
+            migrations: Migrations::new(m, pool, backends),
+        }
+    }
+}
+
+/// Reasons of `tether_affinity_migrations_total`, in handle order.
+pub const MIGRATION_REASONS: [&str; 5] = ["down", "removed", "maint", "connect_error", "ejected"];
+
+/// Pools up to this size get a table of migration handles (64 backends: 20,480 cells, 320 KiB).
+const MIGRATION_TABLE_MAX: usize = 64;
+
+/// `tether_affinity_migrations_total` handles of one pool, by (from, to, reason) backend index.
+/// A handle is resolved the first time its pair is counted, never before: resolving every pair
+/// ahead would export n² × 5 zero series. After that, counting is one atomic add with no lock
+/// and no label lookup. Pools larger than the table, and moves from a backend no longer in the
+/// pool, look their labels up each time (sessions move rarely; that is when it matters least).
+pub struct Migrations {
+    vec: IntCounterVec,
+    pool: Arc<str>,
+    ids: Box<[Arc<str>]>,
+    table: Box<[std::sync::OnceLock<IntCounter>]>,
+}
+
+impl Migrations {
+    fn new(m: &Metrics, pool: &str, backends: &[Arc<str>]) -> Migrations {
+        let n = backends.len();
+        let cells = if n <= MIGRATION_TABLE_MAX {
+            n * n * MIGRATION_REASONS.len()
+        } else {
+            0
+        };
+        Migrations {
+            vec: m.migrations.clone(),
+            pool: pool.into(),
+            ids: backends.into(),
+            table: (0..cells).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one move. `from` is a backend index of the pool, or the id of one that left it.
+    pub fn count(&self, from: Result<u32, &str>, to: u32, reason: usize) {
+        let n = self.ids.len();
+        let to_id = &*self.ids[to as usize];
+        match from {
+            Ok(f) if !self.table.is_empty() => {
+                let cell = (f as usize * n + to as usize) * MIGRATION_REASONS.len() + reason;
+                self.table[cell]
+                    .get_or_init(|| {
+                        self.vec.with_label_values(&[
+                            &self.pool,
+                            &self.ids[f as usize],
+                            to_id,
+                            MIGRATION_REASONS[reason],
+                        ])
+                    })
+                    .inc();
+            }
+            Ok(f) => self
+                .vec
+                .with_label_values(&[
+                    &self.pool,
+                    &self.ids[f as usize],
+                    to_id,
+                    MIGRATION_REASONS[reason],
+                ])
+                .inc(),
+            Err(from) => self
+                .vec
+                .with_label_values(&[&self.pool, from, to_id, MIGRATION_REASONS[reason]])
+                .inc(),
         }
     }
 }

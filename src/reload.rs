@@ -202,6 +202,19 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             o.threads, n.threads
         ));
     }
+    if o.engine != n.engine {
+        v.push(format!(
+            "server.engine changed ({} -> {}): the engine needs a restart or a binary upgrade; reload refused",
+            o.engine.as_str(),
+            n.engine.as_str()
+        ));
+    }
+    if o.grace_period != n.grace_period {
+        v.push(format!(
+            "server.grace_period changed ({:?} -> {:?}): Pingora fixes it at start; needs a restart or a binary upgrade; reload refused",
+            o.grace_period, n.grace_period
+        ));
+    }
     if o.admin != n.admin {
         v.push(format!(
             "server.admin changed ({:?} -> {:?}): the admin listener needs a restart; reload refused",

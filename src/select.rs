@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use crate::backend::Admin;
 use crate::balance::cookie::{Affinity, NONCE_LEN};
-use crate::balance::ring::Ring;
 use crate::config::Policy;
 use crate::snapshot::{Pool, View};
 
@@ -27,6 +26,11 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Index into `metrics::MIGRATION_REASONS`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Down => "down",
@@ -47,7 +51,12 @@ pub enum Outcome {
     /// A new session was assigned (no cookie).
     New,
     /// The session moved to a new home.
-    Migrated { from: Arc<str>, reason: Reason },
+    Migrated {
+        from: Arc<str>,
+        /// `from`'s index in the pool, unless it left the pool.
+        from_index: Option<u32>,
+        reason: Reason,
+    },
     /// The cookie was tampered with, malformed or expired: treated as absent.
     Invalid,
 }
@@ -133,7 +142,7 @@ impl Pool {
             let max_age = self.conf.cookie.max_age.map(|d| d.as_secs());
             match codec.decode(value, input.now, max_age) {
                 Ok((aff, key_index)) => {
-                    let (from, reason) = match self.by_digest.get(&aff.backend) {
+                    let (from, from_index, reason) = match self.by_digest.get(&aff.backend) {
                         Some(&i) if view.serving[i as usize] => {
                             // Re-sign cookies verified by an older secret (rotation).
                             let issue = (key_index > 0).then_some(aff);
@@ -151,13 +160,14 @@ impl Pool {
                             } else {
                                 Reason::Down
                             };
-                            (b.id.clone(), reason)
+                            (b.id.clone(), Some(i), reason)
                         }
                         None => (
                             self.retired
                                 .get(&aff.backend)
                                 .cloned()
                                 .unwrap_or_else(|| Arc::from("unknown")),
+                            None,
                             Reason::Removed,
                         ),
                     };
@@ -165,7 +175,11 @@ impl Pool {
                     let backend = owner(view, key)?;
                     return Some(Decision {
                         backend,
-                        outcome: Outcome::Migrated { from, reason },
+                        outcome: Outcome::Migrated {
+                            from,
+                            from_index,
+                            reason,
+                        },
                         issue: Some(Affinity {
                             backend: self.backends[backend as usize].digest,
                             nonce: aff.nonce,
@@ -211,37 +225,104 @@ impl Pool {
     }
 
     /// The next backend after connection failures to every backend in `tried`: for a keyed
-    /// request the key's owner among the remaining eligible backends (deterministic, like
-    /// failover), otherwise the next in round-robin order. Off the hot path: it may build a
-    /// temporary ring.
+    /// request the first backend clockwise from the key that was not tried, on the existing
+    /// rings (deterministic, like failover: it is the owner on the ring without the tried ones),
+    /// otherwise the next untried one in round-robin order.
     pub fn reselect(&self, view: &View, key: Option<&[u8]>, tried: &[u32]) -> Option<u32> {
-        let eligible = |set: &[bool]| -> Vec<u32> {
-            (0..self.backends.len() as u32)
-                .filter(|i| set[*i as usize] && !tried.contains(i))
-                .collect()
-        };
-        let mut candidates = eligible(&view.assignable);
-        if candidates.is_empty() {
-            candidates = eligible(&view.serving);
-        }
-        if candidates.is_empty() {
-            return None;
-        }
+        let untried = |i: &u32| !tried.contains(i);
         if let Some(k) = key {
-            let ring = Ring::build(candidates.iter().map(|&i| {
-                let b = &self.backends[i as usize];
-                (i, &*b.id, b.weight)
-            }));
-            return ring.get(k);
-        }
-        for _ in 0..view.wrr.len() {
-            if let Some(i) = self.round_robin(view) {
-                if !tried.contains(&i) {
-                    return Some(i);
-                }
+            if let Some(i) = view.assignable_ring.walk(k).find(untried) {
+                return Some(i);
+            }
+            if let Some(i) = view.serving_ring.walk(k).find(untried) {
+                return Some(i);
+            }
+            if !view.serving_ring.is_empty() {
+                return None;
             }
         }
-        candidates.first().copied()
+        for _ in 0..view.wrr.len() {
+            match self.round_robin(view) {
+                Some(i) if untried(&i) => return Some(i),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        // Round-robin sequences can repeat a heavy backend: fall back to any untried one.
+        let any =
+            |set: &[bool]| (0..self.backends.len() as u32).find(|i| set[*i as usize] && untried(i));
+        any(&view.assignable).or_else(|| any(&view.serving))
+    }
+
+    /// Moves a request whose backend refused the connection (its index already pushed on
+    /// `tried`) to the next one, see [`Pool::reselect`]. A session that already existed (a hit,
+    /// or one that had just migrated) moves for good: its cookie is re-issued for the new home
+    /// and the move is returned for counting (reason `connect_error`); a session assigned by
+    /// this very request is still new and only gets the new home in its cookie. `None` when
+    /// no backend is left.
+    pub fn fail_over(
+        &self,
+        view: &View,
+        hash_key: Option<&[u8]>,
+        d: &mut Decision,
+        tried: &[u32],
+        now: u64,
+    ) -> Option<Option<Moved>> {
+        let key = hash_key.or(d.session.as_ref().map(|n| &n[..]));
+        let next = self.reselect(view, key, tried)?;
+        let failed = d.backend;
+        d.backend = next;
+        let Some(nonce) = d.session else {
+            return Some(None);
+        };
+        d.issue = Some(Affinity {
+            backend: self.backends[next as usize].digest,
+            nonce,
+            issued: now,
+        });
+        match d.outcome {
+            Outcome::Hit => {
+                d.outcome = Outcome::Migrated {
+                    from: self.backends[failed as usize].id.clone(),
+                    from_index: Some(failed),
+                    reason: Reason::ConnectError,
+                };
+            }
+            Outcome::Migrated { .. } => {}
+            _ => return Some(None),
+        }
+        Some(Some(Moved {
+            from: Ok(failed),
+            to: next,
+            reason: Reason::ConnectError,
+        }))
+    }
+}
+
+/// A session move to count in `tether_affinity_migrations_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The backend index it left, or the id of a backend no longer in the pool.
+    pub from: Result<u32, Arc<str>>,
+    pub to: u32,
+    pub reason: Reason,
+}
+
+impl Decision {
+    /// The move this decision made, if the session migrated.
+    pub fn moved(&self) -> Option<Moved> {
+        match &self.outcome {
+            Outcome::Migrated {
+                from,
+                from_index,
+                reason,
+            } => Some(Moved {
+                from: from_index.ok_or_else(|| from.clone()),
+                to: self.backend,
+                reason: *reason,
+            }),
+            _ => None,
+        }
     }
 }
 

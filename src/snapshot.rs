@@ -309,6 +309,8 @@ fn build_pool(
         }
         _ => Arc::new(View::build(pc, &backends)),
     };
+    let ids: Vec<Arc<str>> = backends.iter().map(|b| b.id.clone()).collect();
+    let metrics = PoolMetrics::new(m, &pc.name, &ids);
     Pool {
         name: pc.name.as_str().into(),
         cookie_attrs: cookie_attrs(&pc.cookie),
@@ -319,7 +321,7 @@ fn build_pool(
         codec,
         view: ArcSwap::new(view),
         rr_counter: AtomicUsize::new(0),
-        metrics: PoolMetrics::new(m, &pc.name),
+        metrics,
     }
 }
 
@@ -450,6 +452,9 @@ pub struct Store {
     /// that is about to be replaced with views computed from older states. Never taken by
     /// requests.
     write: Mutex<()>,
+    /// Pools whose views need a rebuild, sent by worker threads (passive health) to the
+    /// control runtime. Unset (unit tests, tools): rebuilt inline.
+    refresher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<str>>>,
 }
 
 impl Store {
@@ -462,6 +467,7 @@ impl Store {
             current: ArcSwap::from_pointee(snap),
             registry,
             write: Mutex::new(()),
+            refresher: std::sync::OnceLock::new(),
         }
     }
 
@@ -523,6 +529,41 @@ impl Store {
                     let _ = m.affinity.remove_label_values(&[&p.name, o]);
                 }
             }
+        }
+    }
+
+    /// Runs the view rebuilds asked for by [`Store::request_refresh`] on `rt` (the control
+    /// runtime). Several requests for one pool that queue up are served by one rebuild.
+    pub fn start_refresher(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<str>>();
+        if self.refresher.set(tx).is_err() {
+            return;
+        }
+        let store = Arc::downgrade(self);
+        rt.spawn(async move {
+            while let Some(pool) = rx.recv().await {
+                let mut pools = vec![pool];
+                while let Ok(p) = rx.try_recv() {
+                    if !pools.contains(&p) {
+                        pools.push(p);
+                    }
+                }
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                for p in pools {
+                    store.refresh_pool(&p);
+                }
+            }
+        });
+    }
+
+    /// Asks for `pool`'s view to be rebuilt: from a worker thread, a message to the control
+    /// runtime (no lock, no ring build on the request path).
+    pub fn request_refresh(&self, pool: &Arc<str>) {
+        match self.refresher.get() {
+            Some(tx) if tx.send(pool.clone()).is_ok() => {}
+            _ => self.refresh_pool(pool),
         }
     }
 

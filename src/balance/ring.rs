@@ -63,9 +63,18 @@ fn id_key(id: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// A value's position on the ring: exactly what `hashring` computes for it.
+fn position<T: Hash + ?Sized>(v: &T) -> u64 {
+    use std::hash::BuildHasher;
+    hashring::DefaultHashBuilder.hash_one(v)
+}
+
 /// A consistent hash ring mapping keys to backend indices.
 pub struct Ring {
     ring: HashRing<VNode>,
+    /// The same virtual nodes as (position, backend index), in the ring's order: what lets a
+    /// failover walk clockwise from a key without cloning the ring (`hashring` has no walk).
+    points: Vec<(u64, u32)>,
 }
 
 impl Ring {
@@ -83,9 +92,31 @@ impl Ring {
                 id_key,
             }));
         }
+        let mut points: Vec<(u64, u32)> = nodes.iter().map(|n| (position(n), n.idx)).collect();
+        // Stable sort by position, like `batch_add`: colliding positions keep the member order.
+        points.sort_by_key(|p| p.0);
         let mut ring = HashRing::new();
         ring.batch_add(nodes);
-        Ring { ring }
+        Ring { ring, points }
+    }
+
+    /// Backend indices clockwise from `key`'s position, each distinct backend once, starting
+    /// with its owner (`get`). For failover after connection errors: the first one the caller
+    /// has not tried is the next owner, the same in every instance. Allocates nothing; visits
+    /// at most the whole ring.
+    pub fn walk<'a>(&'a self, key: &[u8]) -> impl Iterator<Item = u32> + 'a {
+        let k = position(&Key(key));
+        let start = self.points.partition_point(|p| p.0 < k);
+        let n = self.points.len();
+        let mut seen_first = None;
+        (0..n)
+            .map(move |i| self.points[(start + i) % n].1)
+            .filter(move |idx| {
+                // Cheap de-duplication of runs: consecutive nodes of one backend are common.
+                let fresh = seen_first != Some(*idx);
+                seen_first = Some(*idx);
+                fresh
+            })
     }
 
     /// The owner of `key`: the backend index of the first virtual node clockwise from the key's
@@ -215,6 +246,27 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The walk starts at the owner, and skipping the backends tried so far gives exactly the
+        /// owner on the ring built without them: failover needs no temporary ring.
+        #[test]
+        fn walk_skipping_tried_matches_the_ring_without_them(
+            n in 2usize..9,
+            tried_mask in 0u32..256,
+            key in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let ids = ids(n);
+            let full = ring_of(&ids, 1);
+            prop_assert_eq!(full.walk(&key).next(), full.get(&key));
+            let tried = |i: u32| tried_mask & (1 << i) != 0 && i + 1 < n as u32;
+            let rest = Ring::build(
+                ids.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !tried(*i as u32))
+                    .map(|(i, id)| (i as u32, id.as_str(), 1)),
+            );
+            prop_assert_eq!(full.walk(&key).find(|i| !tried(*i)), rest.get(&key));
+        }
 
         /// Removing a backend moves only the keys it owned; the others keep their owner.
         #[test]

@@ -46,6 +46,7 @@ pub(crate) struct Server {
     pub grace_period: Option<RawDuration>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub engine: Option<String>,
     pub tls: Option<Vec<Tls>>,
 }
 

@@ -58,6 +58,34 @@ pub struct Server {
     /// Pingora pid file and upgrade socket (defaults derived from the config path).
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    /// Which engine serves HTTP/1.1 (HTTP/2 is always pingora-proxy's).
+    pub engine: Engine,
+}
+
+/// The HTTP/1.1 engine (DESIGN.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// tether's own loop on pingora-core's primitives (the default).
+    Fast,
+    /// pingora-proxy's `ProxyHttp` for every request.
+    Pingora,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s {
+            "fast" => Some(Engine::Fast),
+            "pingora" => Some(Engine::Pingora),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Fast => "fast",
+            Engine::Pingora => "pingora",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

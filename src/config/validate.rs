@@ -23,7 +23,7 @@ use toml_edit::ImDocument;
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{self, KeyPath, RawDuration, Secrets};
 use super::{
-    content_hash, Affinity, BackendConf, CertPair, Config, CookieOpts, Fallback, HashOpts,
+    content_hash, Affinity, BackendConf, CertPair, Config, CookieOpts, Engine, Fallback, HashOpts,
     HealthOpts, HostMatch, KeySpec, Log, LogFormat, Policy, Pool, Route, SameSite, Server, Source,
     TlsListener,
 };
@@ -353,7 +353,20 @@ impl Cx<'_> {
             "sock",
         );
 
+        let engine = match s.engine.as_deref() {
+            None => Engine::Fast,
+            Some(text) => Engine::parse(text).unwrap_or_else(|| {
+                self.error(
+                    &p.key("engine"),
+                    quoted(text),
+                    "must be \"fast\" or \"pingora\"",
+                );
+                Engine::Fast
+            }),
+        };
+
         Server {
+            engine,
             listen,
             tls,
             threads,

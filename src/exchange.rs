@@ -1,0 +1,164 @@
+//! The state of one request as it walks the stages (DESIGN.md §11), shared by both engines.
+//!
+//! Owns: what a request holds between stages — its snapshot, id, route, pick and in-flight slot
+//! — and the guarantee that a request that ends in any way (answered, failed, panicked,
+//! cancelled) gives back what it holds: the in-flight slot and the active-request count are
+//! released by `Drop`, never by a call a panic could skip. Must not touch: decisions (stages
+//! make them) or IO.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::select::Decision;
+use crate::snapshot::{Pool, Route, Snapshot};
+
+/// Requests in progress, process-wide: lets a graceful shutdown end as soon as nothing is in
+/// progress instead of always waiting the whole grace period.
+pub static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// One count in [`ACTIVE_REQUESTS`] for as long as it lives.
+struct Active;
+
+impl Active {
+    fn new() -> Active {
+        ACTIVE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE_REQUESTS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a request stands; each stage moves it forward, never back.
+pub enum Stage {
+    /// The head is read; no route is chosen yet.
+    Read,
+    /// No route matches its host and path (answered 404).
+    Unrouted,
+    /// Routed, and answered by tether itself without a backend (e.g. 503: none available).
+    Local { route: usize, status: u16 },
+    /// Routed, with a backend picked (and possibly re-picked after connection failures).
+    Upstream(Upstream),
+}
+
+/// A request that has a backend.
+pub struct Upstream {
+    pub route: usize,
+    pub pick: Decision,
+    /// Backends that refused the connection, in order.
+    pub tried: Vec<u32>,
+    pub retries: u32,
+    /// When the request was first sent to a backend, and how long until its response head.
+    pub sent_at: Option<Instant>,
+    pub upstream_time: Option<Duration>,
+    /// The backend whose in-flight gauge this request holds.
+    held: Option<u32>,
+}
+
+/// One request, from its head being read to its account.
+pub struct Exchange {
+    pub start: Instant,
+    pub snap: Arc<Snapshot>,
+    /// `X-Request-Id`: the client's when valid, else generated. Shared (not copied) by the
+    /// upstream request, the response and the log.
+    pub id: http::HeaderValue,
+    pub stage: Stage,
+    _active: Active,
+}
+
+impl Exchange {
+    pub fn new(snap: Arc<Snapshot>, id: http::HeaderValue) -> Exchange {
+        Exchange {
+            start: Instant::now(),
+            snap,
+            id,
+            stage: Stage::Read,
+            _active: Active::new(),
+        }
+    }
+
+    /// The route, once one is chosen.
+    pub fn route(&self) -> Option<(usize, &Route, &Pool)> {
+        let ri = match &self.stage {
+            Stage::Read | Stage::Unrouted => return None,
+            Stage::Local { route, .. } => *route,
+            Stage::Upstream(u) => u.route,
+        };
+        let r = &self.snap.routes[ri];
+        Some((ri, r, &self.snap.pools[r.pool]))
+    }
+
+    /// The pool and upstream state of a request that has a backend.
+    pub fn upstream(&mut self) -> Option<(&Pool, &mut Upstream)> {
+        match &mut self.stage {
+            Stage::Upstream(u) => {
+                let pool = &self.snap.pools[self.snap.routes[u.route].pool];
+                Some((pool, u))
+            }
+            _ => None,
+        }
+    }
+
+    /// Marks the picked backend in flight (moving the slot if the pick changed).
+    pub fn hold(&mut self) {
+        if let Some((pool, u)) = self.upstream() {
+            let bi = u.pick.backend;
+            if u.held != Some(bi) {
+                if let Some(old) = u.held.take() {
+                    pool.backends[old as usize].state.metrics.in_flight.dec();
+                }
+                pool.backends[bi as usize].state.metrics.in_flight.inc();
+                u.held = Some(bi);
+            }
+        }
+    }
+
+    /// Gives back the in-flight slot (also done on drop).
+    pub fn release(&mut self) {
+        if let Some((pool, u)) = self.upstream() {
+            if let Some(old) = u.held.take() {
+                pool.backends[old as usize].state.metrics.in_flight.dec();
+            }
+        }
+    }
+
+    /// The status tether answered itself, if it did.
+    pub fn local_status(&self) -> Option<u16> {
+        match self.stage {
+            Stage::Unrouted => Some(404),
+            Stage::Local { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(route: usize, pick: Decision) -> Upstream {
+        Upstream {
+            route,
+            pick,
+            tried: Vec::new(),
+            retries: 0,
+            sent_at: None,
+            upstream_time: None,
+            held: None,
+        }
+    }
+
+    /// Notes that the response head arrived (first time only).
+    pub fn response_head(&mut self) {
+        if let (Some(t), None) = (self.sent_at, self.upstream_time) {
+            self.upstream_time = Some(t.elapsed());
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

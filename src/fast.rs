@@ -1,0 +1,562 @@
+//! The HTTP/1.1 fast path (DESIGN.md §11): tether's own loop on pingora-core's primitives — the
+//! listener's `Stream`, the HTTP/1 server session to read requests and write responses, the
+//! HTTP/1 client session upstream — sequential per connection: read head → route → pick →
+//! write head upstream → copy body → read response head → write it downstream → copy body →
+//! reuse both connections. No task, channel or watcher per request or idle connection.
+//!
+//! Owns: the order of IO on one downstream connection. Decisions are the stages' (`route`,
+//! `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the pingora-proxy
+//! engine, which calls the same stages. Must not touch: selection rules, configuration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::apps::ServerApp;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora::protocols::http::v1::server::HttpSession as ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorType};
+
+use crate::account::{self, End};
+use crate::exchange::Exchange;
+use crate::forward::{self, Downstream};
+use crate::head::ClientIp;
+use crate::pick::{self, Picked, Retry};
+use crate::proxy::Proxy;
+use crate::respond;
+use crate::route::{self, RequestIds};
+use crate::snapshot::Store;
+use crate::upstream::{self, Conn, Upstreams};
+
+/// How long a client connection may sit idle between requests.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long the rest of a request head may take once its first byte arrived, per read.
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The fast-path service: one per process, shared by every worker thread.
+pub struct Fast {
+    store: Arc<Store>,
+    ids: Arc<RequestIds>,
+    upstreams: Upstreams,
+    /// The pingora-proxy engine, for HTTP/2 connections.
+    h2: Arc<HttpProxy<Proxy>>,
+}
+
+impl Fast {
+    pub fn new(store: Arc<Store>, ids: Arc<RequestIds>, h2: HttpProxy<Proxy>) -> Fast {
+        Fast {
+            store,
+            ids,
+            upstreams: Upstreams::new(),
+            h2: Arc::new(h2),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Fast {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.h2.process_new(stream, shutdown).await;
+        }
+        self.serve(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        upstream::clear();
+    }
+}
+
+/// What became of the downstream connection after one exchange.
+enum Next {
+    /// It may carry another request.
+    KeepAlive,
+    /// It must be closed.
+    Close,
+}
+
+/// Why a request could not be answered by its backend.
+struct Failed {
+    /// What the client gets, if nothing was sent to it yet.
+    status: u16,
+    retry_after: Option<u64>,
+    error: &'static str,
+}
+
+impl Failed {
+    fn from(e: &Error) -> Failed {
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        Failed {
+            status: if timed_out { 504 } else { 502 },
+            retry_after: None,
+            error: e.etype().as_str(),
+        }
+    }
+}
+
+impl Fast {
+    /// Serves HTTP/1.x requests on one client connection until it closes.
+    async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut prefix: Option<BytesMut> = None;
+        loop {
+            // Wait for the next request's first byte before building a session: an idle
+            // keep-alive connection holds only its stream.
+            if prefix.is_none() && !self.wait_for_request(&mut stream, shutdown).await {
+                return;
+            }
+            let mut s = ServerSession::new(stream);
+            s.set_pipelining_enabled(true);
+            if let Some(p) = prefix.take() {
+                s.set_pipelined_prefix(p);
+            }
+            s.set_read_timeout(Some(HEAD_READ_TIMEOUT));
+            s.set_server_keepalive(Some(KEEPALIVE.as_secs()));
+            match s.read_request().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    bad_request(&mut s, &e).await;
+                    return;
+                }
+            }
+            if *shutdown.borrow() {
+                // Answer this one, then close: the process is going away.
+                s.set_server_keepalive(None);
+            }
+            if let Next::Close = self.exchange(&mut s).await {
+                s.shutdown().await;
+                return;
+            }
+            match s.reuse().await {
+                Ok(Some(r)) => {
+                    let (st, p) = r.into_parts();
+                    stream = st;
+                    prefix = p;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits until the client sends something; false when it closes, stays idle past the
+    /// keep-alive timeout, or the server shuts down.
+    async fn wait_for_request(&self, stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+        if *shutdown.borrow() {
+            return false;
+        }
+        let mut shutdown = shutdown.clone();
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            r = tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut byte)) => matches!(r, Ok(Ok(_))),
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    /// One request: the stages in order, then the account. Returns whether the client
+    /// connection may go on.
+    async fn exchange(&self, s: &mut ServerSession) -> Next {
+        let client: ClientIp = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let mut ex = route::read(&self.store, &self.ids, s.req_header());
+        let (status, error, next) = match self.stages(&mut ex, s, client).await {
+            Ok(next) => (
+                s.response_written().map_or(0, |r| r.status.as_u16()),
+                None,
+                next,
+            ),
+            Err(f) => {
+                let status = if let Some(r) = s.response_written() {
+                    // The response had started: the client sees it cut short.
+                    r.status.as_u16()
+                } else if f.status == 0 {
+                    0 // the client went away: nobody to answer
+                } else {
+                    if let Ok(l) =
+                        respond::local(&ex, f.status, f.retry_after, local_body(f.status))
+                    {
+                        s.set_server_keepalive(None);
+                        let _ = write_local(s, l).await;
+                    }
+                    f.status
+                };
+                (status, Some(f.error), Next::Close)
+            }
+        };
+        let status = ex.local_status().unwrap_or(status);
+        account::account(&mut ex, s.req_header(), client, End { status, error });
+        next
+    }
+
+    async fn stages(
+        &self,
+        ex: &mut Exchange,
+        s: &mut ServerSession,
+        client: ClientIp,
+    ) -> Result<Next, Failed> {
+        let Some(ri) = route::route(ex, s.req_header()) else {
+            return local_answer(ex, s, 404, None).await;
+        };
+        if let Picked::NoBackend { retry_after } = pick::pick(ex, ri, s.req_header(), client) {
+            return local_answer(ex, s, 503, Some(retry_after)).await;
+        }
+        self.forward(ex, s, client).await
+    }
+
+    /// The forward stage's IO: connect (failing over on connection errors), send the request,
+    /// relay the response.
+    async fn forward(
+        &self,
+        ex: &mut Exchange,
+        s: &mut ServerSession,
+        client: ClientIp,
+    ) -> Result<Next, Failed> {
+        let down = Downstream {
+            client,
+            tls: s.digest().ssl_digest.is_some(),
+        };
+        let idempotent = forward::idempotent(&s.req_header().method);
+        let has_body = !s.is_body_empty();
+        let mut fresh_only = false;
+        loop {
+            ex.hold();
+            let (pool, u) = ex.upstream().ok_or_else(internal)?;
+            u.sent_at.get_or_insert_with(Instant::now);
+            let b = &pool.backends[u.pick.backend as usize];
+            let (addr, read_timeout) = (b.addr, pool.conf.read_timeout);
+            let got = if fresh_only {
+                self.upstreams.fresh(&b.peer).await
+            } else {
+                self.upstreams.get(addr, &b.peer).await
+            };
+            let conn = match got {
+                Ok(c) => c,
+                Err(e) => {
+                    account::connect_failed(&self.store, ex);
+                    match pick::fail_over(ex, s.req_header(), client) {
+                        Retry::Next => {
+                            fresh_only = false;
+                            continue;
+                        }
+                        Retry::Exhausted => return Err(Failed::from(&e)),
+                        Retry::NoBackend { retry_after } => {
+                            return Err(Failed {
+                                status: 503,
+                                retry_after: Some(retry_after),
+                                error: e.etype().as_str(),
+                            })
+                        }
+                    }
+                }
+            };
+            let mut req = Box::new(s.req_header().clone());
+            forward::request_headers(ex, &mut req, &down, true).map_err(|e| Failed::from(&e))?;
+            match self.relay(ex, s, conn, req, read_timeout, addr).await {
+                Relayed::Done(next) => return Ok(next),
+                Relayed::Failed(f) => return Err(f),
+                Relayed::StaleConnection(e) => {
+                    // A reused connection the backend had closed: nothing reached it, and no
+                    // response byte came back. Safe to send again when idempotent (and bodiless:
+                    // a body already read from the client cannot be replayed).
+                    if idempotent && !has_body {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(Failed::from(&e));
+                }
+            }
+        }
+    }
+
+    /// Sends the request on `conn` and relays the response.
+    async fn relay(
+        &self,
+        ex: &mut Exchange,
+        s: &mut ServerSession,
+        conn: Conn,
+        req: Box<RequestHeader>,
+        read_timeout: Duration,
+        addr: std::net::SocketAddr,
+    ) -> Relayed {
+        let reused = conn.reused;
+        let mut c = ClientSession::new(conn.stream);
+        c.read_timeout = Some(read_timeout);
+        c.write_timeout = Some(read_timeout);
+        let upgrade_req = s.is_upgrade_req();
+        if let Err(e) = c.write_request_header(req).await {
+            return if reused {
+                Relayed::StaleConnection(e)
+            } else {
+                self.upstream_failed(ex, &e)
+            };
+        }
+        // The request body, while watching for an early (or 1xx) response.
+        let mut final_head = false;
+        let mut body_done = s.is_body_done();
+        while !body_done && !final_head {
+            tokio::select! {
+                biased;
+                r = c.read_response() => {
+                    if let Err(e) = r {
+                        return self.response_failed(ex, s, reused, e);
+                    }
+                    match self.interim(s, &c).await {
+                        Ok(true) => {}
+                        Ok(false) => final_head = true,
+                        Err(f) => return Relayed::Failed(f),
+                    }
+                }
+                chunk = s.read_body_bytes() => match chunk {
+                    Ok(Some(data)) => {
+                        if let Err(e) = c.write_body(&data).await {
+                            return self.upstream_failed(ex, &e);
+                        }
+                    }
+                    Ok(None) => {
+                        body_done = true;
+                        if let Err(e) = c.finish_body().await {
+                            return self.upstream_failed(ex, &e);
+                        }
+                    }
+                    Err(e) => return Relayed::Failed(client_failed(&e)),
+                },
+            }
+        }
+        while !final_head {
+            if let Err(e) = c.read_response().await {
+                return self.response_failed(ex, s, reused, e);
+            }
+            match self.interim(s, &c).await {
+                Ok(true) => {}
+                Ok(false) => final_head = true,
+                Err(f) => return Relayed::Failed(f),
+            }
+        }
+        // The final response head.
+        let Some(head) = c.resp_header() else {
+            return Relayed::Failed(Failed::from(&internal_error()));
+        };
+        let mut resp = Box::new(head.clone());
+        if let Some((pool, u)) = ex.upstream() {
+            u.response_head();
+            account::passive(&self.store, pool, u.pick.backend, true);
+        }
+        resp.remove_header("keep-alive");
+        // Downstream speaks HTTP/1.1 whatever the backend's version (framing is re-derived).
+        resp.set_version(http::Version::HTTP_11);
+        if let Err(e) = respond::response_headers(ex, &mut resp) {
+            return Relayed::Failed(Failed::from(&e));
+        }
+        let switching = upgrade_req && resp.status == 101;
+        if !body_done {
+            // The backend answered before the request body was done: deliver the answer, then
+            // close both connections (the rest of the body is never read).
+            s.set_server_keepalive(None);
+        }
+        if let Err(e) = s.write_response_header(resp).await {
+            return Relayed::Failed(client_failed(&e));
+        }
+        if switching {
+            return tunnel(s, c).await;
+        }
+        // The response body.
+        loop {
+            match c.read_body_bytes().await {
+                Ok(Some(data)) => {
+                    if let Err(e) = s.write_body(&data).await {
+                        return Relayed::Failed(client_failed(&e));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some((pool, u)) = ex.upstream() {
+                        if matches!(e.etype(), ErrorType::ReadTimedout) {
+                            account::passive(&self.store, pool, u.pick.backend, false);
+                        }
+                    }
+                    return Relayed::Failed(Failed::from(&e));
+                }
+            }
+        }
+        if let Err(e) = s.finish_body().await {
+            return Relayed::Failed(client_failed(&e));
+        }
+        if body_done {
+            if let Some(stream) = c.reuse().await {
+                upstream::put(addr, stream);
+            }
+            Relayed::Done(Next::KeepAlive)
+        } else {
+            Relayed::Done(Next::Close)
+        }
+    }
+
+    /// Relays an informational response (1xx but 101) to the client; returns whether the head
+    /// just read was one (so the final one is still to come).
+    async fn interim(&self, s: &mut ServerSession, c: &ClientSession) -> Result<bool, Failed> {
+        let Some(head) = c.resp_header() else {
+            return Err(Failed::from(&internal_error()));
+        };
+        if !head.status.is_informational() || head.status == 101 {
+            return Ok(false);
+        }
+        s.write_response_header(Box::new(head.clone()))
+            .await
+            .map_err(|e| client_failed(&e))?;
+        Ok(true)
+    }
+
+    /// The response head could not be read.
+    fn response_failed(
+        &self,
+        ex: &mut Exchange,
+        s: &ServerSession,
+        reused: bool,
+        e: Box<Error>,
+    ) -> Relayed {
+        let nothing_read = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if reused && nothing_read && s.body_bytes_read() == 0 {
+            return Relayed::StaleConnection(e);
+        }
+        self.upstream_failed(ex, &e)
+    }
+
+    /// A failure of the backend's side after the connection was made: an upstream timeout
+    /// counts toward passive health.
+    fn upstream_failed(&self, ex: &mut Exchange, e: &Error) -> Relayed {
+        if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            if let Some((pool, u)) = ex.upstream() {
+                account::passive(&self.store, pool, u.pick.backend, false);
+            }
+        }
+        Relayed::Failed(Failed::from(e))
+    }
+}
+
+enum Relayed {
+    Done(Next),
+    Failed(Failed),
+    /// A reused connection failed before any response byte.
+    StaleConnection(Box<Error>),
+}
+
+/// After a `101`: bytes flow both ways until both sides are done. Each direction ends on its
+/// own (a half-close is passed on), and the tunnel lasts until both have: a backend that
+/// writes right after its `101` is read like any other tunnel data, so there is no window in
+/// which the tunnel can be closed by its own first bytes.
+async fn tunnel(s: &mut ServerSession, mut c: ClientSession) -> Relayed {
+    // From here on, bytes pass through as they are in both directions.
+    c.maybe_upgrade_body_writer();
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open || up_open {
+        tokio::select! {
+            d = s.read_body_bytes(), if down_open => match d {
+                Ok(Some(data)) => {
+                    if c.write_body(&data).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    // The client is done sending: pass the half-close on, keep relaying the
+                    // backend's bytes. (The client session's `finish_body` would also end the
+                    // backend's side: not used here.)
+                    down_open = false;
+                    c.shutdown().await;
+                }
+            },
+            u = c.read_body_bytes(), if up_open => match u {
+                Ok(Some(data)) => {
+                    if s.write_body(&data).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    up_open = false;
+                    let _ = s.finish_body().await;
+                    s.shutdown().await;
+                }
+            },
+        }
+    }
+    Relayed::Done(Next::Close)
+}
+
+async fn local_answer(
+    ex: &mut Exchange,
+    s: &mut ServerSession,
+    status: u16,
+    retry_after: Option<u64>,
+) -> Result<Next, Failed> {
+    let l = respond::local(ex, status, retry_after, local_body(status))
+        .map_err(|e| Failed::from(&e))?;
+    write_local(s, l).await.map_err(|e| client_failed(&e))?;
+    Ok(Next::KeepAlive)
+}
+
+fn local_body(status: u16) -> &'static str {
+    match status {
+        404 => respond::NO_ROUTE,
+        503 => respond::NO_BACKEND,
+        504 => respond::GATEWAY_TIMEOUT,
+        _ => respond::BAD_GATEWAY,
+    }
+}
+
+async fn write_local(s: &mut ServerSession, l: respond::Local) -> pingora::Result<()> {
+    s.write_response_header(Box::new(l.head)).await?;
+    s.write_body(l.body.as_bytes()).await?;
+    s.finish_body().await?;
+    Ok(())
+}
+
+/// Answers a request head that could not be read or parsed: `400`, and the connection closes.
+async fn bad_request(s: &mut ServerSession, e: &Error) {
+    if !matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+        return; // the client went away or timed out mid-head
+    }
+    let Ok(mut head) = ResponseHeader::build(400, Some(3)) else {
+        return;
+    };
+    let body = Bytes::from_static(b"bad request\n");
+    let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
+    let _ = head.insert_header(http::header::CONNECTION, "close");
+    s.set_server_keepalive(None);
+    if s.write_response_header(Box::new(head)).await.is_ok() {
+        let _ = s.write_body(&body).await;
+        let _ = s.finish_body().await;
+    }
+}
+
+/// The client's side failed (it went away): nothing more can be sent to it.
+fn client_failed(e: &Error) -> Failed {
+    Failed {
+        status: 0,
+        retry_after: None,
+        error: e.etype().as_str(),
+    }
+}
+
+fn internal_error() -> Box<Error> {
+    Error::explain(ErrorType::InternalError, "no response header")
+}
+
+fn internal() -> Failed {
+    Failed::from(&internal_error())
+}
