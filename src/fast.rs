@@ -318,6 +318,9 @@ impl Fast {
                     }
                 }
                 chunk = s.read_body_bytes() => match chunk {
+                    // An empty read (e.g. only a chunk's CRLF arrived) must not be written: an
+                    // empty chunk would end a chunked body.
+                    Ok(Some(data)) if data.is_empty() => {}
                     Ok(Some(data)) => {
                         if let Err(e) = c.write_body(&data).await {
                             return self.upstream_failed(ex, &e);
@@ -373,6 +376,7 @@ impl Fast {
         // The response body.
         loop {
             match c.read_body_bytes().await {
+                Ok(Some(data)) if data.is_empty() => {}
                 Ok(Some(data)) => {
                     if let Err(e) = s.write_body(&data).await {
                         return Relayed::Failed(client_failed(&e));
@@ -468,6 +472,7 @@ async fn tunnel(s: &mut ServerSession, mut c: ClientSession) -> Relayed {
     while down_open || up_open {
         tokio::select! {
             d = s.read_body_bytes(), if down_open => match d {
+                Ok(Some(data)) if data.is_empty() => {}
                 Ok(Some(data)) => {
                     if c.write_body(&data).await.is_err() {
                         break;
@@ -482,6 +487,7 @@ async fn tunnel(s: &mut ServerSession, mut c: ClientSession) -> Relayed {
                 }
             },
             u = c.read_body_bytes(), if up_open => match u {
+                Ok(Some(data)) if data.is_empty() => {}
                 Ok(Some(data)) => {
                     if s.write_body(&data).await.is_err() {
                         break;

@@ -67,6 +67,13 @@ impl ProxyHttp for Proxy {
         None
     }
 
+    /// Pipelined requests are answered in order, as on the fast path (Pingora's default closes a
+    /// connection that has bytes after the request).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let client = client_ip(session);
         let ex = ctx.insert(route::read(&self.store, &self.ids, session.req_header()));
