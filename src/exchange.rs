@@ -162,3 +162,45 @@ impl Drop for Exchange {
         self.release();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Registry;
+    use crate::metrics::Metrics;
+    use crate::select::Outcome;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[[route]]\npool = \"p\"\n\
+                    [pool.p]\npolicy = \"round_robin\"\n[[pool.p.backend]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n";
+        let config = crate::config::parse(text, None).expect("valid test config");
+        let registry = Registry::new(Arc::new(Metrics::new()));
+        Arc::new(Snapshot::build(Arc::new(config), &registry, 1, None))
+    }
+
+    #[test]
+    fn a_panicking_stage_leaves_no_gauge_off_by_one() {
+        let snap = snapshot();
+        let gauge = &snap.pools[0].backends[0].state.metrics.in_flight;
+        let active = ACTIVE_REQUESTS.load(Ordering::Relaxed);
+        let s = snap.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut ex = Exchange::new(s, http::HeaderValue::from_static("id"));
+            ex.stage = Stage::Upstream(Upstream::new(
+                0,
+                Decision {
+                    backend: 0,
+                    outcome: Outcome::None,
+                    issue: None,
+                    session: None,
+                },
+            ));
+            ex.hold();
+            assert_eq!(ex.snap.pools[0].backends[0].state.in_flight(), 1);
+            panic!("a stage failed");
+        }));
+        assert!(r.is_err());
+        assert_eq!(gauge.get(), 0, "the in-flight slot was given back");
+        assert_eq!(ACTIVE_REQUESTS.load(Ordering::Relaxed), active);
+    }
+}
