@@ -23,20 +23,21 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::account::{self, End};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
 use crate::pick::{self, Picked, Retry};
 use crate::proxy::Proxy;
+use crate::read::{self, NoHead, Reject};
 use crate::respond;
 use crate::route::{self, RequestIds};
 use crate::snapshot::Store;
 use crate::upstream::{self, Conn, Upstreams};
 
-/// How long a client connection may sit idle between requests.
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// How long the rest of a request head may take once its first byte arrived, per read.
-const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a read of the request body may wait for the client.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The head buffer's first size; it grows up to `max_header_size`.
+const INITIAL_HEAD_BUFFER: usize = 4096;
 
 /// The fast-path service: one per process, shared by every worker thread.
 pub struct Fast {
@@ -112,22 +113,41 @@ impl Fast {
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut prefix: Option<BytesMut> = None;
         loop {
-            // Wait for the next request's first byte before building a session: an idle
+            let limits = self.store.limits();
+            // Wait for the next request's first byte before building anything: an idle
             // keep-alive connection holds only its stream.
-            if prefix.is_none() && !self.wait_for_request(&mut stream, shutdown).await {
+            if prefix.is_none()
+                && !self
+                    .wait_for_request(&mut stream, shutdown, limits.keepalive_timeout)
+                    .await
+            {
                 return;
             }
+            // The read stage: the whole head, within its deadline and limits, checked.
+            let mut head = prefix
+                .take()
+                .unwrap_or_else(|| BytesMut::with_capacity(INITIAL_HEAD_BUFFER));
+            match read::read_head(&mut stream, &mut head, &limits).await {
+                Ok(_) => {}
+                Err(NoHead::Closed) => return,
+                Err(NoHead::Rejected(r)) => {
+                    self.reject(&mut stream, r).await;
+                    return;
+                }
+            }
+            // The HTTP/1 session parses the head from what was read (no further read).
             let mut s = ServerSession::new(stream);
             s.set_pipelining_enabled(true);
-            if let Some(p) = prefix.take() {
-                s.set_pipelined_prefix(p);
-            }
-            s.set_read_timeout(Some(HEAD_READ_TIMEOUT));
-            s.set_server_keepalive(Some(KEEPALIVE.as_secs()));
+            s.set_pipelined_prefix(head);
+            s.set_read_timeout(Some(BODY_READ_TIMEOUT));
+            s.set_server_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
             match s.read_request().await {
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(e) => {
+                    if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                        self.store.metrics().rejected[Reject::BadRequest("").index()].inc();
+                    }
                     bad_request(&mut s, &e).await;
                     return;
                 }
@@ -151,16 +171,47 @@ impl Fast {
         }
     }
 
+    /// Answers a head refused by the read stage (408, 431, 400), counts it, and closes: nothing
+    /// of it reached a backend.
+    async fn reject(&self, stream: &mut Stream, r: Reject) {
+        use tokio::io::AsyncWriteExt;
+        self.store.metrics().rejected[r.index()].inc();
+        let body = r.message();
+        let reason = match r.status() {
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            413 => "Content Too Large",
+            _ => "Bad Request",
+        };
+        let resp = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            r.status(),
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        tracing::debug!(reason = r.reason(), "request refused");
+    }
+
     /// Waits until the client sends something; false when it closes, stays idle past the
     /// keep-alive timeout, or the server shuts down.
-    async fn wait_for_request(&self, stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+    async fn wait_for_request(
+        &self,
+        stream: &mut Stream,
+        shutdown: &ShutdownWatch,
+        keepalive: Duration,
+    ) -> bool {
         if *shutdown.borrow() {
             return false;
         }
         let mut shutdown = shutdown.clone();
         let mut byte = [0u8; 1];
         tokio::select! {
-            r = tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut byte)) => matches!(r, Ok(Ok(_))),
+            r = tokio::time::timeout(keepalive, stream.try_peek(&mut byte)) => matches!(r, Ok(Ok(_))),
             _ = shutdown.changed() => false,
         }
     }
@@ -169,7 +220,7 @@ impl Fast {
     /// connection may go on.
     async fn exchange(&self, s: &mut ServerSession) -> Next {
         let client: ClientIp = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let mut ex = route::read(&self.store, &self.ids, s.req_header());
+        let mut ex = route::start(&self.store, &self.ids, s.req_header());
         let (status, error, next) = match self.stages(&mut ex, s, client).await {
             Ok(next) => (
                 s.response_written().map_or(0, |r| r.status.as_u16()),
@@ -208,6 +259,23 @@ impl Fast {
         let Some(ri) = route::route(ex, s.req_header()) else {
             return local_answer(ex, s, 404, None).await;
         };
+        let pool = &ex.snap.pools[ex.snap.routes[ri].pool];
+        if let (Some(max), Some(len)) = (
+            pool.conf.max_request_body,
+            read::content_length(s.req_header()),
+        ) {
+            if len > max {
+                // Refused before any backend is contacted; the unread body ends the connection.
+                self.store.metrics().rejected[Reject::BodyTooLarge.index()].inc();
+                ex.stage = Stage::Local {
+                    route: ri,
+                    status: 413,
+                };
+                s.set_server_keepalive(None);
+                local_answer(ex, s, 413, None).await?;
+                return Ok(Next::Close);
+            }
+        }
         if let Picked::NoBackend { retry_after } = pick::pick(ex, ri, s.req_header(), client) {
             return local_answer(ex, s, 503, Some(retry_after)).await;
         }
@@ -294,6 +362,8 @@ impl Fast {
         c.read_timeout = Some(read_timeout);
         c.write_timeout = Some(read_timeout);
         let upgrade_req = s.is_upgrade_req();
+        let max_body = ex.route().and_then(|(_, _, p)| p.conf.max_request_body);
+        let mut body_sent: u64 = 0;
         if let Err(e) = c.write_request_header(req).await {
             return if reused {
                 Relayed::StaleConnection(e)
@@ -322,6 +392,17 @@ impl Fast {
                     // empty chunk would end a chunked body.
                     Ok(Some(data)) if data.is_empty() => {}
                     Ok(Some(data)) => {
+                        body_sent += data.len() as u64;
+                        if max_body.is_some_and(|m| body_sent > m) {
+                            // A chunked body grew past the limit: the request ends here (the
+                            // backend's connection is dropped with it).
+                            self.store.metrics().rejected[Reject::BodyTooLarge.index()].inc();
+                            return Relayed::Failed(Failed {
+                                status: 413,
+                                retry_after: None,
+                                error: "body_too_large",
+                            });
+                        }
                         if let Err(e) = c.write_body(&data).await {
                             return self.upstream_failed(ex, &e);
                         }
@@ -362,9 +443,10 @@ impl Fast {
             return Relayed::Failed(Failed::from(&e));
         }
         let switching = upgrade_req && resp.status == 101;
-        if !body_done {
-            // The backend answered before the request body was done: deliver the answer, then
-            // close both connections (the rest of the body is never read).
+        if !body_done || (upgrade_req && !switching) {
+            // The backend answered before the request body was done, or refused an upgrade:
+            // deliver the answer, then close both connections (the rest of the body, or what
+            // was pipelined behind the upgrade request, is never read).
             s.set_server_keepalive(None);
         }
         if let Err(e) = s.write_response_header(resp).await {
@@ -395,6 +477,11 @@ impl Fast {
         }
         if let Err(e) = s.finish_body().await {
             return Relayed::Failed(client_failed(&e));
+        }
+        if upgrade_req {
+            // Refused upgrade: whatever the client sent after its request is never read as a
+            // request of its own.
+            return Relayed::Done(Next::Close);
         }
         if body_done {
             if let Some(stream) = c.reuse().await {
@@ -520,6 +607,7 @@ fn local_body(status: u16) -> &'static str {
     match status {
         404 => respond::NO_ROUTE,
         503 => respond::NO_BACKEND,
+        413 => "request body too large\n",
         504 => respond::GATEWAY_TIMEOUT,
         _ => respond::BAD_GATEWAY,
     }

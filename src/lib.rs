@@ -30,6 +30,7 @@ pub mod health;
 pub mod metrics;
 pub mod pick;
 pub mod proxy;
+pub mod read;
 pub mod reload;
 pub mod respond;
 pub mod route;

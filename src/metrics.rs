@@ -34,7 +34,8 @@ pub const STATES: [&str; 4] = ["up", "down", "drain", "maint"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
+    "tether_downstream_rejected_total",
     "tether_requests_total",
     "tether_request_duration_seconds",
     "tether_upstream_connect_failures_total",
@@ -66,6 +67,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub last_reload_ok: IntGauge,
     pub generation: IntGauge,
+    /// `tether_downstream_rejected_total`, indexed like [`crate::read::REASONS`].
+    pub rejected: [IntCounter; 5],
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +187,15 @@ impl Metrics {
                 "tether_config_generation",
                 "Generation of the running configuration: 1 at start, +1 on each successful reload.",
             ),
+            rejected: {
+                let v = counter(
+                    &r,
+                    "tether_downstream_rejected_total",
+                    "Requests refused at the edge before reaching a backend, by reason (header_timeout, header_too_large, too_many_headers, body_too_large, bad_request).",
+                    &["reason"],
+                );
+                crate::read::REASONS.map(|reason| v.with_label_values(&[reason]))
+            },
             registry: r,
         }
     }

@@ -76,7 +76,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let client = client_ip(session);
-        let ex = ctx.insert(route::read(&self.store, &self.ids, session.req_header()));
+        let ex = ctx.insert(route::start(&self.store, &self.ids, session.req_header()));
         let Some(ri) = route::route(ex, session.req_header()) else {
             let l = respond::local(ex, 404, None, respond::NO_ROUTE)?;
             return write_local(session, l).await;

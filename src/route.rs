@@ -1,4 +1,4 @@
-//! The read and route stages (DESIGN.md §11): a request whose head is read gets its id and its
+//! The route stage (DESIGN.md §11): a request whose head was read (`read`) gets its id and its
 //! snapshot, then its route by host and path.
 //!
 //! Owns: request ids and the route match. Must not touch: backend selection.
@@ -14,7 +14,7 @@ use crate::head::host;
 use crate::snapshot::Store;
 
 /// Starts the exchange of a request whose head was read: one snapshot load, and its id.
-pub fn read(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
+pub fn start(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
     let id = match client_request_id(req) {
         Some(v) => v.clone(),
         None => ids.next(),

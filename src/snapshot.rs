@@ -471,6 +471,11 @@ impl Store {
         }
     }
 
+    /// The downstream limits of the current configuration (no reference count taken).
+    pub fn limits(&self) -> crate::config::Limits {
+        self.current.load().config.server.limits
+    }
+
     /// The current snapshot (one atomic load and reference count).
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()

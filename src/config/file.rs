@@ -47,6 +47,10 @@ pub(crate) struct Server {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub engine: Option<String>,
+    pub header_timeout: Option<RawDuration>,
+    pub keepalive_timeout: Option<RawDuration>,
+    pub max_header_size: Option<RawSize>,
+    pub max_headers: Option<i64>,
     pub tls: Option<Vec<Tls>>,
 }
 
@@ -89,6 +93,7 @@ pub(crate) struct Pool {
     pub retries: Option<i64>,
     pub connect_timeout: Option<RawDuration>,
     pub read_timeout: Option<RawDuration>,
+    pub max_request_body: Option<RawSize>,
     pub fail_open: Option<bool>,
     pub cookie: Option<Cookie>,
     pub hash: Option<Hash>,
@@ -132,6 +137,14 @@ pub(crate) struct Backend {
     pub id: Option<String>,
     pub addr: Option<String>,
     pub weight: Option<i64>,
+}
+
+/// A size as written: a whole number of bytes or a string with a unit (`"64KiB"`, `"1MB"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 /// A duration as written: a string (`"2s"`) or, by mistake, a bare number (`2`), which

@@ -60,6 +60,32 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Which engine serves HTTP/1.1 (HTTP/2 is always pingora-proxy's).
     pub engine: Engine,
+    /// Downstream limits and timeouts (DESIGN.md §12).
+    pub limits: Limits,
+}
+
+/// What a client may send and how long it may take (DESIGN.md §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole request head must arrive within this, from its first byte: else 408.
+    pub header_timeout: Duration,
+    /// An idle client connection is closed after this between requests.
+    pub keepalive_timeout: Duration,
+    /// Request line + headers, in bytes: larger is 431.
+    pub max_header_size: usize,
+    /// Header fields: more is 431.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 /// The HTTP/1.1 engine (DESIGN.md §11).
@@ -231,6 +257,8 @@ pub struct Pool {
     pub connect_timeout: Duration,
     /// Time to wait for the upstream's response (header and between body reads).
     pub read_timeout: Duration,
+    /// Largest request body accepted, in bytes (413 beyond); `None`: no limit.
+    pub max_request_body: Option<u64>,
     /// When no backend is eligible, send to all configured backends instead of answering 503.
     pub fail_open: bool,
     /// Used by `cookie` pools and by `hash` pools with `pin = true`.

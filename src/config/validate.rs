@@ -21,11 +21,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use toml_edit::ImDocument;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::file::{self, KeyPath, RawDuration, Secrets};
+use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
     content_hash, Affinity, BackendConf, CertPair, Config, CookieOpts, Engine, Fallback, HashOpts,
-    HealthOpts, HostMatch, KeySpec, Log, LogFormat, Policy, Pool, Route, SameSite, Server, Source,
-    TlsListener,
+    HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Policy, Pool, Route, SameSite, Server,
+    Source, TlsListener,
 };
 
 /// Read and validate the configuration file at `path`. Relative paths inside it (secret,
@@ -187,6 +187,43 @@ impl Cx<'_> {
                     format!("invalid duration: {e}; write e.g. \"2s\", \"500ms\" or \"1h\""),
                 );
                 default
+            }
+        }
+    }
+
+    /// A size in bytes (an integer, or a string with a unit: "64KiB", "1MiB", "10MB") in
+    /// `range`; `None` when absent or wrong (the error is recorded).
+    fn size(
+        &mut self,
+        path: &KeyPath,
+        raw: Option<&RawSize>,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let (n, shown) = match raw? {
+            RawSize::Bytes(n) => (u64::try_from(*n).ok(), n.to_string()),
+            RawSize::Text(t) => (parse_size::parse_size(t.trim()).ok(), format!("{t:?}")),
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            Some(_) => {
+                self.error(
+                    path,
+                    Some(shown),
+                    format!(
+                        "must be between {} and {} bytes",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    path,
+                    Some(shown),
+                    "invalid size: write bytes (65536) or a unit, e.g. \"64KiB\" or \"1MiB\"",
+                );
+                None
             }
         }
     }
@@ -365,7 +402,32 @@ impl Cx<'_> {
             }),
         };
 
+        let d = Limits::default();
+        let limits = Limits {
+            header_timeout: self.duration(
+                &p.key("header_timeout"),
+                s.header_timeout.as_ref(),
+                d.header_timeout,
+                true,
+            ),
+            keepalive_timeout: self.duration(
+                &p.key("keepalive_timeout"),
+                s.keepalive_timeout.as_ref(),
+                d.keepalive_timeout,
+                true,
+            ),
+            max_header_size: self
+                .size(
+                    &p.key("max_header_size"),
+                    s.max_header_size.as_ref(),
+                    1024..=1024 * 1024,
+                )
+                .map_or(d.max_header_size, |n| n as usize),
+            max_headers: self.int_in(&p.key("max_headers"), s.max_headers, 100, 1..=1000) as usize,
+        };
+
         Server {
+            limits,
             engine,
             listen,
             tls,
@@ -835,6 +897,11 @@ impl Cx<'_> {
             Duration::from_secs(60),
             true,
         );
+        let max_request_body = self.size(
+            &kp.key("max_request_body"),
+            p.max_request_body.as_ref(),
+            0..=u64::MAX,
+        );
         let cookie = self.cookie(&kp.key("cookie"), name, p.cookie.as_ref());
 
         let hash_kp = kp.key("hash");
@@ -923,6 +990,7 @@ impl Cx<'_> {
             retries: u32::try_from(retries).unwrap_or(1),
             connect_timeout,
             read_timeout,
+            max_request_body,
             fail_open: p.fail_open.unwrap_or(false),
             cookie,
             hash,
