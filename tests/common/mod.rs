@@ -16,6 +16,8 @@
 //! Each `tests/*.rs` file does `mod common;` and uses a subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs::File;
