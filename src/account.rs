@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pingora::http::RequestHeader;
 
+use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::head::{host_header, ClientIp};
 use crate::metrics::code_class;
@@ -21,10 +22,22 @@ pub struct End<'a> {
     pub status: u16,
     /// What went wrong, if anything (an error kind, for the log).
     pub error: Option<&'a str>,
+    /// How the exchange with the backend went, for outlier detection; `None` when there is
+    /// nothing to hold against it (no backend, or the client's side failed).
+    pub backend: Option<Exchanged>,
 }
 
-/// Counts and logs the request, and gives back its in-flight slot.
-pub fn account(ex: &mut Exchange, req: &RequestHeader, client: ClientIp, end: End<'_>) {
+/// Counts and logs the request, feeds outlier detection, and gives back its in-flight slot.
+pub fn account(
+    store: &Store,
+    ex: &mut Exchange,
+    req: &RequestHeader,
+    client: ClientIp,
+    end: End<'_>,
+) {
+    if let (Some(what), Some((pool, u))) = (end.backend, ex.upstream()) {
+        outlier(store, pool, u.pick.backend, what);
+    }
     let class = code_class(end.status);
     let snap = ex.snap.clone();
     let (route_name, pool, backend, outcome, upstream_time) = match &ex.stage {
@@ -113,7 +126,8 @@ pub fn passive(store: &Store, pool: &Pool, bi: u32, ok: bool) {
     }
 }
 
-/// A connection to the picked backend failed: counted, and fed to passive health.
+/// A connection to the picked backend failed: counted, and fed to passive health and outlier
+/// detection.
 pub fn connect_failed(store: &Store, ex: &mut Exchange) {
     if let Some((pool, u)) = ex.upstream() {
         let bi = u.pick.backend;
@@ -123,6 +137,28 @@ pub fn connect_failed(store: &Store, ex: &mut Exchange) {
             .connect_failures
             .inc();
         passive(store, pool, bi, false);
+        outlier(store, pool, bi, Exchanged::Failed);
     }
     ex.release();
+}
+
+/// Feeds one exchange to outlier detection (pools with `[outlier]`); a streak that reaches its
+/// count asks the control runtime to eject the backend.
+fn outlier(store: &Store, pool: &Pool, bi: u32, what: Exchanged) {
+    let Some(opts) = &pool.conf.outlier else {
+        return;
+    };
+    let state = &pool.backends[bi as usize].state;
+    if let Some(why) = state.record_exchange(what, opts) {
+        store.request_ejection(&pool.name, state, why);
+    }
+}
+
+/// What a response status says about the backend.
+pub fn judged(status: u16) -> Exchanged {
+    if status >= 500 {
+        Exchanged::ServerError
+    } else {
+        Exchanged::Ok
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, IntGauge};
@@ -57,7 +57,9 @@ impl Admin {
 pub struct BackendMetrics {
     pub up: IntGauge,
     /// Indexed like [`STATES`].
-    pub state: [IntGauge; 4],
+    pub state: [IntGauge; 5],
+    /// `tether_outlier_ejections_total`, by [`Ejection`] reason.
+    pub ejections: [IntCounter; 2],
     /// The in-flight count itself lives here: an `IntGauge` is an atomic integer.
     pub in_flight: IntGauge,
     pub checks_ok: IntCounter,
@@ -78,7 +80,50 @@ pub struct BackendState {
     passive_streak: AtomicU32,
     /// The address the state belongs to: when a reload changes it, health starts over.
     addr: Mutex<SocketAddr>,
+    /// Outlier detection (DESIGN.md §13): ejected now; responses in a row that were 5xx and
+    /// exchanges in a row that failed; ejections in a row and when the last one ended.
+    ejected: std::sync::atomic::AtomicBool,
+    streak_5xx: AtomicU32,
+    streak_failures: AtomicU32,
+    ejections_in_row: AtomicU32,
+    returned_at_ms: AtomicU64,
+    /// When the backend last became eligible (slow start), in [`clock_ms`]; 0: long ago.
+    eligible_since_ms: AtomicU64,
     pub metrics: BackendMetrics,
+}
+
+/// Why outlier detection ejects a backend (the `reason` of `tether_outlier_ejections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ejection {
+    FiveXx = 0,
+    Failures = 1,
+}
+
+impl Ejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ejection::FiveXx => "5xx",
+            Ejection::Failures => "failures",
+        }
+    }
+}
+
+/// What one exchange with a backend came to, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchanged {
+    /// A response head that was not 5xx (and a body that did not fail).
+    Ok,
+    /// A 5xx response.
+    ServerError,
+    /// A connection failure, an upstream timeout, or a failure in the middle of a response.
+    Failed,
+}
+
+/// Milliseconds on a monotonic clock that starts with the process (never 0 after start).
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_millis() as u64 + 1
 }
 
 impl BackendState {
@@ -91,6 +136,7 @@ impl BackendState {
             checks_ok: m.health_checks.with_label_values(&[pool, id, "success"]),
             checks_failed: m.health_checks.with_label_values(&[pool, id, "failure"]),
             connect_failures: m.connect_failures.with_label_values(&l),
+            ejections: ["5xx", "failures"].map(|r| m.ejections.with_label_values(&[pool, id, r])),
         };
         let s = BackendState {
             pool: pool.into(),
@@ -100,6 +146,12 @@ impl BackendState {
             streak: AtomicU32::new(0),
             passive_streak: AtomicU32::new(0),
             addr: Mutex::new(addr),
+            ejected: false.into(),
+            streak_5xx: AtomicU32::new(0),
+            streak_failures: AtomicU32::new(0),
+            ejections_in_row: AtomicU32::new(0),
+            returned_at_ms: AtomicU64::new(0),
+            eligible_since_ms: AtomicU64::new(0),
             metrics,
         };
         s.publish();
@@ -114,14 +166,112 @@ impl BackendState {
         Admin::from_u8(self.admin.load(Ordering::Acquire))
     }
 
-    /// Up and not in maintenance: may keep serving its existing sessions.
+    /// Ejected by outlier detection (for a while).
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Up, not ejected and not in maintenance: may keep serving its existing sessions.
     pub fn is_serving(&self) -> bool {
-        self.is_healthy() && self.admin() != Admin::Maint
+        self.is_healthy() && !self.is_ejected() && self.admin() != Admin::Maint
     }
 
     /// Serving and not draining: may take new sessions.
     pub fn is_assignable(&self) -> bool {
-        self.is_healthy() && self.admin() == Admin::Ready
+        self.is_serving() && self.admin() == Admin::Ready
+    }
+
+    /// Records an exchange for outlier detection; returns the ejection it calls for, if its
+    /// streak just reached the configured count (the caller hands that to the control runtime,
+    /// which applies the pool-wide guard). Lock-free; writes a shared line only on a change.
+    pub fn record_exchange(
+        &self,
+        what: Exchanged,
+        opts: &crate::config::OutlierOpts,
+    ) -> Option<Ejection> {
+        let reset = |a: &AtomicU32| {
+            if a.load(Ordering::Relaxed) != 0 {
+                a.store(0, Ordering::Relaxed);
+            }
+        };
+        let bump =
+            |a: &AtomicU32, limit: u32| limit > 0 && a.fetch_add(1, Ordering::AcqRel) + 1 == limit;
+        match what {
+            Exchanged::Ok => {
+                reset(&self.streak_5xx);
+                reset(&self.streak_failures);
+                None
+            }
+            Exchanged::ServerError => {
+                reset(&self.streak_failures);
+                bump(&self.streak_5xx, opts.consecutive_5xx).then_some(Ejection::FiveXx)
+            }
+            Exchanged::Failed => {
+                bump(&self.streak_failures, opts.consecutive_failures).then_some(Ejection::Failures)
+            }
+        }
+    }
+
+    /// Ejects the backend (control runtime only); returns for how long: the n-th ejection in a
+    /// row lasts n × `base_ejection`, at most `max_ejection`. "In a row" ends once the backend
+    /// has served `base_ejection` since its last return without being ejected again.
+    pub fn eject(&self, why: Ejection, opts: &crate::config::OutlierOpts) -> std::time::Duration {
+        let now = clock_ms();
+        let returned = self.returned_at_ms.load(Ordering::Relaxed);
+        if returned > 0 && now.saturating_sub(returned) >= opts.base_ejection.as_millis() as u64 {
+            self.ejections_in_row.store(0, Ordering::Relaxed);
+        }
+        let n = self.ejections_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let d = opts.base_ejection.saturating_mul(n).min(opts.max_ejection);
+        self.ejected.store(true, Ordering::Release);
+        self.metrics.ejections[why as usize].inc();
+        self.publish();
+        d
+    }
+
+    /// Ends an ejection (control runtime only): the backend takes traffic again (if healthy)
+    /// and starts over its streaks.
+    pub fn return_from_ejection(&self) {
+        self.streak_5xx.store(0, Ordering::Relaxed);
+        self.streak_failures.store(0, Ordering::Relaxed);
+        self.returned_at_ms.store(clock_ms(), Ordering::Relaxed);
+        self.ejected.store(false, Ordering::Release);
+        self.became_eligible();
+        self.publish();
+    }
+
+    /// Notes that the backend just became eligible (slow start starts now).
+    pub fn became_eligible(&self) {
+        self.eligible_since_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// Its weight for round-robin picks and new sessions under slow start: from 10 % of
+    /// `weight` when it became eligible, linearly to all of it at the end of `window`. In
+    /// tenths of a weight unit, so that 10 % of weight 1 is still representable.
+    pub fn effective_weight_tenths(&self, weight: u32, window: Option<std::time::Duration>) -> u32 {
+        let full = weight * 10;
+        let (Some(window), since) = (window, self.eligible_since_ms.load(Ordering::Relaxed)) else {
+            return full;
+        };
+        if since == 0 || window.is_zero() {
+            return full;
+        }
+        let elapsed = clock_ms().saturating_sub(since) as f64;
+        let share = (elapsed / window.as_millis() as f64).min(1.0);
+        if share >= 1.0 {
+            return full;
+        }
+        let tenths = full as f64 * (0.1 + 0.9 * share);
+        (tenths.round() as u32).clamp(1, full)
+    }
+
+    /// Whether slow start is still ramping this backend up.
+    pub fn in_slow_start(&self, window: Option<std::time::Duration>) -> bool {
+        let since = self.eligible_since_ms.load(Ordering::Relaxed);
+        match window {
+            Some(w) if since > 0 => clock_ms().saturating_sub(since) < w.as_millis() as u64,
+            _ => false,
+        }
     }
 
     /// The state name shown in `/status` and `tether_backend_state`.
@@ -133,6 +283,7 @@ impl BackendState {
         match (self.is_healthy(), self.admin()) {
             (_, Admin::Maint) => 3,
             (false, _) => 1,
+            _ if self.is_ejected() => 4,
             (true, Admin::Drain) => 2,
             (true, Admin::Ready) => 0,
         }
@@ -153,6 +304,9 @@ impl BackendState {
     /// Sets the admin state; returns whether it changed.
     pub fn set_admin(&self, a: Admin) -> bool {
         let old = self.admin.swap(a as u8, Ordering::AcqRel);
+        if old == Admin::Maint as u8 && a != Admin::Maint {
+            self.became_eligible();
+        }
         self.publish();
         old != a as u8
     }
@@ -183,6 +337,9 @@ impl BackendState {
             return false;
         }
         self.streak.store(0, Ordering::Relaxed);
+        if ok {
+            self.became_eligible();
+        }
         self.publish();
         true
     }
@@ -238,6 +395,9 @@ pub struct Registry {
     /// Every backend id ever seen per pool since start, so a cookie naming a removed backend can
     /// still say where the session came from.
     known: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
+    /// Set once the first snapshot is built: backends created after that were added by a
+    /// reload, and slow start ramps them up.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -246,11 +406,17 @@ impl Registry {
             metrics,
             inner: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            started: false.into(),
         }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Marks the end of start-up (see `started`).
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
     }
 
     /// The state of `(pool, id)`, created (up, ready) if new. A changed address resets health:
@@ -264,6 +430,9 @@ impl Registry {
             return s.clone();
         }
         let s = Arc::new(BackendState::new(&self.metrics, pool, id, addr));
+        if self.started.load(Ordering::Relaxed) {
+            s.became_eligible();
+        }
         map.insert((s.pool.clone(), s.id.clone()), s.clone());
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let ids = known.entry(s.pool.clone()).or_default();
@@ -306,6 +475,9 @@ impl Registry {
             }
             for r in ["success", "failure"] {
                 let _ = m.health_checks.remove_label_values(&[p, i, r]);
+            }
+            for r in ["5xx", "failures"] {
+                let _ = m.ejections.remove_label_values(&[p, i, r]);
             }
             m.forget_migrations(p, i);
         }

@@ -23,6 +23,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::account::{self, End};
+use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
@@ -88,13 +89,16 @@ enum Next {
 
 /// Why a request could not be answered by its backend.
 struct Failed {
-    /// What the client gets, if nothing was sent to it yet.
+    /// What the client gets, if nothing was sent to it yet (0: nothing can be sent).
     status: u16,
     retry_after: Option<u64>,
     error: &'static str,
+    /// What to hold against the backend (outlier detection), if anything.
+    backend: Option<Exchanged>,
 }
 
 impl Failed {
+    /// The backend's side failed after the connection was made: 502, or 504 on a timeout.
     fn from(e: &Error) -> Failed {
         let timed_out = matches!(
             e.etype(),
@@ -104,6 +108,17 @@ impl Failed {
             status: if timed_out { 504 } else { 502 },
             retry_after: None,
             error: e.etype().as_str(),
+            backend: Some(Exchanged::Failed),
+        }
+    }
+
+    /// Nothing to hold against a backend (already counted, or not its fault).
+    fn local(status: u16, retry_after: Option<u64>, error: &'static str) -> Failed {
+        Failed {
+            status,
+            retry_after,
+            error,
+            backend: None,
         }
     }
 }
@@ -221,12 +236,13 @@ impl Fast {
     async fn exchange(&self, s: &mut ServerSession) -> Next {
         let client: ClientIp = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let mut ex = route::start(&self.store, &self.ids, s.req_header());
-        let (status, error, next) = match self.stages(&mut ex, s, client).await {
-            Ok(next) => (
-                s.response_written().map_or(0, |r| r.status.as_u16()),
-                None,
-                next,
-            ),
+        let (status, error, backend, next) = match self.stages(&mut ex, s, client).await {
+            Ok(next) => {
+                let status = s.response_written().map_or(0, |r| r.status.as_u16());
+                let backend =
+                    matches!(ex.stage, Stage::Upstream(_)).then(|| account::judged(status));
+                (status, None, backend, next)
+            }
             Err(f) => {
                 let status = if let Some(r) = s.response_written() {
                     // The response had started: the client sees it cut short.
@@ -242,11 +258,16 @@ impl Fast {
                     }
                     f.status
                 };
-                (status, Some(f.error), Next::Close)
+                (status, Some(f.error), f.backend, Next::Close)
             }
         };
         let status = ex.local_status().unwrap_or(status);
-        account::account(&mut ex, s.req_header(), client, End { status, error });
+        let end = End {
+            status,
+            error,
+            backend,
+        };
+        account::account(&self.store, &mut ex, s.req_header(), client, end);
         next
     }
 
@@ -317,13 +338,12 @@ impl Fast {
                             fresh_only = false;
                             continue;
                         }
-                        Retry::Exhausted => return Err(Failed::from(&e)),
+                        // Each failed connection was counted when it failed.
+                        Retry::Exhausted => {
+                            return Err(Failed::local(502, None, e.etype().as_str()))
+                        }
                         Retry::NoBackend { retry_after } => {
-                            return Err(Failed {
-                                status: 503,
-                                retry_after: Some(retry_after),
-                                error: e.etype().as_str(),
-                            })
+                            return Err(Failed::local(503, Some(retry_after), e.etype().as_str()))
                         }
                     }
                 }
@@ -397,11 +417,7 @@ impl Fast {
                             // A chunked body grew past the limit: the request ends here (the
                             // backend's connection is dropped with it).
                             self.store.metrics().rejected[Reject::BodyTooLarge.index()].inc();
-                            return Relayed::Failed(Failed {
-                                status: 413,
-                                retry_after: None,
-                                error: "body_too_large",
-                            });
+                            return Relayed::Failed(Failed::local(413, None, "body_too_large"));
                         }
                         if let Err(e) = c.write_body(&data).await {
                             return self.upstream_failed(ex, &e);
@@ -640,11 +656,7 @@ async fn bad_request(s: &mut ServerSession, e: &Error) {
 
 /// The client's side failed (it went away): nothing more can be sent to it.
 fn client_failed(e: &Error) -> Failed {
-    Failed {
-        status: 0,
-        retry_after: None,
-        error: e.etype().as_str(),
-    }
+    Failed::local(0, None, e.etype().as_str())
 }
 
 fn internal_error() -> Box<Error> {

@@ -28,13 +28,14 @@ pub fn code_class(status: u16) -> usize {
 }
 
 /// Backend states of `tether_backend_state`, in gauge order.
-pub const STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 
 /// Affinity outcomes of `tether_affinity_total`, in handle order.
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
+    "tether_outlier_ejections_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
     "tether_request_duration_seconds",
@@ -69,6 +70,7 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// `tether_downstream_rejected_total`, indexed like [`crate::read::REASONS`].
     pub rejected: [IntCounter; 5],
+    pub ejections: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -196,6 +198,12 @@ impl Metrics {
                 );
                 crate::read::REASONS.map(|reason| v.with_label_values(&[reason]))
             },
+            ejections: counter(
+                &r,
+                "tether_outlier_ejections_total",
+                "Backends ejected by outlier detection, by reason (5xx, failures).",
+                &["pool", "backend", "reason"],
+            ),
             registry: r,
         }
     }

@@ -18,6 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use crate::account::{self, End};
+use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
@@ -183,13 +184,28 @@ impl ProxyHttp for Proxy {
             return;
         }
         let client = client_ip(session);
+        let backend = match e {
+            // Connection failures were counted as they happened; other upstream errors count.
+            Some(err) if err.esource() == &pingora::ErrorSource::Upstream => (!matches!(
+                err.etype(),
+                ErrorType::ConnectRefused
+                    | ErrorType::ConnectTimedout
+                    | ErrorType::ConnectError
+                    | ErrorType::ConnectNoRoute
+            ))
+            .then_some(Exchanged::Failed),
+            Some(_) => None,
+            None => matches!(ex.stage, Stage::Upstream(_)).then(|| account::judged(status)),
+        };
         account::account(
+            &self.store,
             ex,
             session.req_header(),
             client,
             End {
                 status,
                 error: e.map(|e| e.etype().as_str()),
+                backend,
             },
         );
     }

@@ -23,6 +23,7 @@ pub enum Reason {
     Removed,
     Maint,
     ConnectError,
+    Ejected,
 }
 
 impl Reason {
@@ -37,6 +38,7 @@ impl Reason {
             Reason::Removed => "removed",
             Reason::Maint => "maint",
             Reason::ConnectError => "connect_error",
+            Reason::Ejected => "ejected",
         }
     }
 }
@@ -157,6 +159,8 @@ impl Pool {
                             let b = &self.backends[i as usize];
                             let reason = if b.state.admin() == Admin::Maint {
                                 Reason::Maint
+                            } else if b.state.is_healthy() && b.state.is_ejected() {
+                                Reason::Ejected
                             } else {
                                 Reason::Down
                             };

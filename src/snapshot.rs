@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::backend::{BackendState, Registry};
+use crate::backend::{BackendState, Ejection, Registry};
 use crate::balance::cookie::{backend_digest, BackendDigest, CookieCodec};
 use crate::balance::ring::Ring;
 use crate::balance::wrr::Wrr;
@@ -87,6 +87,8 @@ pub struct View {
     pub wrr: Wrr,
     /// True when no backend was serving and the pool fails open (everything counts as serving).
     pub failed_open: bool,
+    /// Built with slow-start weights (some backend was ramping up): rebuilt until it is not.
+    pub ramping: bool,
 }
 
 impl View {
@@ -124,12 +126,22 @@ impl View {
         } else {
             &serving
         };
+        // Slow start: weights in tenths while a backend ramps up (10 % of weight 1 is 1).
+        let window = pool.slow_start;
+        let ramping = window.is_some() && backends.iter().any(|b| b.state.in_slow_start(window));
         let wrr = Wrr::build(
             backends
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| wrr_set[*i])
-                .map(|(i, b)| (i as u32, b.weight)),
+                .map(|(i, b)| {
+                    let w = if ramping {
+                        b.state.effective_weight_tenths(b.weight, window)
+                    } else {
+                        b.weight
+                    };
+                    (i as u32, w)
+                }),
         );
         View {
             serving_ring: ring_of(&serving),
@@ -138,6 +150,7 @@ impl View {
             serving,
             assignable,
             failed_open,
+            ramping,
         }
     }
 
@@ -444,6 +457,18 @@ impl std::fmt::Display for Diff {
     }
 }
 
+/// Work handed from worker threads to the control runtime.
+pub enum Control {
+    /// Rebuild this pool's view (a backend of it changed state).
+    Refresh(Arc<str>),
+    /// Outlier detection asks for this backend to be ejected.
+    Eject {
+        pool: Arc<str>,
+        state: Arc<BackendState>,
+        why: Ejection,
+    },
+}
+
 /// The published snapshot plus the registry; the single writer of both kinds of swap.
 pub struct Store {
     current: ArcSwap<Snapshot>,
@@ -454,13 +479,14 @@ pub struct Store {
     write: Mutex<()>,
     /// Pools whose views need a rebuild, sent by worker threads (passive health) to the
     /// control runtime. Unset (unit tests, tools): rebuilt inline.
-    refresher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<str>>>,
+    refresher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Control>>,
 }
 
 impl Store {
     /// Builds generation 1 from `config`.
     pub fn new(config: Config, registry: Arc<Registry>) -> Store {
         let snap = Snapshot::build(Arc::new(config), &registry, 1, None);
+        registry.mark_started();
         registry.metrics().generation.set(1);
         registry.metrics().init_reload_series();
         Store {
@@ -537,27 +563,60 @@ impl Store {
         }
     }
 
-    /// Runs the view rebuilds asked for by [`Store::request_refresh`] on `rt` (the control
-    /// runtime). Several requests for one pool that queue up are served by one rebuild.
+    /// Runs the control work that worker threads hand over — view rebuilds
+    /// ([`Store::request_refresh`]) and outlier ejections ([`Store::request_ejection`]) — on `rt`
+    /// (the control runtime), and rebuilds the views of pools whose backends are ramping up
+    /// under slow start twice a second until the ramp is over.
     pub fn start_refresher(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<str>>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
         if self.refresher.set(tx).is_err() {
             return;
         }
         let store = Arc::downgrade(self);
+        let handle = rt.clone();
         rt.spawn(async move {
-            while let Some(pool) = rx.recv().await {
-                let mut pools = vec![pool];
-                while let Ok(p) = rx.try_recv() {
-                    if !pools.contains(&p) {
-                        pools.push(p);
-                    }
-                }
+            while let Some(first) = rx.recv().await {
                 let Some(store) = store.upgrade() else {
                     return;
                 };
+                let mut pools: Vec<Arc<str>> = Vec::new();
+                let mut next = Some(first);
+                while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+                    match msg {
+                        Control::Refresh(p) => {
+                            if !pools.contains(&p) {
+                                pools.push(p);
+                            }
+                        }
+                        Control::Eject { pool, state, why } => {
+                            if store.eject(&pool, &state, why, &handle) && !pools.contains(&pool) {
+                                pools.push(pool);
+                            }
+                        }
+                    }
+                }
                 for p in pools {
                     store.refresh_pool(&p);
+                }
+            }
+        });
+        let store = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                let snap = store.load();
+                for p in &snap.pools {
+                    if p.view.load().ramping
+                        || p.conf.slow_start.is_some_and(|w| {
+                            p.backends.iter().any(|b| b.state.in_slow_start(Some(w)))
+                        })
+                    {
+                        store.refresh_pool(&p.name);
+                    }
                 }
             }
         });
@@ -567,9 +626,62 @@ impl Store {
     /// runtime (no lock, no ring build on the request path).
     pub fn request_refresh(&self, pool: &Arc<str>) {
         match self.refresher.get() {
-            Some(tx) if tx.send(pool.clone()).is_ok() => {}
+            Some(tx) if tx.send(Control::Refresh(pool.clone())).is_ok() => {}
             _ => self.refresh_pool(pool),
         }
+    }
+
+    /// Asks for a backend to be ejected by outlier detection (the control runtime applies the
+    /// pool-wide share guard). Without a control runtime (tools, unit tests) nothing happens.
+    pub fn request_ejection(&self, pool: &Arc<str>, state: &Arc<BackendState>, why: Ejection) {
+        if let Some(tx) = self.refresher.get() {
+            let _ = tx.send(Control::Eject {
+                pool: pool.clone(),
+                state: state.clone(),
+                why,
+            });
+        }
+    }
+
+    /// Ejects `state` unless that would take more than `max_ejected_percent` of the pool (rounded
+    /// down) out, or its last backend; schedules its return. Control runtime only. Returns
+    /// whether it ejected.
+    fn eject(
+        self: &Arc<Self>,
+        pool: &Arc<str>,
+        state: &Arc<BackendState>,
+        why: Ejection,
+        rt: &tokio::runtime::Handle,
+    ) -> bool {
+        let snap = self.load();
+        let Some(p) = snap.pool(pool) else {
+            return false;
+        };
+        let Some(opts) = p.conf.outlier else {
+            return false;
+        };
+        if state.is_ejected() || !p.backends.iter().any(|b| Arc::ptr_eq(&b.state, state)) {
+            return false;
+        }
+        let n = p.backends.len();
+        let ejected = p.backends.iter().filter(|b| b.state.is_ejected()).count();
+        let allowed = n * opts.max_ejected_percent as usize / 100;
+        if ejected + 1 > allowed || ejected + 1 >= n {
+            tracing::info!(pool = %pool, backend = %state.id, reason = why.as_str(), "outlier not ejected: {ejected} of {n} already out (max_ejected_percent = {})", opts.max_ejected_percent);
+            return false;
+        }
+        let d = state.eject(why, &opts);
+        tracing::warn!(pool = %pool, backend = %state.id, reason = why.as_str(), "backend ejected for {}", humantime::format_duration(d));
+        let (store, pool, state) = (Arc::downgrade(self), pool.clone(), state.clone());
+        rt.spawn(async move {
+            tokio::time::sleep(d).await;
+            state.return_from_ejection();
+            tracing::info!(pool = %pool, backend = %state.id, "backend returns from ejection");
+            if let Some(store) = store.upgrade() {
+                store.refresh_pool(&pool);
+            }
+        });
+        true
     }
 
     /// Rebuilds the live view of `pool` in the current snapshot after a backend of it changed

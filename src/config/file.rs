@@ -98,7 +98,18 @@ pub(crate) struct Pool {
     pub cookie: Option<Cookie>,
     pub hash: Option<Hash>,
     pub health: Option<Health>,
+    pub outlier: Option<Outlier>,
+    pub slow_start: Option<RawDuration>,
     pub backend: Option<Vec<Backend>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Outlier {
+    pub consecutive_5xx: Option<i64>,
+    pub consecutive_failures: Option<i64>,
+    pub base_ejection: Option<RawDuration>,
+    pub max_ejection: Option<RawDuration>,
+    pub max_ejected_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

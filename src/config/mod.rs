@@ -267,7 +267,26 @@ pub struct Pool {
     pub hash: Option<HashOpts>,
     /// `None`: no active checks (and no passive marking, which needs checks to recover).
     pub health: Option<HealthOpts>,
+    /// `None`: no outlier ejection (DESIGN.md §13).
+    pub outlier: Option<OutlierOpts>,
+    /// A backend that becomes eligible ramps from 10 % to its full weight over this.
+    pub slow_start: Option<Duration>,
     pub backends: Vec<BackendConf>,
+}
+
+/// Outlier ejection (DESIGN.md §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierOpts {
+    /// 5xx responses in a row that eject a backend (0: off).
+    pub consecutive_5xx: u32,
+    /// Connection failures or upstream timeouts in a row that eject it (0: off).
+    pub consecutive_failures: u32,
+    /// The n-th ejection in a row lasts n × this, at most `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this share (percent, rounded down) of the pool is ejected at once; one backend
+    /// always stays in.
+    pub max_ejected_percent: u32,
 }
 
 impl Pool {

@@ -24,8 +24,8 @@ use super::error::{ConfigError, ConfigErrors};
 use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
     content_hash, Affinity, BackendConf, CertPair, Config, CookieOpts, Engine, Fallback, HashOpts,
-    HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Policy, Pool, Route, SameSite, Server,
-    Source, TlsListener,
+    HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, OutlierOpts, Policy, Pool, Route,
+    SameSite, Server, Source, TlsListener,
 };
 
 /// Read and validate the configuration file at `path`. Relative paths inside it (secret,
@@ -950,6 +950,18 @@ impl Cx<'_> {
         }
 
         let health = p.health.as_ref().map(|h| self.health(&kp.key("health"), h));
+        let outlier = p
+            .outlier
+            .as_ref()
+            .map(|o| self.outlier(&kp.key("outlier"), o));
+        let slow_start = p.slow_start.as_ref().map(|raw| {
+            self.duration(
+                &kp.key("slow_start"),
+                Some(raw),
+                Duration::from_secs(30),
+                true,
+            )
+        });
 
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
@@ -995,6 +1007,8 @@ impl Cx<'_> {
             cookie,
             hash,
             health,
+            outlier,
+            slow_start,
             backends,
         }
     }
@@ -1111,6 +1125,48 @@ impl Cx<'_> {
             key,
             fallback,
             pin: h.pin.unwrap_or(false),
+        }
+    }
+
+    fn outlier(&mut self, kp: &KeyPath, o: &file::Outlier) -> OutlierOpts {
+        let count =
+            |v: &mut Self, key: &str, raw| v.int_in(&kp.key(key), raw, 5, 0..=10_000) as u32;
+        let consecutive_5xx = count(self, "consecutive_5xx", o.consecutive_5xx);
+        let consecutive_failures = count(self, "consecutive_failures", o.consecutive_failures);
+        let base_ejection = self.duration(
+            &kp.key("base_ejection"),
+            o.base_ejection.as_ref(),
+            Duration::from_secs(30),
+            true,
+        );
+        let max_ejection = self.duration(
+            &kp.key("max_ejection"),
+            o.max_ejection.as_ref(),
+            Duration::from_secs(300),
+            true,
+        );
+        if max_ejection < base_ejection {
+            self.error(
+                &kp.key("max_ejection"),
+                Some(humantime::format_duration(max_ejection).to_string()),
+                format!(
+                    "must not be shorter than base_ejection ({})",
+                    humantime::format_duration(base_ejection)
+                ),
+            );
+        }
+        let max_ejected_percent = self.int_in(
+            &kp.key("max_ejected_percent"),
+            o.max_ejected_percent,
+            50,
+            0..=100,
+        ) as u32;
+        OutlierOpts {
+            consecutive_5xx,
+            consecutive_failures,
+            base_ejection,
+            max_ejection,
+            max_ejected_percent,
         }
     }
 
