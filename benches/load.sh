@@ -1,33 +1,48 @@
 #!/usr/bin/env bash
-# Load comparison: tether vs HAProxy vs NGINX (DESIGN.md §10), one worker thread each, the same two
-# backends, wrk as the client.
+# Load comparison (DESIGN.md §10): tether (both HTTP/1.1 engines) vs HAProxy vs NGINX vs the
+# pingora-proxy floor, one worker thread each, the same four backends, wrk as the client.
 #
-#   benches/load.sh [--only tether,haproxy,nginx] [--scenarios rr,cookie,hash] [--out FILE]
+#   benches/load.sh [--only LIST] [--scenarios rr,cookie,hash] [--out FILE]
+#
+# Candidates (--only, comma-separated; default all, in this order):
+#   haproxy         HAProxy                       nginx           NGINX as the proxy
+#   floor           benches/floor.rs: bare pingora-proxy round robin, no application logic
+#                   (rr only: marked n/a for cookie and hash)
+#   tether-fast     tether, TETHER_ENGINE=fast    tether-pingora  tether, TETHER_ENGINE=pingora
+#   tether          alias for tether-fast,tether-pingora
 #
 # Environment:
 #   DURATION=15   seconds of each measured wrk run      WARMUP=3   seconds of warm-up before it
-#   CONNS=50      wrk connections (one wrk thread)      TETHER_BIN=target/release/tether
-#   RUNS=3        measured runs per proxy × scenario, interleaved across proxies; the table shows
-#                 the median run (by req/s) and the min–max range: one run varies ±20% here
+#   CONNS=50      wrk connections (one wrk thread)
+#   RUNS=3        rounds: each measures every scenario on every candidate in turn; the table shows
+#                 each candidate's median run (by req/s) and the min–max range (one run varies
+#                 ±20% here), and the ratios to HAProxy as the median of per-round ratios
+#   TETHER_BIN=$CARGO_TARGET_DIR/release/tether         (cargo build --release --locked)
+#   FLOOR_BIN=$CARGO_TARGET_DIR/release/examples/floor  (cargo build --release --example floor)
+#                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for wrk and backends
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output) for inspection
-#   Ports (127.0.0.1): backends 19001 19002, haproxy 18081, nginx 18082, tether 18083 (admin 18093);
-#   override with B1_PORT B2_PORT HAPROXY_PORT NGINX_PORT TETHER_PORT TETHER_ADMIN_PORT.
+#   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether-fast 18083
+#   (admin 18093), tether-pingora 18084 (admin 18094), floor 18085; override with B1_PORT..B4_PORT
+#   HAPROXY_PORT NGINX_PORT TETHER_FAST_PORT TETHER_FAST_ADMIN_PORT TETHER_PINGORA_PORT
+#   TETHER_PINGORA_ADMIN_PORT FLOOR_PORT.
 #
 # Scenarios (the same paths on every proxy):
-#   rr      GET /rr      round-robin over both backends
+#   rr      GET /rr      round-robin over the four backends
 #   cookie  GET /cookie  affinity cookie: benches/load/cookie.lua sends back the first Set-Cookie
 #                        (HAProxy "cookie ... insert", tether policy "cookie"); NGINX OSS cannot
 #                        insert a cookie, so it hashes a client cookie (hash $cookie_bench_sid
 #                        consistent) instead — marked in the table
 #   hash    GET /hash    consistent hash of "X-User: user-<random>" (benches/load/hash.lua)
 #
-# All proxies run side by side (idle ones cost nothing). Per proxy × scenario: a functional check
-# with curl (round-robin alternates, the cookie/hash key sticks); then RUNS rounds, each measuring
-# every scenario on every proxy in turn: WARMUP s of wrk, then
-# `wrk -t1 -c$CONNS -d${DURATION}s --latency`.
+# All candidates run side by side (idle ones cost nothing). Per candidate × scenario: a functional
+# check with curl (round-robin reaches all four backends, the cookie/hash key sticks and hashing
+# spreads keys over all four); then RUNS rounds, each measuring every scenario on every candidate
+# in turn: WARMUP s of wrk, then `wrk -t1 -c$CONNS -d${DURATION}s --latency`.
 # Proxy CPU time per request = Δ(utime+stime) of the proxy's processes over the measured run
 # (from /proc/<pid>/stat, all threads and, for nginx, master + worker) ÷ requests completed.
+# Ratios to HAProxy (CPU µs/req, req/s, p99): computed within each round against HAProxy's run of
+# the same scenario in that round, then the median over the rounds.
 # Results: a Markdown table on stdout and in benches/results-<date>.md (with raw wrk output).
 # Every process the script starts is stopped on exit (by PID).
 set -euo pipefail
@@ -41,16 +56,26 @@ CONNS=${CONNS:-50}
 RUNS=${RUNS:-3}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-TETHER_BIN=${TETHER_BIN:-target/release/tether}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
+FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/floor}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
+case $FLOOR_BIN in /*) ;; *) FLOOR_BIN=$ROOT/$FLOOR_BIN ;; esac
 B1_PORT=${B1_PORT:-19001}
 B2_PORT=${B2_PORT:-19002}
+B3_PORT=${B3_PORT:-19003}
+B4_PORT=${B4_PORT:-19004}
+BACKEND_PORTS=("$B1_PORT" "$B2_PORT" "$B3_PORT" "$B4_PORT")
 HAPROXY_PORT=${HAPROXY_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
-TETHER_PORT=${TETHER_PORT:-18083}
-TETHER_ADMIN_PORT=${TETHER_ADMIN_PORT:-18093}
+TETHER_FAST_PORT=${TETHER_FAST_PORT:-${TETHER_PORT:-18083}}
+TETHER_FAST_ADMIN_PORT=${TETHER_FAST_ADMIN_PORT:-${TETHER_ADMIN_PORT:-18093}}
+TETHER_PINGORA_PORT=${TETHER_PINGORA_PORT:-18084}
+TETHER_PINGORA_ADMIN_PORT=${TETHER_PINGORA_ADMIN_PORT:-18094}
+FLOOR_PORT=${FLOOR_PORT:-18085}
 
-ONLY=haproxy,nginx,tether
+ALL_CANDIDATES=(haproxy nginx floor tether-fast tether-pingora)
+ONLY=$(IFS=,; echo "${ALL_CANDIDATES[*]}")
 SCENARIOS=rr,cookie,hash
 OUT=
 
@@ -67,117 +92,50 @@ while (($#)); do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-IFS=, read -ra PROXIES <<<"$ONLY"
+IFS=, read -ra wanted <<<"$ONLY"
 IFS=, read -ra SCENS <<<"$SCENARIOS"
-for p in "${PROXIES[@]}"; do
-    case $p in tether | haproxy | nginx) ;; *) echo "unknown proxy '$p' (tether, haproxy, nginx)" >&2; exit 2 ;; esac
+# The chosen candidates, always in the order of ALL_CANDIDATES (HAProxy first: the reference).
+chosen=" "
+for p in "${wanted[@]}"; do
+    case $p in
+        haproxy | nginx | floor | tether-fast | tether-pingora) chosen+="$p " ;;
+        tether) chosen+="tether-fast tether-pingora " ;;
+        *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]}, tether)" >&2; exit 2 ;;
+    esac
 done
+PROXIES=()
+for p in "${ALL_CANDIDATES[@]}"; do [[ $chosen == *" $p "* ]] && PROXIES+=("$p"); done
+((${#PROXIES[@]})) || { echo "--only: no candidate given" >&2; exit 2; }
 for s in "${SCENS[@]}"; do
     case $s in rr | cookie | hash) ;; *) echo "unknown scenario '$s' (rr, cookie, hash)" >&2; exit 2 ;; esac
 done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 OUT=${OUT:-$ROOT/benches/results-$STAMP.md}
 
-log() { printf '[load] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_TAG=load
+# shellcheck source-path=SCRIPTDIR source=load/lib.sh
+source "$LOAD_DIR/lib.sh"
+
+# Whether CANDIDATE serves SCENARIO at all (the floor only round-robins).
+applies() { [[ $1 != floor || $2 == rr ]]; }
 
 # ---------------------------------------------------------------------------------------------
 # Tools (Debian packages).
-missing=()
-for tool in wrk haproxy nginx curl taskset; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        pkgs=()
-        for t in "${missing[@]}"; do
-            case $t in taskset) pkgs+=(util-linux) ;; *) pkgs+=("$t") ;; esac
-        done
-        log "installing ${pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >&2
-    else
-        die "missing ${missing[*]}: apt-get install -y wrk haproxy nginx curl util-linux"
-    fi
-fi
+need_tools wrk haproxy nginx curl taskset
 HAPROXY=$(command -v haproxy)
 NGINX=$(command -v nginx)
 CLK_TCK=$(getconf CLK_TCK)
-# Every process gets as many descriptors as the hard limit allows (a proxy needs ~2 per connection).
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------------
-# Processes: everything started goes into PIDS and is stopped on exit.
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-load.XXXXXX")
-PIDS=()
-
-# The PID and all its descendants (nginx master → worker), children first.
-descendants() {
-    local pid=$1 child
-    if [[ -r /proc/$pid/task/$pid/children ]]; then
-        for child in $(<"/proc/$pid/task/$pid/children"); do
-            descendants "$child"
-        done
-    fi
-    echo "$pid"
-}
-
-stop_pid() {
-    local pid=$1 all i p
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    all=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # Anything left (including a worker whose master is gone) is killed by its own PID.
-    for p in $all; do
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
-    done
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# start_bg NAME CPU CMD...: run CMD pinned to CPU, output to $TMP/NAME.log; sets STARTED_PID.
-start_bg() {
-    local name=$1 cpu=$2
-    shift 2
-    taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-}
-
-# wait_http NAME PID URL: until URL answers with any HTTP status (10 s), or the process dies.
-wait_http() {
-    local name=$1 pid=$2 url=$3 i code
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$TMP/$name.log" >&2 || true
-            die "$name exited during start-up (log above)"
-        fi
-        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
-        [[ $code != 000 && -n $code ]] && return 0
-        sleep 0.1
-    done
-    tail -n 20 "$TMP/$name.log" >&2 || true
-    die "$name did not answer on $url within 10 s"
-}
+# Processes: everything started (start_bg) goes into PIDS and is stopped on exit (lib.sh).
+lib_init
 
 # render TEMPLATE OUT: fill the @...@ placeholders.
 render() {
     sed -e "s#@B1@#127.0.0.1:$B1_PORT#g" -e "s#@B2@#127.0.0.1:$B2_PORT#g" \
-        -e "s#@LISTEN@#127.0.0.1:$PORT#g" -e "s#@ADMIN@#127.0.0.1:$TETHER_ADMIN_PORT#g" \
+        -e "s#@B3@#127.0.0.1:$B3_PORT#g" -e "s#@B4@#127.0.0.1:$B4_PORT#g" \
+        -e "s#@LISTEN@#127.0.0.1:$PORT#g" -e "s#@ADMIN@#127.0.0.1:${ADMIN_PORT:-0}#g" \
         -e "s#@PREFIX@#$PREFIX#g" -e "s#@PORT@#$PORT#g" -e "s#@BODY@#${BODY:-}#g" \
         "$1" >"$2"
 }
@@ -214,12 +172,13 @@ if ((BUSY_BEFORE > 10)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Backends: two nginx instances on CLIENT_CPU, body "b1\n" / "b2\n" (3 bytes each).
-for port in "$B1_PORT" "$B2_PORT" "$HAPROXY_PORT" "$NGINX_PORT" "$TETHER_PORT" "$TETHER_ADMIN_PORT"; do
+# Backends: four nginx instances on CLIENT_CPU, body "b1\n" … "b4\n" (3 bytes each).
+for port in "${BACKEND_PORTS[@]}" "$HAPROXY_PORT" "$NGINX_PORT" "$FLOOR_PORT" \
+    "$TETHER_FAST_PORT" "$TETHER_FAST_ADMIN_PORT" "$TETHER_PINGORA_PORT" "$TETHER_PINGORA_ADMIN_PORT"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
 done
 n=0
-for port in "$B1_PORT" "$B2_PORT"; do
+for port in "${BACKEND_PORTS[@]}"; do
     n=$((n + 1))
     PREFIX=$TMP/backend$n PORT=$port BODY=b$n
     mkdir -p "$PREFIX"
@@ -228,7 +187,7 @@ for port in "$B1_PORT" "$B2_PORT"; do
     wait_http "backend$n" "$STARTED_PID" "http://127.0.0.1:$port/"
 done
 unset BODY
-log "backends up on 127.0.0.1:$B1_PORT and :$B2_PORT (CPU $CLIENT_CPU)"
+log "backends up on 127.0.0.1:${BACKEND_PORTS[*]} (CPU $CLIENT_CPU)"
 
 # The Cookie header of the cookie scenario: "bench_sid=<n>" (the key NGINX hashes) plus the
 # affinity cookie of the proxy's first Set-Cookie, if it sends one. One per proxy run.
@@ -243,12 +202,18 @@ bench_cookie() { # PORT
 # Functional checks (curl): the proxy must do what the scenario claims, or numbers mean nothing.
 body() { curl -s -m 2 "$@" || true; }
 
+# Whether the concatenated bodies in $1 name every backend b1..b4.
+all_backends() {
+    local k
+    for k in 1 2 3 4; do [[ $1 == *b$k* ]] || return 1; done
+}
+
 check_scenario() { # PORT SCENARIO → prints a short verdict
     local port=$1 scen=$2 url="http://127.0.0.1:$1/$2" seen="" b i first jar cookie
     case $scen in
         rr)
-            for i in 1 2 3 4 5 6; do seen+="$(body "$url")"; done
-            [[ $seen == *b1* && $seen == *b2* ]] && echo "ok: alternates" || echo "FAIL: rr saw '$seen'"
+            for i in 1 2 3 4 5 6 7 8; do seen+="$(body "$url")"; done
+            all_backends "$seen" && echo "ok: reaches all 4" || echo "FAIL: rr saw '$seen'"
             ;;
         cookie)
             cookie=$(bench_cookie "$port")
@@ -271,19 +236,20 @@ check_scenario() { # PORT SCENARIO → prints a short verdict
             fi
             ;;
         hash)
+            # 40 keys: the chance that a fair hash leaves one of 4 backends unused is 4·0.75⁴⁰ ≈ 4e-5.
             local all="" bad=0
-            for i in $(seq 1 20); do
+            for i in $(seq 1 40); do
                 first=$(body -H "X-User: user-$i" "$url")
                 b=$(body -H "X-User: user-$i" "$url")
                 [[ -n $first && $first == "$b" ]] || bad=$((bad + 1))
                 all+=$first
             done
             if ((bad)); then
-                echo "FAIL: $bad of 20 keys moved"
-            elif [[ $all == *b1* && $all == *b2* ]]; then
-                echo "ok: keys stick, both used"
+                echo "FAIL: $bad of 40 keys moved"
+            elif all_backends "$all"; then
+                echo "ok: keys stick, all 4 used"
             else
-                echo "FAIL: one backend only"
+                echo "FAIL: keys on $(grep -o 'b[0-9]' <<<"$all" | sort -u | tr -d '\n') only"
             fi
             ;;
     esac
@@ -314,13 +280,13 @@ to_ms() { # "1.23ms" | "812.00us" | "1.01s" → milliseconds
         else printf "%s", "?" }'
 }
 
-# Results of every measured run, keyed "proxy/scenario/run"; the table shows, per proxy and
-# scenario, the run with the median req/s.
+# Results of every measured run, keyed "candidate/scenario/run"; the table shows, per candidate
+# and scenario, the run with the median req/s.
 declare -A RPS P50 P99 CPUREQ CPUPCT ERRS CHECK
 RAW=$TMP/raw.md
 : >"$RAW"
 
-measure() { # PROXY SCENARIO RUN
+measure() { # CANDIDATE SCENARIO RUN
     local proxy=$1 scen=$2 run=$3 port=${PROXY_PORT[$1]} pid=${PROXY_PID[$1]}
     local key="$1/$2/$3" url="http://127.0.0.1:${PROXY_PORT[$1]}/$2" out
     wrk_args "$scen" "$port"
@@ -358,25 +324,46 @@ measure() { # PROXY SCENARIO RUN
     } >>"$RAW"
 }
 
-# The run (1..RUNS) with the median req/s for PROXY/SCENARIO.
+# The run (1..RUNS) with the median req/s for CANDIDATE/SCENARIO.
 median_run() {
     local r
     for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$1/$r]} $r"; done |
         sort -g | awk '{ runs[NR] = $2 } END { print runs[int((NR + 1) / 2)] }'
 }
 
+# ratio_median ARRAY CANDIDATE SCENARIO: the median over rounds of ARRAY[cand/scen/r] ÷
+# ARRAY[haproxy/scen/r], each round's ratio taken within that round ("" without HAProxy).
+ratio_median() {
+    local -n arr=$1
+    local cand=$2 scen=$3 r a b
+    for ((r = 1; r <= RUNS; r++)); do
+        a=${arr[$cand/$scen/$r]:-}
+        b=${arr[haproxy/$scen/$r]:-}
+        [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || continue
+        awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.6f\n", a / b }'
+    done | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR == 0) exit
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.2f×", m }'
+}
+
 # ---------------------------------------------------------------------------------------------
-# Proxies. Each: render config, validate, start pinned to PROXY_CPU. All run side by side (an
+# Candidates. Each: render config, validate, start pinned to PROXY_CPU. All run side by side (an
 # idle proxy costs nothing), so that the measured runs can be interleaved: round after round,
-# every proxy in turn, which spreads drifting background load over all of them.
-declare -A VERSION SKIPPED NOTE PROXY_PID PROXY_PORT
+# every candidate in turn, which spreads drifting background load over all of them.
+declare -A VERSION SKIPPED NOTE PROXY_PID PROXY_PORT ENGINE
 VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | head -n1)
 VERSION[nginx]=$("$NGINX" -v 2>&1 | head -n1)
 VERSION[wrk]=$(wrk --version 2>&1 | head -n1 || true)
 NOTE[nginx]="cookie scenario: \`hash \$cookie_bench_sid consistent\` (NGINX OSS has no cookie insert)"
 
-start_proxy() { # PROXY
-    local proxy=$1
+skip() { # CANDIDATE REASON
+    SKIPPED[$1]=$2
+    log "$1: SKIPPED — $2"
+}
+
+start_proxy() { # CANDIDATE
+    local proxy=$1 engine
     PREFIX=$TMP/$proxy
     mkdir -p "$PREFIX"
     case $proxy in
@@ -393,27 +380,50 @@ start_proxy() { # PROXY
                 die "nginx config check failed"
             start_bg nginx "$PROXY_CPU" "$NGINX" -p "$PREFIX/" -c "$PREFIX/nginx.conf" -e "$PREFIX/error.log"
             ;;
-        tether)
-            PORT=$TETHER_PORT
+        floor)
+            PORT=$FLOOR_PORT
+            if [[ ! -x $FLOOR_BIN ]]; then
+                skip floor "binary $FLOOR_BIN not found (cargo build --release --example floor, or set FLOOR_BIN)"
+                return 0
+            fi
+            VERSION[floor]="benches/floor.rs ($FLOOR_BIN, built $(date -r "$FLOOR_BIN" '+%F %T'))"
+            start_bg floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$PORT" \
+                "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
+            ;;
+        tether-fast | tether-pingora)
+            engine=${proxy#tether-}
+            if [[ $engine == fast ]]; then
+                PORT=$TETHER_FAST_PORT ADMIN_PORT=$TETHER_FAST_ADMIN_PORT
+            else
+                PORT=$TETHER_PINGORA_PORT ADMIN_PORT=$TETHER_PINGORA_ADMIN_PORT
+            fi
             if [[ ! -x $TETHER_BIN ]]; then
-                SKIPPED[tether]="binary $TETHER_BIN not found (cargo build --release, or set TETHER_BIN)"
-                log "tether: SKIPPED — ${SKIPPED[tether]}"
+                skip "$proxy" "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
                 return 0
             fi
-            VERSION[tether]=$("$TETHER_BIN" --version 2>&1 | head -n1 || true)
+            VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | head -n1 || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
             render "$LOAD_DIR/tether.toml" "$PREFIX/tether.toml"
-            if ! "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
+            if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2
-                SKIPPED[tether]="\`tether check\` rejected benches/load/tether.toml (errors above)"
-                log "tether: SKIPPED — ${SKIPPED[tether]}"
+                skip "$proxy" "\`tether check\` rejected benches/load/tether.toml (errors above)"
                 return 0
             fi
-            start_bg tether "$PROXY_CPU" "$TETHER_BIN" run -c "$PREFIX/tether.toml"
+            # tether::app=debug only adds the start-up line naming the engine, checked below.
+            start_bg "$proxy" "$PROXY_CPU" env TETHER_ENGINE="$engine" RUST_LOG=info,tether::app=debug \
+                "$TETHER_BIN" run -c "$PREFIX/tether.toml"
             ;;
     esac
     PROXY_PID[$proxy]=$STARTED_PID
     PROXY_PORT[$proxy]=$PORT
     wait_http "$proxy" "$STARTED_PID" "http://127.0.0.1:$PORT/rr"
+    if [[ $proxy == tether-* ]]; then
+        ENGINE[$proxy]=$(logged_engine "$TMP/$proxy.log")
+        if [[ ${ENGINE[$proxy]} == "?" ]]; then
+            log "warning: $proxy did not log its engine (older binary?): TETHER_ENGINE=$engine unconfirmed"
+        elif [[ ${ENGINE[$proxy]} != "$engine" ]]; then
+            die "$proxy: started with TETHER_ENGINE=$engine but runs the ${ENGINE[$proxy]} engine"
+        fi
+    fi
     log "$proxy up on 127.0.0.1:$PORT (pid $STARTED_PID, CPU $PROXY_CPU)"
 }
 
@@ -422,59 +432,79 @@ for p in "${PROXIES[@]}"; do
     start_proxy "$p"
     [[ -n ${SKIPPED[$p]:-} ]] || ACTIVE+=("$p")
 done
+((${#ACTIVE[@]})) || die "no candidate could be started"
 for p in "${ACTIVE[@]}"; do
     for s in "${SCENS[@]}"; do
-        CHECK[$p/$s]=$(check_scenario "${PROXY_PORT[$p]}" "$s")
+        if applies "$p" "$s"; then
+            CHECK[$p/$s]=$(check_scenario "${PROXY_PORT[$p]}" "$s")
+        else
+            CHECK[$p/$s]="n/a"
+        fi
         log "$p $s: check ${CHECK[$p/$s]}"
     done
 done
 for ((run = 1; run <= RUNS; run++)); do
     for s in "${SCENS[@]}"; do
-        for p in "${ACTIVE[@]}"; do measure "$p" "$s" "$run"; done
+        for p in "${ACTIVE[@]}"; do
+            if applies "$p" "$s"; then measure "$p" "$s" "$run"; fi
+        done
     done
 done
 
 # ---------------------------------------------------------------------------------------------
 # Report.
+HAVE_HAPROXY=0
+[[ " ${ACTIVE[*]} " == *" haproxy "* ]] && HAVE_HAPROXY=1
+
 report() {
-    local p s key rel flagged=0
+    local p s key flagged=0 failed=0
     echo "# Load comparison — $STAMP"
     echo
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "- ${VERSION[haproxy]}; ${VERSION[nginx]}; ${VERSION[wrk]}"
-    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]} ($TETHER_BIN)"
-    echo "- $RUNS round(s), proxies interleaved; each measured run: wrk -t1 -c$CONNS -d${DURATION}s --latency after ${WARMUP}s warm-up; a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, wrk and two nginx backends on CPU $CLIENT_CPU; all on 127.0.0.1"
+    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}; tether-fast = TETHER_ENGINE=fast (engine logged: ${ENGINE[tether-fast]:--}), tether-pingora = TETHER_ENGINE=pingora (engine logged: ${ENGINE[tether-pingora]:--})"
+    [[ -n ${VERSION[floor]:-} ]] && echo "- floor: ${VERSION[floor]}: bare pingora-proxy round robin (no application logic), rr only"
+    echo "- $RUNS round(s), candidates interleaved; each measured run: wrk -t1 -c$CONNS -d${DURATION}s --latency after ${WARMUP}s warm-up; a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, wrk and four nginx backends on CPU $CLIENT_CPU; all on 127.0.0.1"
     echo "- one worker thread per proxy, upstream keep-alive, no access logs, no health checks; 3-byte body"
     echo "- machine CPU busy before the run: ${BUSY_BEFORE}% (other load skews every number; rerun on an idle machine if high)"
     echo "- CPU/req: Δ(utime+stime) of the proxy's processes over the measured run ÷ requests; CPU %: of one core over the run (≈100% = the proxy was the bottleneck)"
+    echo "- ×HAProxy columns: each round's value ÷ HAProxy's in the same round and scenario, median over the $RUNS round(s) (CPU/req and p99: lower is better; req/s: higher is better)"
     echo
-    echo "| proxy | scenario | req/s$( ((RUNS > 1)) && echo " (min–max)") | vs HAProxy | p50 ms | p99 ms | proxy CPU µs/req | proxy CPU % | errors | check |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| candidate | scenario | req/s$( ((RUNS > 1)) && echo " (min–max)") | p50 ms | p99 ms | CPU µs/req | CPU % | errors | CPU/req ×HAProxy | req/s ×HAProxy | p99 ×HAProxy | check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for s in "${SCENS[@]}"; do
         for p in "${PROXIES[@]}"; do
-            key=$p/$s
             if [[ -n ${SKIPPED[$p]:-} ]]; then
-                echo "| $p | $s | skipped ² | | | | | | | |"
+                echo "| $p | $s | skipped ² | | | | | | | | | |"
+                continue
+            fi
+            if ! applies "$p" "$s"; then
+                echo "| $p | $s | n/a | | | | | | | | | round robin only |"
                 continue
             fi
             key=$p/$s/$(median_run "$p/$s")
-            rel=""
-            if [[ -n ${RPS[haproxy/$s/1]:-} ]]; then
-                local hkey=haproxy/$s/$(median_run "haproxy/$s")
-                rel=$(awk -v a="${RPS[$key]}" -v b="${RPS[$hkey]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b }')
-            fi
-            local range=""
+            local range="" rcpu="" rrps="" rp99=""
             if ((RUNS > 1)); then
                 range=$(for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$p/$s/$r]}"; done |
                     sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf " (%.0f–%.0f)", lo, hi }')
+            fi
+            if ((HAVE_HAPROXY)); then
+                rcpu=$(ratio_median CPUREQ "$p" "$s")
+                rrps=$(ratio_median RPS "$p" "$s")
+                rp99=$(ratio_median P99 "$p" "$s")
             fi
             local label=$s
             [[ $p == nginx && $s == cookie ]] && label="cookie ¹"
             local pct=${CPUPCT[$key]}
             if ((pct < 90)); then pct="$pct ⚠"; flagged=1; fi
-            echo "| $p | $label | ${RPS[$key]}$range | $rel | ${P50[$key]} | ${P99[$key]} | ${CPUREQ[$key]} | $pct | ${ERRS[$key]} | ${CHECK[$p/$s]} |"
+            local errs=0 r
+            for ((r = 1; r <= RUNS; r++)); do errs=$((errs + ${ERRS[$p/$s/$r]:-0})); done
+            [[ ${CHECK[$p/$s]} == ok* ]] || failed=1
+            echo "| $p | $label | ${RPS[$key]}$range | ${P50[$key]} | ${P99[$key]} | ${CPUREQ[$key]} | $pct | $errs | $rcpu | $rrps | $rp99 | ${CHECK[$p/$s]} |"
         done
     done
+    echo
+    echo "errors: non-2xx responses + socket errors, summed over all $RUNS measured run(s)."
     echo
     if [[ " ${PROXIES[*]} " == *" nginx "* && " ${SCENS[*]} " == *" cookie "* ]]; then
         echo "¹ ${NOTE[nginx]}."
@@ -484,10 +514,14 @@ report() {
         echo "⚠ proxy below 90% of its core: it was not the bottleneck (the client core, or other load on the machine, was), so req/s and latency understate it; CPU µs/req still holds roughly."
         echo
     fi
+    if ((failed)); then
+        echo "A functional check FAILED: that row's numbers do not measure what the scenario claims."
+        echo
+    fi
     for p in "${PROXIES[@]}"; do
         [[ -n ${SKIPPED[$p]:-} ]] && echo "² $p skipped: ${SKIPPED[$p]}." && echo
     done
-    echo "Configs: benches/load/ (haproxy.cfg, nginx-proxy.conf, tether.toml, backend.nginx.conf, cookie.lua, hash.lua)."
+    echo "Configs: benches/load/ (haproxy.cfg, nginx-proxy.conf, tether.toml, backend.nginx.conf, cookie.lua, hash.lua); floor: benches/floor.rs."
     echo
     echo "<details><summary>raw wrk output</summary>"
     echo
@@ -496,6 +530,8 @@ report() {
 }
 report >"$OUT"
 echo
-sed -n '/^| proxy/,/^$/p' "$OUT"
-[[ -n ${SKIPPED[tether]:-} ]] && echo "tether: skipped — ${SKIPPED[tether]}"
+sed -n '/^| candidate/,/^$/p' "$OUT"
+for p in "${PROXIES[@]}"; do
+    [[ -n ${SKIPPED[$p]:-} ]] && echo "$p: skipped — ${SKIPPED[$p]}"
+done
 log "report written to $OUT"

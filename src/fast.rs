@@ -171,7 +171,9 @@ impl Fast {
                 // Answer this one, then close: the process is going away.
                 s.set_server_keepalive(None);
             }
-            if let Next::Close = self.exchange(&mut s).await {
+            // The request's own state lives in its own allocation, so that an idle keep-alive
+            // connection's task holds only the small state of the wait above.
+            if let Next::Close = Box::pin(self.exchange(&mut s)).await {
                 s.shutdown().await;
                 return;
             }
@@ -500,6 +502,9 @@ impl Fast {
             return Relayed::Done(Next::Close);
         }
         if body_done {
+            // The response said whether the connection may be reused (read after the body,
+            // once the body's framing is known).
+            c.respect_keepalive();
             if let Some(stream) = c.reuse().await {
                 upstream::put(addr, stream);
             }

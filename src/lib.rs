@@ -25,6 +25,7 @@ pub mod demo;
 pub mod exchange;
 pub mod fast;
 pub mod forward;
+pub mod fuzzing;
 pub mod head;
 pub mod health;
 pub mod metrics;

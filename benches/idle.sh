@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Memory per idle keep-alive client connection (DESIGN.md §10: ≤ 4× HAProxy's): HAProxy vs
+# tether, one worker thread each, in front of one nginx backend.
+#
+#   benches/idle.sh [--conns N] [--engines fast[,pingora]] [--out FILE]
+#
+# For each proxy in turn (the others stopped): start it pinned to PROXY_CPU, warm it with a few
+# requests, read its RSS (VmRSS from /proc/PID/status, summed over its processes), then let
+# benches/load/idle_client.py open N keep-alive connections (at most 64 in progress at once), send
+# one GET on each and read the response, and keep them all open and idle; SETTLE s later read the
+# RSS again. KiB per idle connection = ΔRSS ÷ connections that completed their request. The
+# client then checks that the proxy kept every connection open, closes them, and the proxy is
+# stopped before the next one starts. Before the first reading, the proxy serves 64 concurrent
+# connections once (the client's concurrency), so that memory it keeps from serving (allocator
+# caches, upstream connections) is not counted per idle connection; what remains is bounded by
+# those 64 connections' worth, small against N = 8000 (a smoke run with small N is less exact).
+#
+# Options / environment:
+#   --conns N, CONNS=8000        connections per proxy (needs N + 256 descriptors: ulimit -Hn)
+#   --engines LIST, ENGINES=fast tether engines (TETHER_ENGINE) to measure: fast, pingora
+#   --out FILE                   also write the table (Markdown) to FILE
+#   SETTLE=2                     seconds between the last response and the second RSS reading
+#   TETHER_BIN=$CARGO_TARGET_DIR/release/tether (CARGO_TARGET_DIR defaults to target/)
+#   PROXY_CPU=0 CLIENT_CPU=1     CPUs of the proxy, and of the client and backend
+#   Ports (127.0.0.1): backend 19101, haproxy 18181, tether 18183 (fast) / 18184 (pingora); override
+#   with BACKEND_PORT HAPROXY_PORT TETHER_FAST_PORT TETHER_PINGORA_PORT. KEEP_TMP=1 keeps logs.
+# Bounded: each client run gives up after 60 s of set-up and holds at most 60 s. Every process
+# the script starts is stopped on exit (by PID). Loopback only.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOAD_DIR=$ROOT/benches/load
+CONNS=${CONNS:-8000}
+ENGINES=${ENGINES:-fast}
+SETTLE=${SETTLE:-2}
+PROXY_CPU=${PROXY_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
+case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
+BACKEND_PORT=${BACKEND_PORT:-19101}
+HAPROXY_PORT=${HAPROXY_PORT:-18181}
+TETHER_FAST_PORT=${TETHER_FAST_PORT:-18183}
+TETHER_PINGORA_PORT=${TETHER_PINGORA_PORT:-18184}
+OUT=
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+while (($#)); do
+    case $1 in
+        --conns) CONNS=${2:?--conns needs a number}; shift 2 ;;
+        --conns=*) CONNS=${1#*=}; shift ;;
+        --engines) ENGINES=${2:?--engines needs a list}; shift 2 ;;
+        --engines=*) ENGINES=${1#*=}; shift ;;
+        --out) OUT=${2:?--out needs a file}; shift 2 ;;
+        --out=*) OUT=${1#*=}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "--conns must be a positive integer" >&2; exit 2; }
+IFS=, read -ra engines <<<"$ENGINES"
+CANDIDATES=(haproxy)
+for e in "${engines[@]}"; do
+    case $e in fast | pingora) CANDIDATES+=("tether-$e") ;; *) echo "unknown engine '$e' (fast, pingora)" >&2; exit 2 ;; esac
+done
+
+LOG_TAG=idle
+# shellcheck source-path=SCRIPTDIR source=load/lib.sh
+source "$LOAD_DIR/lib.sh"
+need_tools haproxy nginx curl taskset python3
+HAPROXY=$(command -v haproxy)
+NGINX=$(command -v nginx)
+lib_init
+if (($(ulimit -n) < CONNS + 256)); then
+    die "$CONNS connections need $((CONNS + 256)) descriptors; the hard limit is $(ulimit -Hn) (use --conns)"
+fi
+[[ -x $TETHER_BIN ]] || die "tether binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
+for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_FAST_PORT" "$TETHER_PINGORA_PORT"; do
+    port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Backend: one nginx on CLIENT_CPU, 3-byte body.
+mkdir -p "$TMP/backend"
+sed -e "s#@PREFIX@#$TMP/backend#g" -e "s#@PORT@#$BACKEND_PORT#g" -e "s#@BODY@#b1#g" \
+    "$LOAD_DIR/backend.nginx.conf" >"$TMP/backend/nginx.conf"
+start_bg backend "$CLIENT_CPU" "$NGINX" -p "$TMP/backend/" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log"
+wait_http backend "$STARTED_PID" "http://127.0.0.1:$BACKEND_PORT/"
+
+# ---------------------------------------------------------------------------------------------
+# Proxy configs: one worker thread, upstream keep-alive, no logs, client keep-alive ≥ the hold.
+MAXCONN=$((CONNS + 1000))
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $MAXCONN
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    maxconn $MAXCONN
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+backend be
+    server b1 127.0.0.1:$BACKEND_PORT
+EOF
+"$HAPROXY" -c -q -f "$TMP/haproxy.cfg" || die "haproxy config check failed"
+
+tether_config() { # PORT ENGINE
+    mkdir -p "$TMP/tether-$2"
+    cat >"$TMP/tether-$2/tether.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$1"]
+threads = 1
+admin = "off"
+grace_period = "1s"
+pid_file = "$TMP/tether-$2/tether.pid"
+upgrade_sock = "$TMP/tether-$2/tether.sock"
+[log]
+access = false
+[[route]]
+pool = "idle"
+[pool.idle]
+policy = "round_robin"
+[[pool.idle.backend]]
+id = "b1"
+addr = "127.0.0.1:$BACKEND_PORT"
+EOF
+    "$TETHER_BIN" check -c "$TMP/tether-$2/tether.toml" >"$TMP/tether-$2/check.log" 2>&1 ||
+        { cat "$TMP/tether-$2/check.log" >&2; die "tether check rejected the idle config"; }
+}
+
+declare -A PORT_OF BEFORE AFTER OK FAILED CLOSED ERRORS SETUP PER ENGINE_LOGGED
+PORT_OF[haproxy]=$HAPROXY_PORT
+PORT_OF[tether-fast]=$TETHER_FAST_PORT
+PORT_OF[tether-pingora]=$TETHER_PINGORA_PORT
+
+# json_field FILE KEY: a top-level value of the client's one-line JSON summary.
+json_field() {
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(json.dumps(v) if isinstance(v, dict) else v)' "$1" "$2"
+}
+
+measure() { # CANDIDATE
+    local c=$1 port=${PORT_OF[$1]} pid i engine
+    case $c in
+        haproxy) start_bg haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
+        tether-*)
+            engine=${c#tether-}
+            tether_config "$port" "$engine"
+            start_bg "$c" "$PROXY_CPU" env TETHER_ENGINE="$engine" RUST_LOG=info,tether::app=debug \
+                "$TETHER_BIN" run -c "$TMP/tether-$engine/tether.toml"
+            ;;
+    esac
+    pid=$STARTED_PID
+    wait_http "$c" "$pid" "http://127.0.0.1:$port/"
+    if [[ $c == tether-* ]]; then
+        ENGINE_LOGGED[$c]=$(logged_engine "$TMP/$c.log")
+        [[ ${ENGINE_LOGGED[$c]} == "?" || ${ENGINE_LOGGED[$c]} == "$engine" ]] ||
+            die "$c: started with TETHER_ENGINE=$engine but runs the ${ENGINE_LOGGED[$c]} engine"
+    fi
+    for ((i = 0; i < 20; i++)); do
+        [[ $(curl -s -m 2 "http://127.0.0.1:$port/") == b1 ]] || die "$c: warm-up request failed"
+    done
+    # Warm-up at the client's concurrency: 64 connections at once, one request each, closed.
+    # What a proxy keeps of them afterwards (allocator caches, upstream connections) is then in
+    # the first reading, not counted against the idle connections.
+    taskset -c "$CLIENT_CPU" python3 "$LOAD_DIR/idle_client.py" --port "$port" --conns 64 --hold 0 \
+        >"$TMP/$c.warm.json" 2>&1 || { cat "$TMP/$c.warm.json" >&2; die "$c: warm-up client failed"; }
+    [[ $(json_field "$TMP/$c.warm.json" ok) == 64 ]] || die "$c: warm-up: $(cat "$TMP/$c.warm.json")"
+    sleep 0.5
+    BEFORE[$c]=$(rss_kib "$pid")
+
+    local ready=$TMP/$c.ready release=$TMP/$c.release out=$TMP/$c.client.json cpid
+    taskset -c "$CLIENT_CPU" python3 "$LOAD_DIR/idle_client.py" --port "$port" --conns "$CONNS" \
+        --ready "$ready" --release "$release" --timeout 60 --hold 60 >"$out" 2>"$TMP/$c.client.log" &
+    cpid=$!
+    PIDS+=("$cpid")
+    for ((i = 0; i < 700; i++)); do # 70 s: the client's own set-up bound is 60 s
+        [[ -e $ready ]] && break
+        kill -0 "$cpid" 2>/dev/null || { cat "$TMP/$c.client.log" >&2; die "$c: idle client exited early"; }
+        sleep 0.1
+    done
+    [[ -e $ready ]] || die "$c: idle client not ready within 70 s"
+    sleep "$SETTLE"
+    AFTER[$c]=$(rss_kib "$pid")
+    kill -0 "$pid" 2>/dev/null || die "$c exited while holding the connections"
+    touch "$release"
+    wait "$cpid" || { cat "$TMP/$c.client.log" >&2; die "$c: idle client failed"; }
+    OK[$c]=$(json_field "$out" ok)
+    FAILED[$c]=$(json_field "$out" failed)
+    CLOSED[$c]=$(json_field "$out" closed_by_peer)
+    ERRORS[$c]=$(json_field "$out" errors)
+    SETUP[$c]=$(json_field "$out" setup_s)
+    PER[$c]=$(awk -v a="${AFTER[$c]}" -v b="${BEFORE[$c]}" -v n="${OK[$c]}" \
+        'BEGIN { if (n > 0) printf "%.2f", (a - b) / n; else print "?" }')
+    log "$c: ${OK[$c]}/$CONNS idle (set-up ${SETUP[$c]} s, ${FAILED[$c]} failed ${ERRORS[$c]}, ${CLOSED[$c]} closed by the proxy while held); RSS ${BEFORE[$c]} → ${AFTER[$c]} KiB: ${PER[$c]} KiB per idle connection"
+    stop_pid "$pid"
+}
+
+for c in "${CANDIDATES[@]}"; do measure "$c"; done
+
+# ---------------------------------------------------------------------------------------------
+report() {
+    local c ratio
+    echo "| proxy | idle conns | RSS before KiB | RSS after KiB | KiB / idle conn | ×HAProxy | failed | closed by proxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for c in "${CANDIDATES[@]}"; do
+        ratio=$(awk -v a="${PER[$c]}" -v b="${PER[haproxy]}" 'BEGIN { if (b > 0 && a ~ /^-?[0-9.]+$/) printf "%.1f×", a / b; else print "?" }')
+        local label=$c
+        [[ $c == tether-* ]] && label="$c (engine ${ENGINE_LOGGED[$c]:-?})"
+        echo "| $label | ${OK[$c]} | ${BEFORE[$c]} | ${AFTER[$c]} | ${PER[$c]} | $ratio | ${FAILED[$c]} | ${CLOSED[$c]} |"
+    done
+    echo
+    echo "$CONNS keep-alive connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 4× HAProxy."
+}
+echo
+report | tee ${OUT:+"$OUT"}
