@@ -37,8 +37,6 @@ use crate::upstream::{self, Conn, Upstreams};
 
 /// How long a read of the request body may wait for the client.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The head buffer's first size; it grows up to `max_header_size`.
-const INITIAL_HEAD_BUFFER: usize = 4096;
 
 /// The fast-path service: one per process, shared by every worker thread.
 pub struct Fast {
@@ -129,19 +127,16 @@ impl Fast {
         let mut prefix: Option<BytesMut> = None;
         loop {
             let limits = self.store.limits();
-            // Wait for the next request's first byte before building anything: an idle
-            // keep-alive connection holds only its stream.
-            if prefix.is_none()
-                && !self
-                    .wait_for_request(&mut stream, shutdown, limits.keepalive_timeout)
-                    .await
-            {
-                return;
-            }
+            // The next request's first bytes (unless pipelined ones are waiting): an idle
+            // keep-alive connection holds only its stream until they come.
+            let mut head = match prefix.take() {
+                Some(p) => p,
+                None => match first_bytes(&mut stream, shutdown, limits.keepalive_timeout).await {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
             // The read stage: the whole head, within its deadline and limits, checked.
-            let mut head = prefix
-                .take()
-                .unwrap_or_else(|| BytesMut::with_capacity(INITIAL_HEAD_BUFFER));
             match read::read_head(&mut stream, &mut head, &limits).await {
                 Ok(_) => {}
                 Err(NoHead::Closed) => return,
@@ -174,7 +169,9 @@ impl Fast {
             // The request's own state lives in its own allocation, so that an idle keep-alive
             // connection's task holds only the small state of the wait above.
             if let Next::Close = Box::pin(self.exchange(&mut s)).await {
-                s.shutdown().await;
+                let unread = !s.is_body_done();
+                let mut stream = s.into_inner();
+                close(&mut stream, unread).await;
                 return;
             }
             match s.reuse().await {
@@ -208,29 +205,11 @@ impl Fast {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = stream.write_all(resp.as_bytes()).await;
             let _ = stream.flush().await;
-            let _ = stream.shutdown().await;
         })
         .await;
+        // What the client sent beyond the refused head is still unread.
+        close(stream, true).await;
         tracing::debug!(reason = r.reason(), "request refused");
-    }
-
-    /// Waits until the client sends something; false when it closes, stays idle past the
-    /// keep-alive timeout, or the server shuts down.
-    async fn wait_for_request(
-        &self,
-        stream: &mut Stream,
-        shutdown: &ShutdownWatch,
-        keepalive: Duration,
-    ) -> bool {
-        if *shutdown.borrow() {
-            return false;
-        }
-        let mut shutdown = shutdown.clone();
-        let mut byte = [0u8; 1];
-        tokio::select! {
-            r = tokio::time::timeout(keepalive, stream.try_peek(&mut byte)) => matches!(r, Ok(Ok(_))),
-            _ = shutdown.changed() => false,
-        }
     }
 
     /// One request: the stages in order, then the account. Returns whether the client
@@ -454,7 +433,9 @@ impl Fast {
             u.response_head();
             account::passive(&self.store, pool, u.pick.backend, true);
         }
-        resp.remove_header("keep-alive");
+        if resp.headers.contains_key(&crate::head::names::KEEP_ALIVE) {
+            resp.remove_header(&crate::head::names::KEEP_ALIVE);
+        }
         // Downstream speaks HTTP/1.1 whatever the backend's version (framing is re-derived).
         resp.set_version(http::Version::HTTP_11);
         if let Err(e) = respond::response_headers(ex, &mut resp) {
@@ -567,6 +548,58 @@ enum Relayed {
     Failed(Failed),
     /// A reused connection failed before any response byte.
     StaleConnection(Box<Error>),
+}
+
+/// How long, and how much, a close waits for and discards what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a client connection. With request bytes still unread (an answer before the body
+/// ended, a refused head), a plain close would make the kernel reset the connection, and a
+/// reset can destroy the answer on its way to the client: so first end the sending side, then
+/// read and discard what still comes for a short while (a lingering close, like NGINX's).
+async fn close(stream: &mut Stream, unread: bool) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.shutdown().await;
+    if !unread {
+        return;
+    }
+    let mut drained = 0;
+    let _ = pingora::time::fast_timeout::fast_timeout(LINGER_TIME, async {
+        while drained < LINGER_BYTES {
+            match std::future::poll_fn(|cx| read::poll_first_read(stream, cx)).await {
+                Ok(Some(b)) => drained += b.len(),
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits for the first bytes of the next request: `None` when the client closes, stays idle
+/// past the keep-alive timeout, or the server shuts down. A request already there is read at
+/// once, without arming a timer.
+async fn first_bytes(
+    stream: &mut Stream,
+    shutdown: &ShutdownWatch,
+    keepalive: Duration,
+) -> Option<BytesMut> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    let ready = {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        read::poll_first_read(stream, &mut cx)
+    };
+    if let std::task::Poll::Ready(r) = ready {
+        return r.ok().flatten();
+    }
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        r = std::future::poll_fn(|cx| read::poll_first_read(stream, cx)) => r.ok().flatten(),
+        _ = pingora::time::fast_timeout::fast_sleep(keepalive) => None,
+        _ = shutdown.changed() => None,
+    }
 }
 
 /// After a `101`: bytes flow both ways until both sides are done. Each direction ends on its

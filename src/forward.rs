@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
 
 use crate::exchange::Exchange;
-use crate::head::{host_header, trim};
+use crate::head::{host_header, names, trim};
 
 /// How the request reached tether.
 pub struct Downstream {
@@ -33,10 +33,19 @@ pub fn request_headers(
 ) -> pingora::Result<()> {
     if hop_by_hop {
         let upgrade = req.headers.contains_key(header::UPGRADE);
-        for h in ["proxy-connection", "keep-alive", "te", "trailer"] {
-            req.remove_header(h);
+        for h in [
+            &names::PROXY_CONNECTION,
+            &names::KEEP_ALIVE,
+            &header::TE,
+            &header::TRAILER,
+        ] {
+            if req.headers.contains_key(h) {
+                req.remove_header(h);
+            }
         }
-        req.remove_header(&header::CONNECTION);
+        if req.headers.contains_key(header::CONNECTION) {
+            req.remove_header(&header::CONNECTION);
+        }
         if upgrade {
             req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"))?;
         }
@@ -49,7 +58,7 @@ pub fn request_headers(
             48 - w.len()
         };
         let ip = &buf[..n];
-        let xff = match req.headers.get("x-forwarded-for") {
+        let xff = match req.headers.get(&names::X_FORWARDED_FOR) {
             Some(prev) if !prev.is_empty() => {
                 let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
                 v.extend_from_slice(prev.as_bytes());
@@ -61,10 +70,13 @@ pub fn request_headers(
         };
         let xff = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff))
             .map_err(|_| internal("bad x-forwarded-for"))?;
-        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header(names::X_FORWARDED_FOR.clone(), xff)?;
     }
     let proto = if down.tls { "https" } else { "http" };
-    req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+    req.insert_header(
+        names::X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(proto),
+    )?;
     let h = match req.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => {
@@ -75,10 +87,10 @@ pub fn request_headers(
         }
     };
     if let Some(h) = h {
-        req.insert_header("x-forwarded-host", h)?;
+        req.insert_header(names::X_FORWARDED_HOST.clone(), h)?;
     }
-    if req.headers.get("x-request-id") != Some(&ex.id) {
-        req.insert_header("x-request-id", ex.id.clone())?;
+    if req.headers.get(&names::X_REQUEST_ID) != Some(&ex.id) {
+        req.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
     }
     // The affinity cookie is the proxy's business: backends never see it (HAProxy's
     // "indirect"), so it cannot leak into application logs or be echoed back.

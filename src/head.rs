@@ -13,6 +13,18 @@ use crate::balance::cookie::NONCE_LEN;
 use crate::config::{Fallback, KeySpec};
 use crate::snapshot::Pool;
 
+/// Header names tether reads or writes on every request, resolved once (a `&str` name is
+/// parsed and hashed anew at every use).
+pub mod names {
+    use http::HeaderName;
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
 /// The Host header, or the URI authority (HTTP/2), as sent.
 pub fn host_header(req: &RequestHeader) -> &[u8] {
     match req.headers.get(header::HOST) {

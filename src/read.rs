@@ -85,6 +85,41 @@ pub enum NoHead {
 
 const HEAD_END: &[u8] = b"\r\n\r\n";
 
+/// The per-thread scratch buffer of [`poll_first_read`].
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// The first read of a request: the bytes land in a per-thread scratch buffer and are copied
+/// into a buffer of their own size, so a connection waiting for its next request holds no read
+/// buffer and needs no extra syscall to learn that data has come (a peek would be one more
+/// `recv` per request). `Ok(None)`: the client closed.
+pub fn poll_first_read(
+    stream: &mut Stream,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<Option<BytesMut>>> {
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, ReadBuf};
+    SCRATCH_BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        let mut rb = ReadBuf::new(&mut b[..]);
+        match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(None)),
+            Poll::Ready(Ok(())) => {
+                let filled = rb.filled();
+                let mut out = BytesMut::with_capacity(filled.len().max(1024));
+                out.extend_from_slice(filled);
+                Poll::Ready(Ok(Some(out)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// Reads until `buf` holds a complete request head, at most `limits.max_header_size` bytes of it,
 /// all within `limits.header_timeout` (counted from now: the caller calls once the head's first
 /// byte is there or expected). `buf` may already hold pipelined bytes. Returns the head's
@@ -116,7 +151,8 @@ pub async fn read_head(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096.min(limits.max_header_size + 4 - buf.len()).max(1024));
         }
-        let n = match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let n = match pingora::time::fast_timeout::fast_timeout(left, stream.read_buf(buf)).await {
             Err(_) => return Err(NoHead::Rejected(Reject::HeaderTimeout)),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(NoHead::Closed),
             Ok(Ok(n)) => n,

@@ -9,6 +9,7 @@ use pingora::http::ResponseHeader;
 
 use crate::balance::cookie::Affinity;
 use crate::exchange::{Exchange, Stage};
+use crate::head::names;
 use crate::snapshot::Pool;
 
 /// Edits a backend's response head for the client.
@@ -21,8 +22,8 @@ pub fn response_headers(ex: &Exchange, resp: &mut ResponseHeader) -> pingora::Re
             }
         }
     }
-    if !resp.headers.contains_key("x-request-id") {
-        resp.insert_header("x-request-id", ex.id.clone())?;
+    if !resp.headers.contains_key(&names::X_REQUEST_ID) {
+        resp.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
     }
     Ok(())
 }
@@ -50,7 +51,7 @@ pub fn local(
     if let Some(s) = retry_after {
         head.insert_header(header::RETRY_AFTER, s)?;
     }
-    head.insert_header("x-request-id", ex.id.clone())?;
+    head.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
     Ok(Local { head, body })
 }
 

@@ -35,10 +35,12 @@ pub fn route(ex: &mut Exchange, req: &RequestHeader) -> Option<usize> {
 /// The client's `X-Request-Id` when tether accepts it: 1–200 visible ASCII characters. Anything
 /// else is replaced by a generated id everywhere (upstream, response, log).
 pub fn client_request_id(req: &RequestHeader) -> Option<&HeaderValue> {
-    req.headers.get("x-request-id").filter(|v| {
-        let b = v.as_bytes();
-        !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
-    })
+    req.headers
+        .get(&crate::head::names::X_REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+        })
 }
 
 /// Request ids: a random per-process prefix and a counter — unique without coordination.

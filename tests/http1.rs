@@ -303,9 +303,14 @@ fn connection_close_and_pipelining() {
 
 #[test]
 fn an_answer_before_the_request_body_ends_is_delivered_and_the_connection_closed() {
-    // The backend refuses after the head: it never reads the (large) body.
-    let b = RawBackend::start(|_head, _r, w| {
+    // The backend refuses after the head without reading the (large) body, then closes the way
+    // real servers do (a lingering close: it drains what still comes instead of resetting the
+    // connection, which would destroy its own answer in flight).
+    let b = RawBackend::start(|_head, r, w| {
         w.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n").unwrap();
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 65536];
+        while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
         false
     });
     let t = tether_for(b.addr, "");
