@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
@@ -101,9 +102,21 @@ impl ShutdownSignalWatch for NotifyingShutdown {
         if !matches!(s, ShutdownSignal::GracefulUpgrade) {
             notify(&[sd_notify::NotifyState::Stopping]);
         }
-        if matches!(s, ShutdownSignal::GracefulTerminate) {
-            let (grace, pid_file) = (self.grace, self.pid_file.clone());
-            std::thread::spawn(move || exit_when_idle(grace, pid_file));
+        match s {
+            ShutdownSignal::GracefulTerminate => {
+                let (grace, pid_file) = (self.grace, self.pid_file.clone());
+                std::thread::spawn(move || {
+                    exit_when_idle(grace, pid_file, Duration::from_millis(100))
+                });
+            }
+            ShutdownSignal::GracefulUpgrade => {
+                // Pingora hands the listeners over as soon as this returns (milliseconds when
+                // the new process waits for them); after that, nothing new arrives here, and
+                // the process may end as soon as its last request has.
+                let (grace, pid_file) = (self.grace, self.pid_file.clone());
+                std::thread::spawn(move || exit_when_idle(grace, pid_file, Duration::from_secs(1)));
+            }
+            ShutdownSignal::FastShutdown => {}
         }
         tracing::info!(
             "shutting down ({})",
@@ -119,13 +132,13 @@ impl ShutdownSignalWatch for NotifyingShutdown {
 
 /// Exits once no request has been in progress for two consecutive polls (after the listeners
 /// stopped accepting), or lets Pingora finish when the grace period runs out first.
-fn exit_when_idle(grace: std::time::Duration, pid_file: PathBuf) {
+fn exit_when_idle(grace: Duration, pid_file: PathBuf, settle: Duration) {
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let deadline = Instant::now() + grace;
     let mut idle_polls = 0;
-    // Give Pingora a moment to broadcast the shutdown and close its listeners.
-    std::thread::sleep(Duration::from_millis(100));
+    // Give Pingora a moment to broadcast the shutdown and close (or hand over) its listeners.
+    std::thread::sleep(settle);
     while Instant::now() < deadline {
         if crate::exchange::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
             idle_polls += 1;

@@ -129,59 +129,73 @@ impl Fast {
             let limits = self.store.limits();
             // The next request's first bytes (unless pipelined ones are waiting): an idle
             // keep-alive connection holds only its stream until they come.
-            let mut head = match prefix.take() {
+            let head = match prefix.take() {
                 Some(p) => p,
                 None => match first_bytes(&mut stream, shutdown, limits.keepalive_timeout).await {
                     Some(b) => b,
                     None => return,
                 },
             };
-            // The read stage: the whole head, within its deadline and limits, checked.
-            match read::read_head(&mut stream, &mut head, &limits).await {
-                Ok(_) => {}
-                Err(NoHead::Closed) => return,
-                Err(NoHead::Rejected(r)) => {
-                    self.reject(&mut stream, r).await;
-                    return;
-                }
-            }
-            // The HTTP/1 session parses the head from what was read (no further read).
-            let mut s = ServerSession::new(stream);
-            s.set_pipelining_enabled(true);
-            s.set_pipelined_prefix(head);
-            s.set_read_timeout(Some(BODY_READ_TIMEOUT));
-            s.set_server_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
-            match s.read_request().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                Err(e) => {
-                    if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                        self.store.metrics().rejected[Reject::BadRequest("").index()].inc();
-                    }
-                    bad_request(&mut s, &e).await;
-                    return;
-                }
-            }
-            if *shutdown.borrow() {
-                // Answer this one, then close: the process is going away.
-                s.set_server_keepalive(None);
-            }
-            // The request's own state lives in its own allocation, so that an idle keep-alive
-            // connection's task holds only the small state of the wait above.
-            if let Next::Close = Box::pin(self.exchange(&mut s)).await {
-                let unread = !s.is_body_done();
-                let mut stream = s.into_inner();
-                close(&mut stream, unread).await;
-                return;
-            }
-            match s.reuse().await {
-                Ok(Some(r)) => {
-                    let (st, p) = r.into_parts();
+            // Everything about the request lives in its own allocation, freed when it is done:
+            // the connection's task keeps only the small state of the wait above.
+            match Box::pin(self.request(stream, head, limits, shutdown)).await {
+                Some((st, p)) => {
                     stream = st;
                     prefix = p;
                 }
-                _ => return,
+                None => return,
             }
+        }
+    }
+
+    /// One request on `stream`, whose first bytes are `head`: returns the stream (and bytes
+    /// pipelined after the request) when the connection may carry another one.
+    async fn request(
+        &self,
+        mut stream: Stream,
+        mut head: BytesMut,
+        limits: crate::config::Limits,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Option<BytesMut>)> {
+        // The read stage: the whole head, within its deadline and limits, checked.
+        match read::read_head(&mut stream, &mut head, &limits).await {
+            Ok(_) => {}
+            Err(NoHead::Closed) => return None,
+            Err(NoHead::Rejected(r)) => {
+                self.reject(&mut stream, r).await;
+                return None;
+            }
+        }
+        // The HTTP/1 session parses the head from what was read (no further read).
+        let mut s = ServerSession::new(stream);
+        s.set_pipelining_enabled(true);
+        s.set_pipelined_prefix(head);
+        s.set_read_timeout(Some(BODY_READ_TIMEOUT));
+        s.set_server_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
+        match s.read_request().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    self.store.metrics().rejected[Reject::BadRequest("").index()].inc();
+                }
+                bad_request(&mut s, &e).await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            // Answer this one, then close: the process is going away.
+            s.set_server_keepalive(None);
+        }
+        if let Next::Close = self.exchange(&mut s).await {
+            let unread = !s.is_body_done();
+            let mut stream = s.into_inner();
+            close(&mut stream, unread).await;
+            return None;
+        }
+        match s.reuse().await {
+            Ok(Some(r)) => Some(r.into_parts()),
+            _ => None,
         }
     }
 
@@ -607,8 +621,11 @@ async fn first_bytes(
 /// writes right after its `101` is read like any other tunnel data, so there is no window in
 /// which the tunnel can be closed by its own first bytes.
 async fn tunnel(s: &mut ServerSession, mut c: ClientSession) -> Relayed {
-    // From here on, bytes pass through as they are in both directions.
+    // From here on, bytes pass through as they are in both directions, and a quiet tunnel is
+    // not an error: WebSockets idle for long stretches (the peers' own pings keep them alive).
     c.maybe_upgrade_body_writer();
+    s.set_read_timeout(None);
+    c.read_timeout = None;
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {
         tokio::select! {

@@ -163,6 +163,58 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// Pingora's error answer, with tether's statuses (504 for an upstream timeout, as on the
+    /// fast path) and tether's own body, `X-Request-Id` and, for 503, `Retry-After`.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Ctx,
+    ) -> pingora::proxy::FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                pingora::ErrorSource::Upstream,
+            ) => 504,
+            (_, pingora::ErrorSource::Upstream) => 502,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                pingora::ErrorSource::Downstream,
+            ) => 0,
+            (_, pingora::ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            let written = match ctx.as_ref() {
+                Some(ex) => {
+                    let retry_after = (code == 503).then(|| {
+                        ex.route()
+                            .map(|(_, _, pool)| pick::retry_after(pool))
+                            .unwrap_or(1)
+                    });
+                    let body = match code {
+                        503 => respond::NO_BACKEND,
+                        504 => respond::GATEWAY_TIMEOUT,
+                        _ => respond::BAD_GATEWAY,
+                    };
+                    match respond::local(ex, code, retry_after, body) {
+                        Ok(l) => write_local(session, l).await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            if !written {
+                let _ = session.respond_error(code).await;
+            }
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let Some(ex) = ctx.as_mut() else {
             return;

@@ -124,3 +124,44 @@ fn fail_open_keeps_serving_when_nothing_is_healthy() {
         .collect();
     assert_eq!(seen.len(), 2);
 }
+
+#[test]
+fn health_checks_send_the_configured_host_and_path() {
+    use common::raw::*;
+    use std::io::Write;
+    let b = RawBackend::start(|head, r, w| {
+        read_body(head, r);
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .unwrap();
+        false
+    });
+    let _t = Tether::start(&format!(
+        r#"
+[server]
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
+grace_period = "1s"
+[[route]]
+pool = "web"
+[pool.web]
+policy = "round_robin"
+[pool.web.health]
+path = "/check?deep=1"
+interval = "100ms"
+timeout = "100ms"
+host = "app.internal"
+[[pool.web.backend]]
+id = "a"
+addr = "{}"
+"#,
+        b.addr
+    ));
+    wait_for("a health check", WAIT, || !b.heads().is_empty());
+    let head = b.heads().remove(0);
+    assert!(head.starts_with("GET /check?deep=1 HTTP/1.1\r\n"), "{head}");
+    assert_eq!(
+        header_of(&head, "host").as_deref(),
+        Some("app.internal"),
+        "{head}"
+    );
+}

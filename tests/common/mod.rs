@@ -16,6 +16,7 @@
 //! Each `tests/*.rs` file does `mod common;` and uses a subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod fault;
 pub mod raw;
 
 use std::collections::BTreeMap;

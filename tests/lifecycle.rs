@@ -1,0 +1,233 @@
+//! Upgrade, shutdown and reload under load (issue 7.7): a binary upgrade (`tether run
+//! --upgrade` + SIGQUIT) while clients keep sending — no refused connection, no failed request,
+//! a 3-second request in flight completes, cookies issued before map to the same backends after;
+//! SIGTERM lets in-flight requests finish; SIGHUP every 200 ms for 10 s, one config in three
+//! invalid, loses no request.
+
+mod common;
+
+use common::raw::*;
+use common::*;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A backend that names itself and takes 3 s for `/slow`.
+fn named(name: &'static str) -> RawBackend {
+    RawBackend::start(move |head, r, w| {
+        read_body(head, r);
+        if head.starts_with("GET /slow ") {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nContent-Length: {}\r\n\r\n{name}",
+            name.len()
+        )
+        .unwrap();
+        true
+    })
+}
+
+fn config(a: &RawBackend, b: &RawBackend, grace: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
+grace_period = "{grace}"
+[affinity]
+secret = "lifecycle-test-secret-0123456789ab"
+[[route]]
+pool = "p"
+[pool.p]
+policy = "cookie"
+[[pool.p.backend]]
+id = "a"
+addr = "{}"
+[[pool.p.backend]]
+id = "b"
+addr = "{}"
+"#,
+        a.addr, b.addr
+    )
+}
+
+/// Clients sending one request per connection until told to stop; counts failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match try_get(&url, &[]) {
+                            Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                            _ => failed.fetch_add(1, Ordering::SeqCst),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// The new process of a binary upgrade, killed if the test ends early.
+struct Upgraded(Child);
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_binary_upgrade_under_load_loses_nothing() {
+    let (a, b) = (named("a"), named("b"));
+    let mut old = Tether::start(&config(&a, &b, "10s"));
+    let first = get(&old.url("/"), &[]);
+    let home = first.backend().unwrap().to_owned();
+    let jar = format!("tether_p={}", first.set_cookie("tether_p").unwrap());
+    let load = Load::start(old.url("/"), 3);
+    // A request that is still in flight when the old process hands over.
+    let slow_url = old.url("/slow");
+    let slow = std::thread::spawn(move || try_get(&slow_url, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let log = std::fs::File::create(old.dir().join("upgraded.log")).unwrap();
+    let new = Upgraded(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args([
+                "run",
+                "-c",
+                &old.config_path().display().to_string(),
+                "--upgrade",
+            ])
+            .current_dir(old.dir())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // The new process waits on the upgrade socket; the old one hands its listeners over on
+    // SIGQUIT. Give the new one a moment to start listening for them.
+    std::thread::sleep(Duration::from_millis(500));
+    old.signal("QUIT");
+    let exited = old.wait_exit(Duration::from_secs(15));
+    assert!(
+        exited.is_some(),
+        "the old process exits after the hand-over"
+    );
+    let slow = slow.join().unwrap();
+    assert_eq!(
+        slow.map(|r| r.status).ok(),
+        Some(200),
+        "the in-flight request completed"
+    );
+    // The new process serves: the pid file names it, and the session stays home.
+    let after = get(&old.url("/"), &[("cookie", &jar)]);
+    assert_eq!(after.status, 200);
+    assert_eq!(
+        after.backend(),
+        Some(home.as_str()),
+        "cookies map to the same backends"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed) = load.finish();
+    assert_eq!(
+        failed, 0,
+        "no refused connection, no failed request ({ok} ok)"
+    );
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    drop(new);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let (a, b) = (named("a"), named("b"));
+    let mut t = Tether::start(&config(&a, &b, "10s"));
+    let url = t.url("/slow");
+    let slow = std::thread::spawn(move || try_get(&url, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    t.signal("TERM");
+    let r = slow.join().unwrap();
+    assert_eq!(
+        r.map(|r| r.status).ok(),
+        Some(200),
+        "finished within grace_period"
+    );
+    let status = t.wait_exit(Duration::from_secs(10)).expect("tether exits");
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "exits once nothing is in flight, not at the end of grace_period ({:?})",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn sighup_every_200ms_with_one_config_in_three_invalid_loses_no_request() {
+    let (a, b) = (named("a"), named("b"));
+    let good = config(&a, &b, "1s");
+    let t = Tether::start(&good);
+    let fill = |c: &str| {
+        c.replace("{LISTEN}", &t.listen().to_string())
+            .replace("{ADMIN}", &t.admin().to_string())
+    };
+    let reweighted = fill(&good.replace("id = \"b\"\n", "id = \"b\"\nweight = 3\n"));
+    let invalid = fill(&good.replace("policy = \"cookie\"", "policy = \"sticky-ish\""));
+    let good = fill(&good);
+    let load = Load::start(t.url("/"), 3);
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        let text = match i % 3 {
+            0 => &reweighted,
+            1 => &invalid,
+            _ => &good,
+        };
+        std::fs::write(t.config_path(), text).unwrap();
+        t.sighup();
+        std::thread::sleep(Duration::from_millis(200));
+        i += 1;
+    }
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "no failed request across {i} reloads ({ok} ok)");
+    assert!(t.metric("tether_config_reloads_total", &[("result", "failure")]) >= Some(1.0));
+    assert!(t.metric("tether_config_reloads_total", &[("result", "success")]) >= Some(1.0));
+}
