@@ -84,6 +84,10 @@ impl Reloader {
             if let Ok(bytes) = std::fs::read(path) {
                 let hash = config::content_hash(&bytes);
                 if hash == current.config.source.hash || last_failed.as_deref() == Some(&*hash) {
+                    tracing::debug!(
+                        trigger,
+                        "configuration file unchanged (content hash {hash}): not reloaded"
+                    );
                     return Ok(Reloaded {
                         generation: current.generation,
                         summary: "unchanged".into(),

@@ -216,11 +216,16 @@ fn health_and_admin_state_survive_reload_and_socket_changes_are_refused() {
 #[test]
 fn watcher_reloads_on_file_change_and_removed_backends_sessions_migrate() {
     let b: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let t = Tether::start(&config(
-        "cookie",
-        &[(&b[0], 1), (&b[1], 1), (&b[2], 1)],
-        "watch = true",
-    ));
+    // Debug logs of the reloader show each look of the watcher at an unchanged file.
+    let t = Tether::start_with(
+        &config(
+            "cookie",
+            &[(&b[0], 1), (&b[1], 1), (&b[2], 1)],
+            "watch = true",
+        ),
+        &[],
+        &[("RUST_LOG", "info,tether::reload=debug")],
+    );
     // A session on some backend.
     let r = get(&t.url("/"), &[]);
     let cookie = r.set_cookie("tether_web").unwrap();
@@ -250,9 +255,15 @@ fn watcher_reloads_on_file_change_and_removed_backends_sessions_migrate() {
         ),
         Some(1.0)
     );
-    // Unchanged content is not reloaded again (deduplicated by content hash).
+    // Unchanged content is not reloaded again (deduplicated by content hash): wait until the
+    // watcher has looked at the rewritten file twice (the second look began after the write),
+    // then nothing must have changed.
     let gen = generation(&t);
+    let looks = |t: &Tether| t.stderr().matches("configuration file unchanged").count();
+    let before = looks(&t);
     t.write_config(&config("cookie", &rest, "watch = true"));
-    std::thread::sleep(Duration::from_millis(1500)); // two watcher ticks: nothing must happen
+    wait_for("two watcher looks at the rewritten file", WAIT, || {
+        looks(&t) >= before + 2
+    });
     assert_eq!(generation(&t), gen);
 }
