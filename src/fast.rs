@@ -137,8 +137,11 @@ impl Fast {
                 },
             };
             // Everything about the request lives in its own allocation, freed when it is done:
-            // the connection's task keeps only the small state of the wait above.
-            match Box::pin(self.request(stream, head, limits, shutdown)).await {
+            // the connection's task keeps only the small state of the wait above. (Boxed in a
+            // statement of its own: a temporary in the awaited expression would be kept in
+            // this future's state, making every idle connection as large as a request.)
+            let request = Box::pin(self.request(stream, head, limits, shutdown));
+            match request.await {
                 Some((st, p)) => {
                     stream = st;
                     prefix = p;
