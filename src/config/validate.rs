@@ -1345,6 +1345,11 @@ fn check_log_level(level: &str) -> Result<(), String> {
     if level.trim().is_empty() {
         return Err("must not be empty, e.g. \"info\" or \"tether=debug,info\"".into());
     }
+    // tracing-subscriber's directive parser panics on some non-ASCII input (found by the config
+    // fuzzer: a U+2004 space before a directive); filters are ASCII anyway.
+    if !level.is_ascii() {
+        return Err("must be ASCII, e.g. \"info\" or \"tether=debug,info\"".into());
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
         return Err(format!("invalid log filter: {e}"));
     }
