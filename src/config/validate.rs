@@ -1146,9 +1146,13 @@ impl Cx<'_> {
             true,
         );
         if max_ejection < base_ejection {
+            let value = match o.max_ejection.as_ref() {
+                Some(RawDuration::Text(t)) => quoted(t),
+                _ => None,
+            };
             self.error(
                 &kp.key("max_ejection"),
-                Some(humantime::format_duration(max_ejection).to_string()),
+                value,
                 format!(
                     "must not be shorter than base_ejection ({})",
                     humantime::format_duration(base_ejection)
