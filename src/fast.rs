@@ -584,8 +584,8 @@ async fn close(stream: &mut Stream, unread: bool) {
     let mut drained = 0;
     let _ = pingora::time::fast_timeout::fast_timeout(LINGER_TIME, async {
         while drained < LINGER_BYTES {
-            match std::future::poll_fn(|cx| read::poll_first_read(stream, cx)).await {
-                Ok(Some(b)) => drained += b.len(),
+            match std::future::poll_fn(|cx| read::poll_discard(stream, cx)).await {
+                Ok(n) if n > 0 => drained += n,
                 _ => return,
             }
         }

@@ -93,6 +93,22 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
+/// Reads and discards what the client sent (a lingering close), into the per-thread scratch
+/// buffer: the number of bytes, 0 at the end of the stream.
+pub fn poll_discard(
+    stream: &mut Stream,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use tokio::io::{AsyncRead, ReadBuf};
+    SCRATCH_BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        let mut rb = ReadBuf::new(&mut b[..]);
+        std::pin::Pin::new(&mut *stream)
+            .poll_read(cx, &mut rb)
+            .map_ok(|()| rb.filled().len())
+    })
+}
+
 /// The first read of a request: the bytes land in a per-thread scratch buffer and are copied
 /// into a buffer of their own size, so a connection waiting for its next request holds no read
 /// buffer and needs no extra syscall to learn that data has come (a peek would be one more
