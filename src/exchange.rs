@@ -52,6 +52,9 @@ pub struct Upstream {
     /// Backends that refused the connection, in order.
     pub tried: Vec<u32>,
     pub retries: u32,
+    /// The request carries the pool's affinity cookie (found once, by the pick stage): the
+    /// forward stage strips it.
+    pub has_affinity_cookie: bool,
     /// When the request was first sent to a backend, and how long until its response head.
     pub sent_at: Option<Instant>,
     pub upstream_time: Option<Duration>,
@@ -143,6 +146,7 @@ impl Upstream {
             pick,
             tried: Vec::new(),
             retries: 0,
+            has_affinity_cookie: false,
             sent_at: None,
             upstream_time: None,
             held: None,

@@ -94,8 +94,9 @@ pub fn request_headers(
     }
     // The affinity cookie is the proxy's business: backends never see it (HAProxy's
     // "indirect"), so it cannot leak into application logs or be echoed back.
-    if let Some((_, _, pool)) = ex.route() {
-        if pool.codec.is_some() && crate::head::find_cookie(req, &pool.conf.cookie.name).is_some() {
+    // Whether the request has it was found once, by the pick stage.
+    if let (crate::exchange::Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
+        if u.has_affinity_cookie {
             strip_cookie(req, &pool.conf.cookie.name)?;
         }
     }

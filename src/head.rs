@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use http::header;
 use pingora::http::RequestHeader;
 
-use crate::balance::cookie::NONCE_LEN;
 use crate::config::{Fallback, KeySpec};
 use crate::snapshot::Pool;
 
@@ -91,7 +90,7 @@ fn trim_quotes(v: &[u8]) -> &[u8] {
     }
 }
 
-/// A hash key borrowed from the request, or an address's (or nonce's) bytes.
+/// A hash key borrowed from the request, or an address's bytes.
 pub enum Key<'a> {
     Bytes(&'a [u8]),
     Inline([u8; 16], usize),
@@ -103,13 +102,6 @@ impl Key<'_> {
             Key::Bytes(b) => b,
             Key::Inline(b, n) => &b[..*n],
         }
-    }
-
-    /// A session nonce as a failover key.
-    pub fn nonce(n: &[u8; NONCE_LEN]) -> Key<'static> {
-        let mut buf = [0u8; 16];
-        buf[..NONCE_LEN].copy_from_slice(n);
-        Key::Inline(buf, NONCE_LEN)
     }
 }
 

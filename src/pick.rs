@@ -43,7 +43,9 @@ pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: Client
                 count(pool, &m);
             }
             drop(view);
-            ex.stage = Stage::Upstream(Upstream::new(route, d));
+            let mut u = Upstream::new(route, d);
+            u.has_affinity_cookie = input.cookie.is_some();
+            ex.stage = Stage::Upstream(u);
             Picked::Backend
         }
         None => {

@@ -6,8 +6,6 @@
 //! parser or backend sees them. Must not touch: routing (a head that passes is parsed by the
 //! HTTP/1 session, then routed). Pure over bytes, except [`read_head`]'s reads.
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use pingora::protocols::Stream;
 use tokio::io::AsyncReadExt;
@@ -168,12 +166,11 @@ pub async fn read_head(
             buf.reserve(4096.min(limits.max_header_size + 4 - buf.len()).max(1024));
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let n = match pingora::time::fast_timeout::fast_timeout(left, stream.read_buf(buf)).await {
+        match pingora::time::fast_timeout::fast_timeout(left, stream.read_buf(buf)).await {
             Err(_) => return Err(NoHead::Rejected(Reject::HeaderTimeout)),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(NoHead::Closed),
-            Ok(Ok(n)) => n,
-        };
-        let _ = n;
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
@@ -212,7 +209,6 @@ pub fn check_head(head: &[u8], limits: &Limits) -> Result<(), Reject> {
     let mut hosts = 0usize;
     let mut lengths: Option<&[u8]> = None;
     let mut te: Vec<&[u8]> = Vec::new();
-    let mut upgrade = false;
     for line in lines {
         fields += 1;
         if fields > limits.max_headers {
@@ -245,11 +241,8 @@ pub fn check_head(head: &[u8], limits: &Limits) -> Result<(), Reject> {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te.push(value);
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
         }
     }
-    let _ = upgrade;
     if !http10 && hosts != 1 {
         return Err(Reject::BadRequest(if hosts == 0 {
             "HTTP/1.1 request without Host\n"
@@ -306,9 +299,6 @@ fn trim_zeros(v: &[u8]) -> &[u8] {
 fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
-
-/// The default head deadline, for callers without a config at hand.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
