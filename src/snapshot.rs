@@ -589,9 +589,7 @@ impl Store {
                             }
                         }
                         Control::Eject { pool, state, why } => {
-                            if store.eject(&pool, &state, why, &handle) && !pools.contains(&pool) {
-                                pools.push(pool);
-                            }
+                            store.eject(&pool, &state, why, &handle);
                         }
                     }
                 }
@@ -644,8 +642,8 @@ impl Store {
     }
 
     /// Ejects `state` unless that would take more than `max_ejected_percent` of the pool (rounded
-    /// down) out, or its last backend; schedules its return. Control runtime only. Returns
-    /// whether it ejected.
+    /// down) out, or its last backend; rebuilds the pool's view and schedules its return.
+    /// Control runtime only. Returns whether it ejected.
     fn eject(
         self: &Arc<Self>,
         pool: &Arc<str>,
@@ -671,6 +669,9 @@ impl Store {
             return false;
         }
         let d = state.eject(why, &opts);
+        // The view follows at once, before anything that may block (the log line): whoever sees
+        // the backend ejected in /status must not be sent to it by a stale view.
+        self.refresh_pool(pool);
         tracing::warn!(pool = %pool, backend = %state.id, reason = why.as_str(), "backend ejected for {}", humantime::format_duration(d));
         let (store, pool, state) = (Arc::downgrade(self), pool.clone(), state.clone());
         rt.spawn(async move {
