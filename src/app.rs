@@ -21,7 +21,7 @@ use tracing_subscriber::{reload, EnvFilter};
 
 use crate::admin::AdminApp;
 use crate::backend::Registry;
-use crate::config::{Config, Engine, LogFormat};
+use crate::config::{Config, Engine, LogFormat, Named};
 use crate::fast::Fast;
 use crate::health::Health;
 use crate::metrics::Metrics;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Named};
 use crate::health::Health;
 use crate::snapshot::Store;
 use crate::tls::Certs;

@@ -19,6 +19,33 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// An enum spelled in the file by a fixed set of names: the one table of those names, used to
+/// parse them, print them and list them in errors.
+pub trait Named: Copy + PartialEq + Sized + 'static {
+    const NAMES: &'static [(&'static str, Self)];
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|&(_, v)| v)
+    }
+
+    fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |&(n, _)| n)
+    }
+
+    /// `"a", "b" or "c"`, for error messages.
+    fn choices() -> String {
+        let names: Vec<String> = Self::NAMES.iter().map(|(n, _)| format!("{n:?}")).collect();
+        match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,21 +124,9 @@ pub enum Engine {
     Pingora,
 }
 
-impl Engine {
-    pub fn parse(s: &str) -> Option<Engine> {
-        match s {
-            "fast" => Some(Engine::Fast),
-            "pingora" => Some(Engine::Pingora),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Fast => "fast",
-            Engine::Pingora => "pingora",
-        }
-    }
+impl Named for Engine {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("fast", Engine::Fast), ("pingora", Engine::Pingora)];
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +148,11 @@ pub struct CertPair {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Named for LogFormat {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)];
 }
 
 #[derive(Debug, Clone)]
@@ -178,11 +198,27 @@ pub enum Policy {
     Hash,
 }
 
+impl Named for Policy {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("round_robin", Policy::RoundRobin),
+        ("cookie", Policy::Cookie),
+        ("hash", Policy::Hash),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
     Strict,
     Lax,
     None,
+}
+
+impl Named for SameSite {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("Strict", SameSite::Strict),
+        ("Lax", SameSite::Lax),
+        ("None", SameSite::None),
+    ];
 }
 
 #[derive(Debug, Clone)]

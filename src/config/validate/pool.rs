@@ -1,0 +1,399 @@
+//! `[pool.NAME]` and its tables: policy, cookie, hash, health, outlier, backends.
+
+use super::*;
+
+impl Cx<'_> {
+    pub(super) fn pool(&mut self, name: &str, p: &file::Pool, has_secret: bool) -> Pool {
+        let kp = KeyPath::root().key("pool").key(name);
+        if !is_pool_name(name) {
+            self.error(
+                &kp,
+                None,
+                "pool name must be letters, digits, '_' or '-' ([A-Za-z0-9_-]+)",
+            );
+        }
+
+        let policy_kp = kp.key("policy");
+        let policy: Option<Policy> = self.required_named(&policy_kp, p.policy.as_deref());
+
+        let retries = self.int(&kp.key("retries"), p.retries, 1u32, 0..=10);
+        let connect_timeout = self.duration(
+            &kp.key("connect_timeout"),
+            p.connect_timeout.as_ref(),
+            Duration::from_secs(3),
+            true,
+        );
+        let read_timeout = self.duration(
+            &kp.key("read_timeout"),
+            p.read_timeout.as_ref(),
+            Duration::from_secs(60),
+            true,
+        );
+        let max_request_body = self.size(
+            &kp.key("max_request_body"),
+            p.max_request_body.as_ref(),
+            0..=u64::MAX,
+        );
+        let cookie = self.cookie(&kp.key("cookie"), name, p.cookie.as_ref());
+
+        let hash_kp = kp.key("hash");
+        let hash = match (policy, &p.hash) {
+            (Some(Policy::Hash), None) => {
+                self.error(
+                    &policy_kp,
+                    quoted("hash"),
+                    format!(
+                        "requires a [{hash_kp}] table with a key, e.g. key = \"cookie:JSESSIONID\""
+                    ),
+                );
+                None
+            }
+            (Some(Policy::Hash), Some(h)) => Some(self.hash(&hash_kp, h)),
+            (Some(other), Some(_)) => {
+                let other = other.as_str();
+                self.error(
+                    &hash_kp,
+                    None,
+                    format!(
+                        "[{hash_kp}] is only used with policy = \"hash\" (this pool's policy is \"{other}\")"
+                    ),
+                );
+                None
+            }
+            // Policy missing or invalid (already reported): still check the table.
+            (None, Some(h)) => {
+                self.hash(&hash_kp, h);
+                None
+            }
+            (_, None) => None,
+        };
+
+        if !has_secret {
+            if policy == Some(Policy::Cookie) {
+                self.error(&policy_kp, quoted("cookie"), NEEDS_SECRET);
+            }
+            if hash.as_ref().is_some_and(|h| h.pin) {
+                self.error(&hash_kp.key("pin"), Some("true".into()), NEEDS_SECRET);
+            }
+        }
+
+        let health = p.health.as_ref().map(|h| self.health(&kp.key("health"), h));
+        let outlier = p
+            .outlier
+            .as_ref()
+            .map(|o| self.outlier(&kp.key("outlier"), o));
+        let slow_start = p.slow_start.as_ref().map(|raw| {
+            self.duration(
+                &kp.key("slow_start"),
+                Some(raw),
+                Duration::from_secs(30),
+                true,
+            )
+        });
+
+        let backend_kp = kp.key("backend");
+        let mut backends = Vec::new();
+        let list = p.backend.as_deref().unwrap_or_default();
+        if list.is_empty() {
+            self.missing(
+                &backend_kp,
+                format!("a pool needs at least one [[{backend_kp}]] with id and addr"),
+            );
+        }
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, b) in list.iter().enumerate() {
+            let bkp = backend_kp.index(i);
+            if let Some(id) = b.id.as_deref() {
+                if let Some(&first) = ids.get(id) {
+                    let first_kp = backend_kp.index(first).key("id");
+                    let at = match self.line(&first_kp) {
+                        Some(line) => format!("line {line}"),
+                        None => first_kp.to_string(),
+                    };
+                    self.error(
+                        &bkp.key("id"),
+                        quoted(id),
+                        format!("duplicate backend id (first at {at})"),
+                    );
+                } else {
+                    ids.insert(id, i);
+                }
+            }
+            if let Some(b) = self.backend(&bkp, b) {
+                backends.push(b);
+            }
+        }
+
+        Pool {
+            name: name.to_owned(),
+            policy: policy.unwrap_or(Policy::RoundRobin),
+            retries,
+            connect_timeout,
+            read_timeout,
+            max_request_body,
+            fail_open: p.fail_open.unwrap_or(false),
+            cookie,
+            hash,
+            health,
+            outlier,
+            slow_start,
+            backends,
+        }
+    }
+
+    pub(super) fn cookie(
+        &mut self,
+        kp: &KeyPath,
+        pool: &str,
+        c: Option<&file::Cookie>,
+    ) -> CookieOpts {
+        let default = file::Cookie::default();
+        let c = c.unwrap_or(&default);
+
+        // The default derives from the pool name, which is checked on its own.
+        let name = c.name.clone().unwrap_or_else(|| format!("tether_{pool}"));
+        if c.name.is_some() && !is_token(&name) {
+            self.error(
+                &kp.key("name"),
+                quoted(&name),
+                "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~",
+            );
+        }
+        let max_age = c
+            .max_age
+            .as_ref()
+            .map(|raw| self.duration(&kp.key("max_age"), Some(raw), Duration::from_secs(1), true));
+        let secure = c.secure.unwrap_or(false);
+        let same_site = self.named(&kp.key("same_site"), c.same_site.as_deref(), SameSite::Lax);
+        if same_site == SameSite::None && !secure {
+            self.error(
+                &kp.key("same_site"),
+                quoted("None"),
+                "requires secure = true (browsers reject SameSite=None without Secure)",
+            );
+        }
+        let path = c.path.clone().unwrap_or_else(|| "/".to_owned());
+        if let Err(message) = check_path(&path) {
+            self.error(&kp.key("path"), quoted(&path), message);
+        } else if path.contains(';') {
+            self.error(&kp.key("path"), quoted(&path), "must not contain ';'");
+        }
+        if let Some(domain) = c.domain.as_deref() {
+            let ok = !domain.is_empty()
+                && domain
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+            if !ok {
+                self.error(
+                    &kp.key("domain"),
+                    quoted(domain),
+                    "must be a domain name such as \"example.com\"",
+                );
+            }
+        }
+        CookieOpts {
+            name,
+            max_age,
+            secure,
+            http_only: c.http_only.unwrap_or(true),
+            same_site: Some(same_site),
+            path,
+            domain: c.domain.clone(),
+            cache_private: c.cache_private.unwrap_or(false),
+        }
+    }
+
+    pub(super) fn hash(&mut self, kp: &KeyPath, h: &file::Hash) -> HashOpts {
+        let key = self
+            .required(&kp.key("key"), h.key.as_deref(), KEY_SPECS)
+            .and_then(|text| self.key_spec(&kp.key("key"), text))
+            .unwrap_or(KeySpec::Path);
+        let fallback = match h.fallback.as_deref() {
+            None | Some("round_robin") => Fallback::RoundRobin,
+            Some(text) => match key_spec(text) {
+                Ok(k) => Fallback::Key(k),
+                Err(_) => {
+                    self.error(
+                        &kp.key("fallback"),
+                        quoted(text),
+                        format!("must be \"round_robin\" or a key: {KEY_SPECS}"),
+                    );
+                    Fallback::RoundRobin
+                }
+            },
+        };
+        if let Some(f) = h.balance_factor {
+            if f != 0.0 {
+                self.error(
+                    &kp.key("balance_factor"),
+                    Some(f.to_string()),
+                    "bounded-load hashing is not supported yet; remove balance_factor or set it to 0",
+                );
+            }
+        }
+        HashOpts {
+            key,
+            fallback,
+            pin: h.pin.unwrap_or(false),
+        }
+    }
+
+    pub(super) fn outlier(&mut self, kp: &KeyPath, o: &file::Outlier) -> OutlierOpts {
+        let count = |v: &mut Self, key: &str, raw| v.int(&kp.key(key), raw, 5u32, 0..=10_000);
+        let consecutive_5xx = count(self, "consecutive_5xx", o.consecutive_5xx);
+        let consecutive_failures = count(self, "consecutive_failures", o.consecutive_failures);
+        let base_ejection = self.duration(
+            &kp.key("base_ejection"),
+            o.base_ejection.as_ref(),
+            Duration::from_secs(30),
+            true,
+        );
+        let max_ejection = self.duration(
+            &kp.key("max_ejection"),
+            o.max_ejection.as_ref(),
+            Duration::from_secs(300),
+            true,
+        );
+        if max_ejection < base_ejection {
+            let value = match o.max_ejection.as_ref() {
+                Some(RawDuration::Text(t)) => quoted(t),
+                _ => None,
+            };
+            self.error(
+                &kp.key("max_ejection"),
+                value,
+                format!(
+                    "must not be shorter than base_ejection ({})",
+                    humantime::format_duration(base_ejection)
+                ),
+            );
+        }
+        let max_ejected_percent = self.int(
+            &kp.key("max_ejected_percent"),
+            o.max_ejected_percent,
+            50u32,
+            0..=100,
+        );
+        OutlierOpts {
+            consecutive_5xx,
+            consecutive_failures,
+            base_ejection,
+            max_ejection,
+            max_ejected_percent,
+        }
+    }
+
+    pub(super) fn health(&mut self, kp: &KeyPath, h: &file::Health) -> HealthOpts {
+        let path_kp = kp.key("path");
+        let what = "the path to GET, e.g. path = \"/healthz\"";
+        let path = match self.required(&path_kp, h.path.as_deref(), what) {
+            None => "/".to_owned(),
+            Some(p) => {
+                self.checked(&path_kp, p, check_path(p));
+                p.to_owned()
+            }
+        };
+        let interval = self.duration(
+            &kp.key("interval"),
+            h.interval.as_ref(),
+            Duration::from_secs(2),
+            true,
+        );
+        let timeout = self.duration(
+            &kp.key("timeout"),
+            h.timeout.as_ref(),
+            Duration::from_secs(1),
+            true,
+        );
+        if timeout > interval {
+            let value = match h.timeout.as_ref() {
+                Some(RawDuration::Text(t)) => quoted(t),
+                _ => None,
+            };
+            self.error(
+                &kp.key("timeout"),
+                value,
+                format!(
+                    "must not exceed interval ({})",
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        let rise = self.int(&kp.key("rise"), h.rise, 2u32, 1..=1000);
+        let fall = self.int(&kp.key("fall"), h.fall, 3u32, 1..=1000);
+        let expect = h.expect.as_ref().map(|codes| {
+            if codes.is_empty() {
+                self.error(
+                    &kp.key("expect"),
+                    Some("[]".into()),
+                    "must not be empty; omit it to accept any 2xx or 3xx",
+                );
+            }
+            codes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &code)| match u16::try_from(code) {
+                    Ok(c) if (100..=599).contains(&c) => Some(c),
+                    _ => {
+                        self.error(
+                            &kp.key("expect").index(i),
+                            Some(code.to_string()),
+                            "must be an HTTP status code between 100 and 599",
+                        );
+                        None
+                    }
+                })
+                .collect()
+        });
+        if let Some(host) = h.host.as_deref() {
+            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    &kp.key("host"),
+                    quoted(host),
+                    "must be a Host header value such as \"shop.example.com\"",
+                );
+            }
+        }
+        HealthOpts {
+            path,
+            interval,
+            timeout,
+            rise,
+            fall,
+            expect,
+            host: h.host.clone(),
+        }
+    }
+
+    pub(super) fn backend(&mut self, kp: &KeyPath, b: &file::Backend) -> Option<BackendConf> {
+        let id = match self.required(
+            &kp.key("id"),
+            b.id.as_deref(),
+            "a stable name such as \"shop-1\"",
+        ) {
+            None => None,
+            Some(id) if !is_backend_id(id) => {
+                self.error(
+                    &kp.key("id"),
+                    quoted(id),
+                    "must be letters, digits, '_', '.', ':' or '-' ([A-Za-z0-9_.:-]+)",
+                );
+                None
+            }
+            Some(id) => Some(id.to_owned()),
+        };
+        let addr = self
+            .required(
+                &kp.key("addr"),
+                b.addr.as_deref(),
+                "ip:port, e.g. \"10.0.0.11:8080\"",
+            )
+            .and_then(|text| self.addr(&kp.key("addr"), text, AddrUse::Backend));
+        let weight = self.int(&kp.key("weight"), b.weight, 1u32, 1..=256);
+        Some(BackendConf {
+            id: id?,
+            addr: addr?,
+            weight,
+        })
+    }
+}
