@@ -89,6 +89,7 @@ pub fn account(
     tracing::info!(
         target: "access",
         request_id = ex.id.to_str().unwrap_or(""),
+        trace_id = std::str::from_utf8(&ex.trace.trace_id_hex()).unwrap_or(""),
         client = %client,
         method = %req.method,
         host = %String::from_utf8_lossy(host_header(req)),

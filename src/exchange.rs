@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::select::Decision;
 use crate::snapshot::{Pool, Route, Snapshot};
+use crate::trace::Trace;
 
 /// Requests in progress, process-wide: lets a graceful shutdown end as soon as nothing is in
 /// progress instead of always waiting the whole grace period.
@@ -69,15 +70,18 @@ pub struct Exchange {
     /// `X-Request-Id`: the client's when valid, else generated. Shared (not copied) by the
     /// upstream request, the response and the log.
     pub id: http::HeaderValue,
+    /// W3C trace context sent upstream and logged (DESIGN.md §18).
+    pub trace: Trace,
     pub stage: Stage,
     _active: Active,
 }
 
 impl Exchange {
-    pub fn new(snap: Arc<Snapshot>, id: http::HeaderValue) -> Exchange {
+    pub fn new(snap: Arc<Snapshot>, id: http::HeaderValue, trace: Trace) -> Exchange {
         Exchange {
             start: Instant::now(),
             snap,
+            trace,
             id,
             stage: Stage::Read,
             _active: Active::new(),
@@ -189,7 +193,11 @@ mod tests {
         let active = ACTIVE_REQUESTS.load(Ordering::Relaxed);
         let s = snap.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let mut ex = Exchange::new(s, http::HeaderValue::from_static("id"));
+            let mut ex = Exchange::new(
+                s,
+                http::HeaderValue::from_static("id"),
+                Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
+            );
             ex.stage = Stage::Upstream(Upstream::new(
                 0,
                 Decision {

@@ -2,7 +2,7 @@
 //! to the backend, and which failures may be retried. Engine-neutral: both engines edit the same
 //! `RequestHeader` with these functions.
 //!
-//! Owns: `X-Forwarded-*`, `X-Request-Id` upstream, stripping the affinity cookie, hop-by-hop
+//! Owns: `X-Forwarded-*`, `X-Request-Id` and `traceparent` upstream, stripping the affinity cookie, hop-by-hop
 //! headers, and the retry rule. Must not touch: selection or sockets.
 
 use std::io::Write;
@@ -92,6 +92,7 @@ pub fn request_headers(
     if req.headers.get(&names::X_REQUEST_ID) != Some(&ex.id) {
         req.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
     }
+    ex.trace.apply(req)?;
     // The affinity cookie is the proxy's business: backends never see it (HAProxy's
     // "indirect"), so it cannot leak into application logs or be echoed back.
     // Whether the request has it was found once, by the pick stage.

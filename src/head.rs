@@ -22,6 +22,8 @@ pub mod names {
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 }
 
 /// The Host header, or the URI authority (HTTP/2), as sent.

@@ -38,4 +38,5 @@ pub mod route;
 pub mod select;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

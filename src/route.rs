@@ -12,6 +12,7 @@ use pingora::http::RequestHeader;
 use crate::exchange::{Exchange, Stage};
 use crate::head::host;
 use crate::snapshot::Store;
+use crate::trace::Trace;
 
 /// Starts the exchange of a request whose head was read: one snapshot load, and its id.
 pub fn start(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
@@ -19,7 +20,7 @@ pub fn start(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
         Some(v) => v.clone(),
         None => ids.next(),
     };
-    Exchange::new(store.load(), id)
+    Exchange::new(store.load(), id, Trace::of(req))
 }
 
 /// Chooses the route; returns its index, or `None` (the exchange is then
