@@ -157,11 +157,7 @@ impl AdminApp {
                         })
                     })
                     .collect();
-                let policy = match p.conf.policy {
-                    crate::config::Policy::RoundRobin => "round_robin",
-                    crate::config::Policy::Cookie => "cookie",
-                    crate::config::Policy::Hash => "hash",
-                };
+                let policy = crate::config::Named::as_str(p.conf.policy);
                 json!({"name": &*p.name, "policy": policy, "backends": backends})
             })
             .collect();

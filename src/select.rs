@@ -2,7 +2,8 @@
 //!
 //! Owns: how the policies of DESIGN.md §4 combine the pure pieces of `balance/` with a pool's
 //! live [`View`]. Pure: no IO, no clock (the caller passes `now`), no metrics, no locks; the only
-//! randomness is the session nonce, supplied by the caller. Must not touch: Pingora types.
+//! randomness is the session nonce, supplied by the caller, and `least_request`'s two draws.
+//! Must not touch: Pingora types.
 //!
 //! Failover is deterministic: when a pinned backend is down, removed or in maint, the session's new
 //! home is the owner of its key (the hash key, else the cookie's nonce) on the ring of backends that
@@ -116,6 +117,12 @@ impl Pool {
     ) -> Option<Decision> {
         let pinned = self.codec.is_some();
         match self.conf.policy {
+            Policy::LeastRequest => self.least_request(view, &[]).map(|backend| Decision {
+                backend,
+                outcome: Outcome::None,
+                issue: None,
+                session: None,
+            }),
             Policy::RoundRobin => self.round_robin(view).map(|backend| Decision {
                 backend,
                 outcome: Outcome::None,
@@ -221,6 +228,44 @@ impl Pool {
         }
     }
 
+    /// Weighted power of two choices (Envoy's default least-request shape): two distinct random
+    /// candidates not in `tried`, and the one with fewer requests in flight per unit of weight
+    /// (`(in_flight + 1) / weight`) wins; ties go to the first drawn. The randomness is the
+    /// per-thread `fastrand` generator: no shared state on the request path, and in-flight counts
+    /// are this instance's own.
+    fn least_request(&self, view: &View, tried: &[u32]) -> Option<u32> {
+        let all = &view.candidates;
+        let untried = |c: &&(u32, u32)| !tried.contains(&c.0);
+        let n = if tried.is_empty() {
+            all.len()
+        } else {
+            all.iter().filter(untried).count()
+        };
+        let nth = |k: usize| -> (u32, u32) {
+            if tried.is_empty() {
+                all[k]
+            } else {
+                *all.iter().filter(untried).nth(k).expect("k < n")
+            }
+        };
+        match n {
+            0 => None,
+            1 => Some(nth(0).0),
+            _ => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let ((ia, wa), (ib, wb)) = (nth(a), nth(b));
+                let load = |i: u32| self.backends[i as usize].state.in_flight().max(0) as u64 + 1;
+                // a wins when load_a / wa <= load_b / wb.
+                if load(ia) * u64::from(wb) <= load(ib) * u64::from(wa) {
+                    Some(ia)
+                } else {
+                    Some(ib)
+                }
+            }
+        }
+    }
+
     fn round_robin(&self, view: &View) -> Option<u32> {
         let n = self
             .rr_counter
@@ -244,6 +289,9 @@ impl Pool {
             if !view.serving_ring.is_empty() {
                 return None;
             }
+        }
+        if self.conf.policy == Policy::LeastRequest {
+            return self.least_request(view, tried);
         }
         for _ in 0..view.wrr.len() {
             match self.round_robin(view) {
@@ -505,5 +553,59 @@ mod tests {
         let spread: std::collections::BTreeSet<u32> =
             (0..8).map(|_| pick(&s, None, None, 0).backend).collect();
         assert_eq!(spread.len(), 4, "no key: round-robin over all backends");
+    }
+
+    #[test]
+    fn least_request_prefers_the_backend_with_less_in_flight_per_weight() {
+        let s = snapshot("least_request", "", SECRET);
+        let pool = &s.pools[0];
+        let in_flight = |i: usize, n: i64| pool.backends[i].state.metrics.in_flight.set(n);
+        // b1 idle, the others busy: every pick that draws b1 takes it, and with four backends a
+        // pair holds b1 half of the time (3 of the 6 pairs).
+        in_flight(0, 0);
+        for i in 1..4 {
+            in_flight(i, 10);
+        }
+        let n = 2000;
+        let b1 = (0..n)
+            .filter(|_| pick(&s, None, None, 0).backend == 0)
+            .count();
+        assert!((800..=1200).contains(&b1), "b1 took {b1} of {n}");
+        // Never the busiest of a pair: with b4 the only busy one it is never chosen.
+        for i in 0..3 {
+            in_flight(i, 1);
+        }
+        in_flight(3, 50);
+        assert!((0..n).all(|_| pick(&s, None, None, 0).backend != 3));
+        assert_eq!(pick(&s, None, None, 0).outcome, Outcome::None);
+    }
+
+    #[test]
+    fn least_request_weighs_in_flight_by_weight() {
+        let mut text = String::from(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[[route]]\npool = \"p\"\n\
+             [pool.p]\npolicy = \"least_request\"\n",
+        );
+        for (i, w) in [(1, 4), (2, 1)] {
+            text.push_str(&format!(
+                "[[pool.p.backend]]\nid = \"b{i}\"\naddr = \"127.0.0.1:{}\"\nweight = {w}\n",
+                1000 + i
+            ));
+        }
+        let config = crate::config::parse(&text, None).expect("valid test config");
+        let registry = Registry::new(std::sync::Arc::new(Metrics::new()));
+        let s = Snapshot::build(std::sync::Arc::new(config), &registry, 1, None);
+        let pool = &s.pools[0];
+        // b1 (weight 4) with 6 in flight: 7/4 < 2/1, so it still wins over an idle b2 ...
+        pool.backends[0].state.metrics.in_flight.set(6);
+        pool.backends[1].state.metrics.in_flight.set(1);
+        assert!((0..100).all(|_| pick(&s, None, None, 0).backend == 0));
+        // ... and loses once 9/4 > 2/1.
+        pool.backends[0].state.metrics.in_flight.set(8);
+        assert!((0..100).all(|_| pick(&s, None, None, 0).backend == 1));
+        // Failover skips the tried backend.
+        let view = pool.view.load();
+        assert_eq!(pool.reselect(&view, None, &[1]), Some(0));
+        assert_eq!(pool.reselect(&view, None, &[0, 1]), None);
     }
 }

@@ -89,6 +89,9 @@ pub struct View {
     pub failed_open: bool,
     /// Built with slow-start weights (some backend was ramping up): rebuilt until it is not.
     pub ramping: bool,
+    /// `least_request` pools: the backends round-robin would pick from, with their (effective)
+    /// weights; empty for other policies.
+    pub candidates: Box<[(u32, u32)]>,
 }
 
 impl View {
@@ -108,7 +111,7 @@ impl View {
 
     fn build(pool: &config::Pool, backends: &[Backend]) -> View {
         let (serving, assignable, failed_open) = View::build_masks(pool, backends);
-        let hashes = pool.policy != Policy::RoundRobin;
+        let hashes = matches!(pool.policy, Policy::Cookie | Policy::Hash);
         let ring_of = |set: &[bool]| {
             if !hashes {
                 return Ring::build(std::iter::empty());
@@ -129,21 +132,27 @@ impl View {
         // Slow start: weights in tenths while a backend ramps up (10 % of weight 1 is 1).
         let window = pool.slow_start;
         let ramping = window.is_some() && backends.iter().any(|b| b.state.in_slow_start(window));
-        let wrr = Wrr::build(
-            backends
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| wrr_set[*i])
-                .map(|(i, b)| {
-                    let w = if ramping {
-                        b.state.effective_weight_tenths(b.weight, window)
-                    } else {
-                        b.weight
-                    };
-                    (i as u32, w)
-                }),
-        );
+        let weighted: Vec<(u32, u32)> = backends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| wrr_set[*i])
+            .map(|(i, b)| {
+                let w = if ramping {
+                    b.state.effective_weight_tenths(b.weight, window)
+                } else {
+                    b.weight
+                };
+                (i as u32, w)
+            })
+            .collect();
+        let wrr = Wrr::build(weighted.iter().copied());
+        let candidates = if pool.policy == Policy::LeastRequest {
+            weighted.into_boxed_slice()
+        } else {
+            Box::default()
+        };
         View {
+            candidates,
             serving_ring: ring_of(&serving),
             assignable_ring: ring_of(&assignable),
             wrr,

@@ -196,6 +196,8 @@ pub enum Policy {
     RoundRobin,
     Cookie,
     Hash,
+    /// Weighted power of two choices over in-flight counts (stateless pools).
+    LeastRequest,
 }
 
 impl Named for Policy {
@@ -203,6 +205,7 @@ impl Named for Policy {
         ("round_robin", Policy::RoundRobin),
         ("cookie", Policy::Cookie),
         ("hash", Policy::Hash),
+        ("least_request", Policy::LeastRequest),
     ];
 }
 

@@ -429,7 +429,7 @@ fn pool_rules() {
         "[pool.\"bad name\"]\npolicy = \"sticky\"\nretries = 11\n",
     ));
     has(&e, &["pool.\"bad name\" (line 14): pool name must be"]);
-    has(&e, &["pool.\"bad name\".policy = \"sticky\" (line 15): must be \"round_robin\", \"cookie\" or \"hash\""]);
+    has(&e, &["pool.\"bad name\".policy = \"sticky\" (line 15): must be \"round_robin\", \"cookie\", \"hash\" or \"least_request\""]);
     has(&e, &["retries = 11", "must be between 0 and 10"]);
     has(
         &e,
