@@ -61,7 +61,10 @@ fn a_slow_backend_gets_fewer_requests() {
         slow_n * 4 < fast_n,
         "slow backend got {slow_n}, fast got {fast_n}"
     );
-    assert!(slow_n > 0, "the slow backend still takes its share when idle");
+    assert!(
+        slow_n > 0,
+        "the slow backend still takes its share when idle"
+    );
     assert_eq!(t.status()["pools"][0]["policy"], "least_request");
 }
 

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod h2;
 pub mod raw;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,141 @@
+//! A real HTTP/2 client for the tests: TLS with ALPN `h2` (rustls), then the `h2` crate — the
+//! same crate pingora's HTTP/2 speaks, but as a client. One connection carries every request of
+//! an [`H2`], so tests exercise multiplexed streams, not a connection per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use super::Resp;
+
+pub struct H2 {
+    rt: tokio::runtime::Runtime,
+    send: h2::client::SendRequest<Bytes>,
+    authority: String,
+}
+
+/// Reads the first certificate of a PEM file (the tests' self-signed server certificate).
+pub fn cert_of(pem_path: &str) -> CertificateDer<'static> {
+    let pem = std::fs::read(pem_path).expect("read certificate");
+    let cert = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .expect("a certificate")
+        .expect("valid PEM");
+    cert
+}
+
+impl H2 {
+    /// Connects to `addr`, trusting `trust`, for the name `server_name`; the `:authority` of every
+    /// request is `authority` (a host, optionally with a port). Panics unless ALPN chose `h2`.
+    pub fn connect(
+        addr: SocketAddr,
+        trust: CertificateDer<'static>,
+        server_name: &str,
+        authority: &str,
+    ) -> H2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trust).expect("trust anchor");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+        let send = rt.block_on(async {
+            let tcp =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .expect("connect in time")
+                    .expect("connect");
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake");
+            assert_eq!(
+                tls.get_ref().1.alpn_protocol(),
+                Some(&b"h2"[..]),
+                "ALPN must choose h2"
+            );
+            let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            send
+        });
+        H2 {
+            rt,
+            send,
+            authority: authority.to_owned(),
+        }
+    }
+
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", path, headers, None)
+            .unwrap_or_else(|e| panic!("h2 GET {path}: {e}"))
+    }
+
+    /// One request on the connection's next stream; the whole response body is read.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<Resp, String> {
+        let uri = format!("https://{}{path}", self.authority);
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let req = b.body(()).map_err(|e| e.to_string())?;
+        let send = self.send.clone();
+        let body = body.map(|s| Bytes::copy_from_slice(s.as_bytes()));
+        self.rt.block_on(async move {
+            let fut = async move {
+                let mut send = send.ready().await.map_err(|e| e.to_string())?;
+                let (resp, mut stream) = send
+                    .send_request(req, body.is_none())
+                    .map_err(|e| e.to_string())?;
+                if let Some(body) = body {
+                    stream.send_data(body, true).map_err(|e| e.to_string())?;
+                }
+                let resp = resp.await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let headers = resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                let mut body = resp.into_body();
+                let mut out = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.map_err(|e| e.to_string())?;
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    out.extend_from_slice(&chunk);
+                }
+                Ok(Resp {
+                    status,
+                    headers,
+                    body: String::from_utf8_lossy(&out).into_owned(),
+                })
+            };
+            tokio::time::timeout(Duration::from_secs(10), fut)
+                .await
+                .map_err(|_| "timed out".to_owned())?
+        })
+    }
+}
