@@ -22,6 +22,11 @@
 #                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for wrk and backends
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output) for inspection
+#   H2=1          then the HTTP/2 comparison: benches/h2load.sh (h2load over TLS, ALPN h2) on the
+#                 chosen candidates it knows (haproxy, tether-fast, tether-pingora), with the same
+#                 DURATION, WARMUP, RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's
+#                 processes are stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its
+#                 report goes to benches/results-h2-<date>.md (see benches/h2load.sh --help)
 #   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether-fast 18083
 #   (admin 18093), tether-pingora 18084 (admin 18094), floor 18085; override with B1_PORT..B4_PORT
 #   HAPROXY_PORT NGINX_PORT TETHER_FAST_PORT TETHER_FAST_ADMIN_PORT TETHER_PINGORA_PORT
@@ -123,6 +128,8 @@ applies() { [[ $1 != floor || $2 == rr ]]; }
 # ---------------------------------------------------------------------------------------------
 # Tools (Debian packages).
 need_tools wrk haproxy nginx curl taskset
+[[ ${H2:-0} == [01] ]] || die "H2 must be 0 or 1"
+[[ ${H2:-0} == 0 ]] || need_tools h2load openssl
 HAPROXY=$(command -v haproxy)
 NGINX=$(command -v nginx)
 CLK_TCK=$(getconf CLK_TCK)
@@ -140,32 +147,6 @@ render() {
         "$1" >"$2"
 }
 
-# CPU ticks (utime+stime) of the given PIDs and their descendants.
-cpu_ticks() {
-    local total=0 pid p stat
-    local -a f
-    for pid in "$@"; do
-        for p in $(descendants "$pid"); do
-            stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-            stat=${stat##*) }
-            read -ra f <<<"$stat"
-            total=$((total + f[11] + f[12]))
-        done
-    done
-    echo "$total"
-}
-
-# Share of all CPUs busy over one second (from /proc/stat): other load skews every number here.
-cpu_busy_pct() {
-    local -a a b
-    local idle total=0 k
-    read -ra a </proc/stat
-    sleep 1
-    read -ra b </proc/stat
-    idle=$(((b[4] + b[5]) - (a[4] + a[5])))
-    for k in 1 2 3 4 5 6 7 8; do total=$((total + b[k] - a[k])); done
-    echo $((total > 0 ? 100 - 100 * idle / total : 0))
-}
 BUSY_BEFORE=$(cpu_busy_pct)
 if ((BUSY_BEFORE > 10)); then
     log "warning: the machine is ${BUSY_BEFORE}% busy before the benchmark; results will be noisy"
@@ -322,29 +303,6 @@ measure() { # CANDIDATE SCENARIO RUN
         cat "$out"
         printf '```\n\n'
     } >>"$RAW"
-}
-
-# The run (1..RUNS) with the median req/s for CANDIDATE/SCENARIO.
-median_run() {
-    local r
-    for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$1/$r]} $r"; done |
-        sort -g | awk '{ runs[NR] = $2 } END { print runs[int((NR + 1) / 2)] }'
-}
-
-# ratio_median ARRAY CANDIDATE SCENARIO: the median over rounds of ARRAY[cand/scen/r] ÷
-# ARRAY[haproxy/scen/r], each round's ratio taken within that round ("" without HAProxy).
-ratio_median() {
-    local -n arr=$1
-    local cand=$2 scen=$3 r a b
-    for ((r = 1; r <= RUNS; r++)); do
-        a=${arr[$cand/$scen/$r]:-}
-        b=${arr[haproxy/$scen/$r]:-}
-        [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || continue
-        awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.6f\n", a / b }'
-    done | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR == 0) exit
-              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-              printf "%.2f×", m }'
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -535,3 +493,20 @@ for p in "${PROXIES[@]}"; do
     [[ -n ${SKIPPED[$p]:-} ]] && echo "$p: skipped — ${SKIPPED[$p]}"
 done
 log "report written to $OUT"
+
+# ---------------------------------------------------------------------------------------------
+# H2=1: the HTTP/2 comparison, with this script's processes stopped first (no shared cores).
+if [[ ${H2:-0} == 1 ]]; then
+    h2_only=""
+    for p in "${PROXIES[@]}"; do
+        case $p in haproxy | tether-fast | tether-pingora) h2_only+=${h2_only:+,}$p ;; esac
+    done
+    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} is an HTTP/2 candidate (haproxy, tether-fast, tether-pingora)"
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    PIDS=()
+    read -ra h2_args <<<"${H2_ARGS:-}"
+    log "H2=1: benches/h2load.sh --only $h2_only ${h2_args[*]}"
+    DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS PROXY_CPU=$PROXY_CPU CLIENT_CPU=$CLIENT_CPU \
+        TETHER_BIN=$TETHER_BIN CLIENTS=${CLIENTS:-$CONNS} KEEP_TMP=${KEEP_TMP:-0} \
+        "$ROOT/benches/h2load.sh" --only "$h2_only" "${h2_args[@]}"
+fi

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared helpers of benches/load.sh, benches/idle.sh and benches/reload_load.sh (sourced, not run).
+# Shared helpers of benches/load.sh, benches/h2load.sh, benches/idle.sh and benches/reload_load.sh
+# (sourced, not run).
 #
 #   LOG_TAG=name; source benches/load/lib.sh; lib_init
 #
@@ -117,4 +118,56 @@ need_tools() { # TOOL...
     else
         die "missing ${missing[*]}: apt-get install -y ${pkgs[*]}"
     fi
+}
+
+# CPU ticks (utime+stime) of the given PIDs and their descendants.
+cpu_ticks() {
+    local total=0 pid p stat
+    local -a f
+    for pid in "$@"; do
+        for p in $(descendants "$pid"); do
+            stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+            stat=${stat##*) }
+            read -ra f <<<"$stat"
+            total=$((total + f[11] + f[12]))
+        done
+    done
+    echo "$total"
+}
+
+# Share of all CPUs busy over one second (from /proc/stat): other load skews every number here.
+cpu_busy_pct() {
+    local -a a b
+    local idle total=0 k
+    read -ra a </proc/stat
+    sleep 1
+    read -ra b </proc/stat
+    idle=$(((b[4] + b[5]) - (a[4] + a[5])))
+    for k in 1 2 3 4 5 6 7 8; do total=$((total + b[k] - a[k])); done
+    echo $((total > 0 ? 100 - 100 * idle / total : 0))
+}
+
+# Results of measured runs live in associative arrays keyed "candidate/scenario/run" (RPS holds
+# req/s); RUNS is the number of rounds (load.sh, h2load.sh).
+# median_run CANDIDATE/SCENARIO: the run (1..RUNS) with the median req/s.
+median_run() {
+    local r
+    for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$1/$r]} $r"; done |
+        sort -g | awk '{ runs[NR] = $2 } END { print runs[int((NR + 1) / 2)] }'
+}
+
+# ratio_median ARRAY CANDIDATE SCENARIO: the median over rounds of ARRAY[cand/scen/r] ÷
+# ARRAY[haproxy/scen/r], each round's ratio taken within that round ("" without HAProxy).
+ratio_median() {
+    local -n arr=$1
+    local cand=$2 scen=$3 r a b
+    for ((r = 1; r <= RUNS; r++)); do
+        a=${arr[$cand/$scen/$r]:-}
+        b=${arr[haproxy/$scen/$r]:-}
+        [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || continue
+        awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.6f\n", a / b }'
+    done | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR == 0) exit
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.2f×", m }'
 }
