@@ -268,9 +268,9 @@ measure() { # CANDIDATE PROTO RUN
 # Candidates: render config, validate, start pinned to PROXY_CPU; all side by side (an idle one
 # costs nothing) so that the rounds can interleave them, as load.sh does.
 declare -A VERSION SKIPPED PROXY_PID ENGINE
-VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | head -n1)
-VERSION[h2load]=$(h2load --version 2>&1 | head -n1 || true)
-VERSION[openssl]=$(openssl version 2>&1 | head -n1)
+VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | sed -n 1p)
+VERSION[h2load]=$(h2load --version 2>&1 | sed -n 1p || true)
+VERSION[openssl]=$(openssl version 2>&1 | sed -n 1p)
 
 skip() { # CANDIDATE REASON
     SKIPPED[$1]=$2
@@ -293,7 +293,7 @@ start_proxy() { # CANDIDATE
                 skip "$proxy" "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
                 return 0
             fi
-            VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | head -n1 || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
+            VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | sed -n 1p || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
             render "$LOAD_DIR/tether-h2.toml" "$PREFIX/tether.toml"
             if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2

@@ -310,9 +310,9 @@ measure() { # CANDIDATE SCENARIO RUN
 # idle proxy costs nothing), so that the measured runs can be interleaved: round after round,
 # every candidate in turn, which spreads drifting background load over all of them.
 declare -A VERSION SKIPPED NOTE PROXY_PID PROXY_PORT ENGINE
-VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | head -n1)
-VERSION[nginx]=$("$NGINX" -v 2>&1 | head -n1)
-VERSION[wrk]=$(wrk --version 2>&1 | head -n1 || true)
+VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | sed -n 1p)
+VERSION[nginx]=$("$NGINX" -v 2>&1 | sed -n 1p)
+VERSION[wrk]=$(wrk --version 2>&1 | sed -n 1p || true)
 NOTE[nginx]="cookie scenario: \`hash \$cookie_bench_sid consistent\` (NGINX OSS has no cookie insert)"
 
 skip() { # CANDIDATE REASON
@@ -359,7 +359,7 @@ start_proxy() { # CANDIDATE
                 skip "$proxy" "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
                 return 0
             fi
-            VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | head -n1 || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
+            VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | sed -n 1p || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
             render "$LOAD_DIR/tether.toml" "$PREFIX/tether.toml"
             if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2
