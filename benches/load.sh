@@ -39,6 +39,14 @@
 #                        insert a cookie, so it hashes a client cookie (hash $cookie_bench_sid
 #                        consistent) instead — marked in the table
 #   hash    GET /hash    consistent hash of "X-User: user-<random>" (benches/load/hash.lua)
+# Gateway scenarios (tether only; --scenarios rr,rl-local,...): the rr pool behind one more stage
+# (benches/load/tether-gateway.toml); the report adds each one's CPU µs/req minus rr's in the same
+# round (median over rounds) — the cost of that stage:
+#   rl-local   a local rate limit keyed on X-User (never refusing)
+#   rl-redis   the same limit with store = "redis" (a redis-server the script starts on CLIENT_CPU,
+#              port REDIS_PORT=16379)
+#   jwt-hs256  an HS256 JWT check (secret_file), wrk sends a valid Bearer token
+#   jwt-rs256  an RS256 JWT check (key_file, RSA 2048)
 #
 # All candidates run side by side (idle ones cost nothing). Per candidate × scenario: a functional
 # check with curl (round-robin reaches all four backends, the cookie/hash key sticks and hashing
@@ -82,6 +90,8 @@ FLOOR_PORT=${FLOOR_PORT:-18085}
 ALL_CANDIDATES=(haproxy nginx floor tether-fast tether-pingora)
 ONLY=$(IFS=,; echo "${ALL_CANDIDATES[*]}")
 SCENARIOS=rr,cookie,hash
+GATEWAY=0
+REDIS_PORT=${REDIS_PORT:-16379}
 OUT=
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
@@ -112,7 +122,11 @@ PROXIES=()
 for p in "${ALL_CANDIDATES[@]}"; do [[ $chosen == *" $p "* ]] && PROXIES+=("$p"); done
 ((${#PROXIES[@]})) || { echo "--only: no candidate given" >&2; exit 2; }
 for s in "${SCENS[@]}"; do
-    case $s in rr | cookie | hash) ;; *) echo "unknown scenario '$s' (rr, cookie, hash)" >&2; exit 2 ;; esac
+    case $s in
+        rr | cookie | hash) ;;
+        rl-local | rl-redis | jwt-hs256 | jwt-rs256) GATEWAY=1 ;;
+        *) echo "unknown scenario '$s' (rr, cookie, hash, rl-local, rl-redis, jwt-hs256, jwt-rs256)" >&2; exit 2 ;;
+    esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 STAMP=$(date +%Y-%m-%d-%H%M%S)
@@ -123,7 +137,12 @@ LOG_TAG=load
 source "$LOAD_DIR/lib.sh"
 
 # Whether CANDIDATE serves SCENARIO at all (the floor only round-robins).
-applies() { [[ $1 != floor || $2 == rr ]]; }
+applies() {
+    case $2 in
+        rl-* | jwt-*) [[ $1 == tether-* ]] ;;
+        *) [[ $1 != floor || $2 == rr ]] ;;
+    esac
+}
 
 # ---------------------------------------------------------------------------------------------
 # Tools (Debian packages).
@@ -144,6 +163,7 @@ render() {
         -e "s#@B3@#127.0.0.1:$B3_PORT#g" -e "s#@B4@#127.0.0.1:$B4_PORT#g" \
         -e "s#@LISTEN@#127.0.0.1:$PORT#g" -e "s#@ADMIN@#127.0.0.1:${ADMIN_PORT:-0}#g" \
         -e "s#@PREFIX@#$PREFIX#g" -e "s#@PORT@#$PORT#g" -e "s#@BODY@#${BODY:-}#g" \
+        -e "s#@GW@#$TMP/gateway#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
         "$1" >"$2"
 }
 
@@ -216,6 +236,19 @@ check_scenario() { # PORT SCENARIO → prints a short verdict
                 echo "ok: no Set-Cookie, sticky on bench_sid"
             fi
             ;;
+        rl-* | jwt-*)
+            wrk_args "$scen" "$port"
+            for i in 1 2 3 4 5 6 7 8; do seen+="$(body "${WRK_SCRIPT[@]}" "$url")"; done
+            local refused
+            refused=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "$url" || true)
+            if ! all_backends "$seen"; then
+                echo "FAIL: $scen saw '$seen'"
+            elif [[ $scen == jwt-* && $refused != 401 ]]; then
+                echo "FAIL: no token answered $refused, not 401"
+            else
+                echo "ok: reaches all 4${refused:+, no token/key → $refused}"
+            fi
+            ;;
         hash)
             # 40 keys: the chance that a fair hash leaves one of 4 backends unused is 4·0.75⁴⁰ ≈ 4e-5.
             local all="" bad=0
@@ -249,6 +282,8 @@ wrk_args() {
             WRK_SCRIPT_ARGS=(-- "$(bench_cookie "$2")")
             ;;
         hash) WRK_SCRIPT=(-s "$LOAD_DIR/hash.lua") ;;
+        rl-*) WRK_SCRIPT=(-H "X-User: bench-user") ;;
+        jwt-*) WRK_SCRIPT=(-H "Authorization: Bearer ${TOKEN[$1]}") ;;
     esac
 }
 
@@ -361,6 +396,10 @@ start_proxy() { # CANDIDATE
             fi
             VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | sed -n 1p || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
             render "$LOAD_DIR/tether.toml" "$PREFIX/tether.toml"
+            if ((GATEWAY)); then
+                render "$LOAD_DIR/tether-gateway.toml" "$PREFIX/gateway.toml"
+                cat "$PREFIX/gateway.toml" >>"$PREFIX/tether.toml"
+            fi
             if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2
                 skip "$proxy" "\`tether check\` rejected benches/load/tether.toml (errors above)"
@@ -384,6 +423,35 @@ start_proxy() { # CANDIDATE
     fi
     log "$proxy up on 127.0.0.1:$PORT (pid $STARTED_PID, CPU $PROXY_CPU)"
 }
+
+# Gateway scenarios: keys, tokens and a Redis for the stages of benches/load/tether-gateway.toml.
+declare -A TOKEN
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+gateway_setup() {
+    local gw=$TMP/gateway head payload
+    mkdir -p "$gw"
+    need_tools openssl redis-server
+    head -c 32 /dev/urandom | base64 -w0 >"$gw/hs256.secret"
+    openssl genrsa -out "$gw/rs256.pem" 2048 2>/dev/null
+    openssl rsa -in "$gw/rs256.pem" -pubout -out "$gw/rs256.pub.pem" 2>/dev/null
+    payload=$(printf '{"sub":"bench-user","exp":%d}' $(($(date +%s) + 31536000)) | b64url)
+    head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+    TOKEN[jwt-hs256]="$head.$payload.$(printf '%s' "$head.$payload" |
+        openssl dgst -sha256 -mac HMAC -macopt "key:$(cat "$gw/hs256.secret")" -binary | b64url)"
+    head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+    TOKEN[jwt-rs256]="$head.$payload.$(printf '%s' "$head.$payload" |
+        openssl dgst -sha256 -sign "$gw/rs256.pem" -binary | b64url)"
+    start_bg redis "$CLIENT_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save '' --appendonly no --dir "$gw"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    VERSION[redis]=$(redis-server --version | sed -n 1p)
+    log "gateway: HS256 and RS256 tokens, redis on 127.0.0.1:$REDIS_PORT (CPU $CLIENT_CPU)"
+}
+((GATEWAY)) && gateway_setup
 
 ACTIVE=()
 for p in "${PROXIES[@]}"; do
@@ -464,6 +532,24 @@ report() {
     echo
     echo "errors: non-2xx responses + socket errors, summed over all $RUNS measured run(s)."
     echo
+    if ((GATEWAY)) && [[ " ${SCENS[*]} " == *" rr "* ]]; then
+        echo "Gateway stage cost: CPU µs/req of the scenario minus rr's, same candidate and round, median over the $RUNS round(s) (${VERSION[redis]:-})"
+        echo
+        echo "| candidate | stage | +CPU µs/req (median) | per round |"
+        echo "|---|---|---:|---|"
+        for s in "${SCENS[@]}"; do
+            [[ $s == rl-* || $s == jwt-* ]] || continue
+            for p in "${PROXIES[@]}"; do
+                [[ $p == tether-* && -z ${SKIPPED[$p]:-} ]] || continue
+                local deltas
+                deltas=$(for ((r = 1; r <= RUNS; r++)); do
+                    awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/rr/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
+                done)
+                echo "| $p | $s | $(sort -g <<<"$deltas" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }') | $(tr '\n' ' ' <<<"$deltas") |"
+            done
+        done
+        echo
+    fi
     if [[ " ${PROXIES[*]} " == *" nginx "* && " ${SCENS[*]} " == *" cookie "* ]]; then
         echo "¹ ${NOTE[nginx]}."
         echo
