@@ -345,7 +345,11 @@ impl Fast {
                             // The new backend's circuit-breaker slot, waiting for it if full.
                             if let Err(r) = pick::admit(ex, s, client).await {
                                 let status = if r == Refusal::Gone { 0 } else { 503 };
-                                return Err(Failed::local(status, Some(r.retry_after()), r.as_str()));
+                                return Err(Failed::local(
+                                    status,
+                                    Some(r.retry_after()),
+                                    r.as_str(),
+                                ));
                             }
                             continue;
                         }
@@ -581,14 +585,12 @@ impl pick::Client for ServerSession {
         self.req_header()
     }
 
-    fn gone(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        async move {
-            if self.is_body_done() {
-                // Resolves only with an error: the client closed (or broke) the connection.
-                let _ = self.read_body_or_idle(true).await;
-            } else {
-                std::future::pending::<()>().await
-            }
+    async fn gone(&mut self) {
+        if self.is_body_done() {
+            // Resolves only with an error: the client closed (or broke) the connection.
+            let _ = self.read_body_or_idle(true).await;
+        } else {
+            std::future::pending::<()>().await
         }
     }
 }

@@ -295,18 +295,16 @@ impl pick::Client for Session {
         self.req_header()
     }
 
-    fn gone(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        async move {
-            let d = self.as_downstream_mut();
-            if d.as_http2().is_some() {
-                if let Some(idle) = d.watch_h2_stream_close() {
-                    let _ = idle.await;
-                }
-            } else if d.is_body_done() {
-                let _ = d.read_body_or_idle(true).await;
-            } else {
-                std::future::pending::<()>().await
+    async fn gone(&mut self) {
+        let d = self.as_downstream_mut();
+        if d.as_http2().is_some() {
+            if let Some(idle) = d.watch_h2_stream_close() {
+                let _ = idle.await;
             }
+        } else if d.is_body_done() {
+            let _ = d.read_body_or_idle(true).await;
+        } else {
+            std::future::pending::<()>().await
         }
     }
 }

@@ -125,7 +125,10 @@ impl Lane {
     fn take(&self, cap: u32) -> bool {
         let mut cur = self.busy.load(SeqCst);
         while cur < cap {
-            match self.busy.compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst) {
+            match self
+                .busy
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -499,7 +502,9 @@ impl Breaker {
                 let view = pool.view.load();
                 let n = self.lanes.len() as u32;
                 (0..n).map(|k| (first + k) % n).find(|&i| {
-                    !tried.contains(&i) && usable_any(pool, &view, i) && self.lanes[i as usize].take(cap)
+                    !tried.contains(&i)
+                        && usable_any(pool, &view, i)
+                        && self.lanes[i as usize].take(cap)
                 })
             }
         }
@@ -692,7 +697,11 @@ mod tests {
         assert_eq!(s.pools[0].metrics.duration.get_sample_count(), 0);
         for (n, t) in waiters.iter_mut().enumerate() {
             b.release(0);
-            assert_eq!(now(t).await, Some(Verdict::Granted(0)), "waiter {n} is next");
+            assert_eq!(
+                now(t).await,
+                Some(Verdict::Granted(0)),
+                "waiter {n} is next"
+            );
             assert_eq!(b.in_use(0), 2, "a handed-over slot never frees in between");
         }
         assert!(b.queue().is_empty());
@@ -734,7 +743,11 @@ mod tests {
         let mut unpinned = wait(b, &s, any(0));
         b.release(1);
         assert_eq!(now(&mut unpinned).await, Some(Verdict::Granted(1)));
-        assert_eq!(now(&mut pinned).await, None, "a pinned waiter only takes its own");
+        assert_eq!(
+            now(&mut pinned).await,
+            None,
+            "a pinned waiter only takes its own"
+        );
         assert_eq!(s.pools[0].backends.len(), 3);
     }
 
@@ -804,7 +817,11 @@ mod tests {
         }
         s.pools[0].refresh();
         assert_eq!(now(&mut on0).await, Some(Verdict::Repick));
-        assert_eq!(now(&mut on1).await, None, "the other backend's waiter stays");
+        assert_eq!(
+            now(&mut on1).await,
+            None,
+            "the other backend's waiter stays"
+        );
         // Re-joining keeps the place: ahead of a newer waiter for the same backend.
         let place = on0.seq();
         drop(on0);
@@ -813,7 +830,12 @@ mod tests {
             Enqueued::Wait(t) => t,
             _ => panic!("waits"),
         };
-        eprintln!("seqs: again {} on1 {} newer {}", again.seq(), on1.seq(), newer.seq());
+        eprintln!(
+            "seqs: again {} on1 {} newer {}",
+            again.seq(),
+            on1.seq(),
+            newer.seq()
+        );
         b.release(1);
         assert_eq!(now(&mut again).await, Some(Verdict::Granted(1)));
         assert_eq!(now(&mut on1).await, None);
@@ -836,9 +858,15 @@ mod tests {
         let _pinned = wait(b, &s, Want::Pinned(0));
         let _any = wait(b, &s, any(0));
         assert_eq!(metrics.queue_length.with_label_values(&["p"]).get(), 2);
-        assert_eq!(metrics.backend_queued.with_label_values(&["p", "a"]).get(), 1);
+        assert_eq!(
+            metrics.backend_queued.with_label_values(&["p", "a"]).get(),
+            1
+        );
         drop(_pinned);
-        assert_eq!(metrics.backend_queued.with_label_values(&["p", "a"]).get(), 0);
+        assert_eq!(
+            metrics.backend_queued.with_label_values(&["p", "a"]).get(),
+            0
+        );
         b.refused(Refused::Timeout);
         assert_eq!(
             metrics

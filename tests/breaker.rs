@@ -209,7 +209,11 @@ fn the_cap_holds_at_the_backend_and_waiters_get_in_in_arrival_order() {
     for h in first.into_iter().chain(waiters) {
         ok(h);
     }
-    assert_eq!(b.gate.max_in_flight(), 2, "the backend never saw more than max_in_flight");
+    assert_eq!(
+        b.gate.max_in_flight(),
+        2,
+        "the backend never saw more than max_in_flight"
+    );
     assert_eq!(
         t.metric_sum("tether_queue_rejections_total", &[("pool", "p")]),
         0.0
@@ -258,7 +262,11 @@ fn a_full_queue_refuses_at_once_and_a_long_wait_times_out() {
         Some(1.0)
     );
     wait_queue(&t, 0);
-    assert_eq!(b.gate.arrivals(), vec!["/held"], "neither refusal reached the backend");
+    assert_eq!(
+        b.gate.arrivals(),
+        vec!["/held"],
+        "neither refusal reached the backend"
+    );
     b.gate.open();
     ok(held);
     assert_eq!(get(&t.url("/after"), &[]).status, 200, "no slot leaked");
@@ -378,7 +386,10 @@ fn a_pinned_waiter_follows_its_session_when_the_backend_goes_into_maint() {
     assert_eq!(r.status, 200, "{r:?}");
     let r = ok(pinned);
     assert_eq!(r.backend(), Some("b"), "migrated instead of waiting: {r:?}");
-    assert!(r.set_cookie("tether_p").is_some(), "the cookie names the new home");
+    assert!(
+        r.set_cookie("tether_p").is_some(),
+        "the cookie names the new home"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "re-picked at once, not at queue_timeout: {:?}",
@@ -387,7 +398,12 @@ fn a_pinned_waiter_follows_its_session_when_the_backend_goes_into_maint() {
     assert_eq!(
         t.metric_sum(
             "tether_affinity_migrations_total",
-            &[("pool", "p"), ("from", "a"), ("to", "b"), ("reason", "maint")]
+            &[
+                ("pool", "p"),
+                ("from", "a"),
+                ("to", "b"),
+                ("reason", "maint")
+            ]
         ),
         1.0
     );
@@ -407,7 +423,8 @@ fn a_client_that_goes_away_leaves_the_queue_and_leaks_no_slot() {
     let held = spawn_get(&t, "/held", &[]);
     wait_arrivals(&b.gate, 1);
     let (mut s, _r) = client(&t);
-    s.write_all(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     wait_queue(&t, 1);
     let started = Instant::now();
     drop(s);
@@ -423,7 +440,11 @@ fn a_client_that_goes_away_leaves_the_queue_and_leaks_no_slot() {
     ok(held);
     let r = ok(waiter);
     assert_eq!(r.body, "/next");
-    assert_eq!(b.gate.arrivals(), vec!["/held", "/next"], "the gone one never reached it");
+    assert_eq!(
+        b.gate.arrivals(),
+        vec!["/held", "/next"],
+        "the gone one never reached it"
+    );
     assert_eq!(get(&t.url("/after"), &[]).status, 200, "no slot leaked");
     assert_eq!(
         t.metric_sum("tether_queue_rejections_total", &[("pool", "p")]),
@@ -470,7 +491,12 @@ fn waiters_survive_a_reload_and_a_removed_backend_sends_its_waiters_on() {
     });
     // a's waiter re-picks at once: its session's new home is b, where it queues behind b's
     // own waiter (both keep their places).
-    assert_eq!(queue_length(&t), 2.0, "nobody dropped out:\n{}", t.metrics());
+    assert_eq!(
+        queue_length(&t),
+        2.0,
+        "nobody dropped out:\n{}",
+        t.metrics()
+    );
     wait_for("a's waiter now waits for b", PATIENCE, || {
         t.metric("tether_backend_queued", &[("pool", "p"), ("backend", "b")]) == Some(2.0)
     });
@@ -500,4 +526,39 @@ fn waiters_survive_a_reload_and_a_removed_backend_sends_its_waiters_on() {
         t.metric_sum("tether_queue_rejections_total", &[("pool", "p")]),
         0.0
     );
+}
+
+#[test]
+fn after_a_connect_failure_the_request_waits_for_a_slot_on_the_next_backend() {
+    let a = Gated::start("a");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let cfg = config(
+        "round_robin",
+        "max_in_flight = 1\nqueue_timeout = \"4s\"",
+        &[("a", &a)],
+    )
+    .replace("retries = 0", "retries = 1")
+        + &format!("[[pool.p.backend]]\nid = \"dead\"\naddr = \"{dead}\"\n");
+    let t = Tether::start(&cfg);
+    // Whichever backend round robin picks, the request ends on a (directly, or after dead
+    // refused the connection).
+    let held = spawn_get(&t, "/held", &[]);
+    wait_arrivals(&a.gate, 1);
+    // The next one fails over to a too, finds it full and waits there (the slot it had on
+    // dead was given back).
+    let next = spawn_get(&t, "/next", &[]);
+    wait_for("a connect failure on dead", PATIENCE, || {
+        t.metric_sum(
+            "tether_upstream_connect_failures_total",
+            &[("pool", "p"), ("backend", "dead")],
+        ) >= 1.0
+            && queue_length(&t) == 1.0
+    });
+    assert_eq!(a.gate.arrivals(), vec!["/held"]);
+    a.gate.open();
+    ok(held);
+    let r = ok(next);
+    assert_eq!(r.backend(), Some("a"));
+    assert_eq!(a.gate.max_in_flight(), 1, "the failover respected a's cap");
+    wait_queue(&t, 0);
 }
