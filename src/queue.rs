@@ -27,7 +27,8 @@
 //! - **Across reloads.** [`Queues`] (in the backend registry) keeps one queue per pool name and
 //!   one lane per (pool, backend id): requests of old and new snapshots share the counts, so the
 //!   cap holds during a reload, and the waiters of a pool that keeps its breaker stay in line.
-//!   Each request uses the limits of its own snapshot. A waiter stays on the snapshot it started
+//!   The cap is the current configuration's (a raised one lets waiters in at once); the queue's
+//!   size and timeout are those of each request's own snapshot. A waiter stays on the snapshot it started
 //!   with (DESIGN.md §7); a backend that leaves the pool no longer takes anyone from the queue,
 //!   and its pinned waiters re-pick.
 
@@ -72,19 +73,20 @@ impl Queues {
     }
 
     /// The queue of `pool`, created (with its metric series) if new.
-    pub fn get_or_create(&self, m: &Metrics, pool: &str) -> Arc<Queue> {
+    pub fn get_or_create(&self, m: &Metrics, pool: &str, opts: &BreakerOpts) -> Arc<Queue> {
         let mut map = lock(&self.map);
         if let Some(q) = map.get(pool) {
             return q.clone();
         }
-        let q = Arc::new(Queue::new(m, pool));
+        let q = Arc::new(Queue::new(m, pool, opts.max_in_flight));
         map.insert(q.pool.clone(), q.clone());
         q
     }
 
     /// After `snap` was installed: each queue it uses learns its pool's backends (a backend that
     /// left stops taking waiters, and its pinned waiters re-pick; a raised cap or a new backend
-    /// lets waiters in); queues of pools that no longer have a breaker are dropped, with their
+    /// lets waiters in — the cap is always the current configuration's, for the requests of
+    /// older snapshots too); queues of pools that no longer have a breaker are dropped, with their
     /// metric series. Their remaining waiters stay on their own snapshot and are served as its
     /// requests finish, or time out. Off the request path.
     pub fn installed(&self, snap: &Snapshot) {
@@ -92,6 +94,7 @@ impl Queues {
         let mut kept = Vec::new();
         for p in &snap.pools {
             if let Some(b) = &p.breaker {
+                b.queue.cap.store(b.opts.max_in_flight, SeqCst);
                 b.queue.members(&b.lanes);
                 kept.push(b.queue.clone());
             }
@@ -145,6 +148,8 @@ impl Lane {
 /// One pool's queue of waiters.
 pub struct Queue {
     pool: Arc<str>,
+    /// `max_in_flight` of the current configuration (for every request, whatever its snapshot).
+    cap: AtomicU32,
     /// Waiters in `inner.entries`; read without the lock to keep the hot path lock-free.
     waiting: AtomicUsize,
     inner: Mutex<Inner>,
@@ -207,9 +212,10 @@ pub enum Enqueued {
 }
 
 impl Queue {
-    fn new(m: &Metrics, pool: &str) -> Queue {
+    fn new(m: &Metrics, pool: &str, cap: u32) -> Queue {
         Queue {
             pool: pool.into(),
+            cap: AtomicU32::new(cap),
             waiting: AtomicUsize::new(0),
             inner: Mutex::new(Inner::default()),
             length: m.queue_length.with_label_values(&[pool]),
@@ -399,6 +405,11 @@ impl Entry {
             Some(l) if Arc::ptr_eq(l, lane) => hint,
             _ => b.lanes.iter().position(|l| Arc::ptr_eq(l, lane))? as u32,
         };
+        // A slot handed over keeps the count: above a cap lowered by a reload, it is not handed
+        // over but freed.
+        if lane.busy.load(SeqCst) > b.queue.cap.load(SeqCst) {
+            return None;
+        }
         match &self.want {
             Want::Pinned(p) => (*p == i).then_some(i),
             Want::Any { tried, .. } => {
@@ -429,7 +440,8 @@ impl Breaker {
 
     /// A slot on backend `i` if one is free and nobody waits: the lock-free hot path.
     pub fn try_take(&self, i: u32) -> bool {
-        self.queue.waiting.load(SeqCst) == 0 && self.lanes[i as usize].take(self.opts.max_in_flight)
+        self.queue.waiting.load(SeqCst) == 0
+            && self.lanes[i as usize].take(self.queue.cap.load(SeqCst))
     }
 
     /// Gives back a slot on backend `i`: handed to the oldest waiter that can use it, if any.
@@ -495,7 +507,7 @@ impl Breaker {
 
     /// A free slot for `want` in `pool` (this breaker's pool), taken.
     fn find_free(&self, pool: &Pool, want: &Want) -> Option<u32> {
-        let cap = self.opts.max_in_flight;
+        let cap = self.queue.cap.load(SeqCst);
         match want {
             Want::Pinned(i) => self.lanes[*i as usize].take(cap).then_some(*i),
             Want::Any { first, tried } => {
@@ -842,6 +854,73 @@ mod tests {
         b.release(1);
         assert_eq!(now(&mut on1).await, Some(Verdict::Granted(1)));
         assert_eq!(now(&mut newer).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_queue_and_counts_and_drops_what_left() {
+        let conf = |pools: &str| {
+            crate::config::parse(
+                &format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[[route]]\npool = \"p\"\n{pools}"),
+                None,
+            )
+            .unwrap()
+        };
+        let p = |cap: u32, ids: &[&str]| {
+            let mut t = format!("[pool.p]\npolicy = \"round_robin\"\n[pool.p.circuit_breaker]\nmax_in_flight = {cap}\n");
+            for (n, id) in ids.iter().enumerate() {
+                t.push_str(&format!(
+                    "[[pool.p.backend]]\nid = \"{id}\"\naddr = \"127.0.0.1:{}\"\n",
+                    10 + n
+                ));
+            }
+            t
+        };
+        let q = "[[route]]\npath_prefix = \"/q\"\npool = \"q\"\n[pool.q]\npolicy = \"round_robin\"\n\
+                 [pool.q.circuit_breaker]\nmax_in_flight = 1\n[[pool.q.backend]]\nid = \"x\"\naddr = \"127.0.0.1:20\"\n";
+        let metrics = Arc::new(Metrics::new());
+        let store = crate::snapshot::Store::new(
+            conf(&format!("{}{q}", p(1, &["a", "b"]))),
+            Arc::new(Registry::new(metrics.clone())),
+        );
+        let old = store.load();
+        let b = breaker(&old);
+        assert!(b.try_take(0) && b.try_take(1));
+        let mut waiter = wait(b, &old, Want::Pinned(0));
+        let mut on_b = wait(b, &old, Want::Pinned(1));
+        old.pool("q")
+            .unwrap()
+            .breaker
+            .as_ref()
+            .unwrap()
+            .refused(Refused::Full);
+        // The new generation: p keeps a (cap 2) and loses b; q is gone.
+        let (new, _) = store.install(conf(&p(2, &["a"])));
+        assert_eq!(
+            now(&mut waiter).await,
+            Some(Verdict::Granted(0)),
+            "the raised cap lets it in"
+        );
+        assert_eq!(
+            now(&mut on_b).await,
+            Some(Verdict::Repick),
+            "b left the pool"
+        );
+        let nb = breaker(&new);
+        assert_eq!(
+            nb.in_use(0),
+            2,
+            "the count is shared with the old snapshot's requests"
+        );
+        assert!(!nb.try_take(0));
+        b.release(1); // b's last request ends: nobody takes a removed backend's slot
+        assert_eq!(b.in_use(1), 0);
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(!text.contains("pool=\"q\""), "q's series are gone:\n{text}");
+        assert!(
+            !text.contains("backend=\"b\",pool=\"p\""),
+            "b's queue series is gone:\n{text}"
+        );
+        assert!(text.contains("tether_queue_length{pool=\"p\"} 0"), "{text}");
     }
 
     #[tokio::test]

@@ -342,7 +342,7 @@ fn build_pool(
     let ids: Vec<Arc<str>> = backends.iter().map(|b| b.id.clone()).collect();
     let metrics = PoolMetrics::new(m, &pc.name, &ids);
     let breaker = pc.circuit_breaker.map(|opts| {
-        let queue = registry.queues().get_or_create(m, &pc.name);
+        let queue = registry.queues().get_or_create(m, &pc.name, &opts);
         crate::queue::Breaker::new(queue, ids.iter(), opts)
     });
     Pool {
