@@ -398,6 +398,8 @@ pub struct Registry {
     /// Set once the first snapshot is built: backends created after that were added by a
     /// reload, and slow start ramps them up.
     started: std::sync::atomic::AtomicBool,
+    /// Circuit-breaker queues and slot counts, by pool (DESIGN.md §13).
+    queues: crate::queue::Queues,
 }
 
 impl Registry {
@@ -407,7 +409,12 @@ impl Registry {
             inner: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             started: false.into(),
+            queues: crate::queue::Queues::new(),
         }
+    }
+
+    pub fn queues(&self) -> &crate::queue::Queues {
+        &self.queues
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -61,6 +61,10 @@ pub struct Upstream {
     pub upstream_time: Option<Duration>,
     /// The backend whose in-flight gauge this request holds.
     held: Option<u32>,
+    /// The backend whose circuit-breaker slot this request holds (pools with
+    /// `[circuit_breaker]`): taken by the pick stage, given back by [`Exchange::release`] —
+    /// also on drop.
+    pub slot: Option<u32>,
 }
 
 /// One request, from its head being read to its account.
@@ -124,11 +128,14 @@ impl Exchange {
         }
     }
 
-    /// Gives back the in-flight slot (also done on drop).
+    /// Gives back the in-flight slot and the circuit-breaker slot (also done on drop).
     pub fn release(&mut self) {
         if let Some((pool, u)) = self.upstream() {
             if let Some(old) = u.held.take() {
                 pool.backends[old as usize].state.metrics.in_flight.dec();
+            }
+            if let (Some(i), Some(b)) = (u.slot.take(), &pool.breaker) {
+                b.release(i);
             }
         }
     }
@@ -154,6 +161,7 @@ impl Upstream {
             sent_at: None,
             upstream_time: None,
             held: None,
+            slot: None,
         }
     }
 
@@ -179,15 +187,24 @@ mod tests {
     use crate::select::Outcome;
 
     fn snapshot() -> Arc<Snapshot> {
-        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[[route]]\npool = \"p\"\n\
-                    [pool.p]\npolicy = \"round_robin\"\n[[pool.p.backend]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n";
-        let config = crate::config::parse(text, None).expect("valid test config");
+        snapshot_with("")
+    }
+
+    fn snapshot_with(extra: &str) -> Arc<Snapshot> {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n[[route]]\npool = \"p\"\n\
+                    [pool.p]\npolicy = \"round_robin\"\n{extra}\n[[pool.p.backend]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n");
+        let config = crate::config::parse(&text, None).expect("valid test config");
         let registry = Registry::new(Arc::new(Metrics::new()));
         Arc::new(Snapshot::build(Arc::new(config), &registry, 1, None))
     }
 
+    /// Tests that create exchanges run one at a time: they check the process-wide
+    /// [`ACTIVE_REQUESTS`].
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_panicking_stage_leaves_no_gauge_off_by_one() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let snap = snapshot();
         let gauge = &snap.pools[0].backends[0].state.metrics.in_flight;
         let active = ACTIVE_REQUESTS.load(Ordering::Relaxed);
@@ -214,5 +231,72 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(gauge.get(), 0, "the in-flight slot was given back");
         assert_eq!(ACTIVE_REQUESTS.load(Ordering::Relaxed), active);
+    }
+
+    #[test]
+    fn a_panicking_stage_hands_its_breaker_slot_to_the_next_waiter() {
+        use crate::queue::{Enqueued, Verdict, Want};
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = snapshot_with("[pool.p.circuit_breaker]\nmax_in_flight = 1");
+        let b = snap.pools[0].breaker.as_ref().expect("a breaker");
+        let s = snap.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut ex = Exchange::new(
+                s,
+                http::HeaderValue::from_static("id"),
+                Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
+            );
+            let mut u = Upstream::new(
+                0,
+                Decision {
+                    backend: 0,
+                    outcome: Outcome::None,
+                    issue: None,
+                    session: None,
+                },
+            );
+            assert!(ex.snap.pools[0].breaker.as_ref().unwrap().try_take(0));
+            u.slot = Some(0);
+            ex.stage = Stage::Upstream(u);
+            panic!("a stage failed");
+        }));
+        assert!(r.is_err());
+        assert_eq!(b.in_use(0), 0, "the breaker slot was given back");
+        assert!(b.try_take(0));
+        let mut waiter = match b.enqueue(&snap, 0, Want::Pinned(0), None) {
+            Enqueued::Wait(t) => t,
+            _ => panic!("the backend is full"),
+        };
+        let s = snap.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut ex = Exchange::new(
+                s,
+                http::HeaderValue::from_static("id"),
+                Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
+            );
+            let mut u = Upstream::new(
+                0,
+                Decision {
+                    backend: 0,
+                    outcome: Outcome::None,
+                    issue: None,
+                    session: None,
+                },
+            );
+            u.slot = Some(0); // the slot taken above
+            ex.stage = Stage::Upstream(u);
+            panic!("a stage failed");
+        }));
+        assert!(r.is_err());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let verdict = rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            waiter.wait(deadline).await
+        });
+        assert_eq!(verdict, Verdict::Granted(0));
+        assert_eq!(b.in_use(0), 1, "handed over, not freed");
     }
 }

@@ -27,7 +27,7 @@ use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
-use crate::pick::{self, Picked, Retry};
+use crate::pick::{self, Picked, Refusal, Retry};
 use crate::proxy::Proxy;
 use crate::read::{self, NoHead, Reject};
 use crate::respond;
@@ -295,8 +295,16 @@ impl Fast {
                 return Ok(Next::Close);
             }
         }
-        if let Picked::NoBackend { retry_after } = pick::pick(ex, ri, s.req_header(), client) {
-            return local_answer(ex, s, 503, Some(retry_after)).await;
+        match pick::pick(ex, ri, s.req_header(), client) {
+            Picked::Backend => {}
+            Picked::NoBackend { retry_after } => {
+                return local_answer(ex, s, 503, Some(retry_after)).await
+            }
+            Picked::Queued => match pick::admit(ex, s, client).await {
+                Ok(()) => {}
+                Err(Refusal::Gone) => return Err(Failed::local(0, None, Refusal::Gone.as_str())),
+                Err(r) => return local_answer(ex, s, 503, Some(r.retry_after())).await,
+            },
         }
         self.forward(ex, s, client).await
     }
@@ -334,6 +342,15 @@ impl Fast {
                     match pick::fail_over(ex, s.req_header(), client) {
                         Retry::Next => {
                             fresh_only = false;
+                            // The new backend's circuit-breaker slot, waiting for it if full.
+                            if let Err(r) = pick::admit(ex, s, client).await {
+                                let status = if r == Refusal::Gone { 0 } else { 503 };
+                                return Err(Failed::local(
+                                    status,
+                                    Some(r.retry_after()),
+                                    r.as_str(),
+                                ));
+                            }
                             continue;
                         }
                         // Each failed connection was counted when it failed.
@@ -557,6 +574,24 @@ impl Fast {
             }
         }
         Relayed::Failed(Failed::from(e))
+    }
+}
+
+/// The client side of a request waiting in the circuit-breaker queue: a client that closes its
+/// connection is seen once its request body is done (reading for that then takes nothing that
+/// would be forwarded: bytes of a pipelined next request are kept for it).
+impl pick::Client for ServerSession {
+    fn head(&self) -> &RequestHeader {
+        self.req_header()
+    }
+
+    async fn gone(&mut self) {
+        if self.is_body_done() {
+            // Resolves only with an error: the client closed (or broke) the connection.
+            let _ = self.read_body_or_idle(true).await;
+        } else {
+            std::future::pending::<()>().await
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 19] = [
     "tether_outlier_ejections_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
@@ -51,6 +51,9 @@ pub const NAMES: [&str; 16] = [
     "tether_config_last_reload_successful",
     "tether_config_generation",
     "tether_build_info",
+    "tether_queue_length",
+    "tether_backend_queued",
+    "tether_queue_rejections_total",
 ];
 
 pub struct Metrics {
@@ -71,6 +74,10 @@ pub struct Metrics {
     /// `tether_downstream_rejected_total`, indexed like [`crate::read::REASONS`].
     pub rejected: [IntCounter; 5],
     pub ejections: IntCounterVec,
+    /// The circuit breaker's queue (DESIGN.md §13): see [`crate::queue`].
+    pub queue_length: IntGaugeVec,
+    pub backend_queued: IntGaugeVec,
+    pub queue_rejections: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -203,6 +210,24 @@ impl Metrics {
                 "tether_outlier_ejections_total",
                 "Backends ejected by outlier detection, by reason (5xx, failures).",
                 &["pool", "backend", "reason"],
+            ),
+            queue_length: gauge_vec(
+                &r,
+                "tether_queue_length",
+                "Requests waiting in the pool's circuit-breaker queue for a backend slot (pinned and unpinned).",
+                &["pool"],
+            ),
+            backend_queued: gauge_vec(
+                &r,
+                "tether_backend_queued",
+                "Requests waiting in the circuit-breaker queue for a slot on this backend (sessions pinned to it).",
+                &["pool", "backend"],
+            ),
+            queue_rejections: counter(
+                &r,
+                "tether_queue_rejections_total",
+                "Requests refused with 503 by the circuit breaker, by reason (full: the queue was full, timeout: waited past queue_timeout).",
+                &["pool", "reason"],
             ),
             registry: r,
         }

@@ -22,7 +22,7 @@ use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
-use crate::pick::{self, Picked, Retry};
+use crate::pick::{self, Picked, Refusal, Retry};
 use crate::respond;
 use crate::route::{self, RequestIds};
 use crate::snapshot::Store;
@@ -82,17 +82,32 @@ impl ProxyHttp for Proxy {
             let l = respond::local(ex, 404, None, respond::NO_ROUTE)?;
             return write_local(session, l).await;
         };
-        match pick::pick(ex, ri, session.req_header(), client) {
-            Picked::Backend => Ok(false),
-            Picked::NoBackend { retry_after } => {
-                let l = respond::local(ex, 503, Some(retry_after), respond::NO_BACKEND)?;
-                write_local(session, l).await
-            }
-        }
+        let retry_after = match pick::pick(ex, ri, session.req_header(), client) {
+            Picked::Backend => return Ok(false),
+            Picked::NoBackend { retry_after } => retry_after,
+            Picked::Queued => match pick::admit(ex, session, client).await {
+                Ok(()) => return Ok(false),
+                Err(Refusal::Gone) => return Err(client_gone()),
+                Err(r) => r.retry_after(),
+            },
+        };
+        let l = respond::local(ex, 503, Some(retry_after), respond::NO_BACKEND)?;
+        write_local(session, l).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let ex = ctx.as_mut().ok_or_else(|| internal("no exchange"))?;
+        // After a connect failure, the new backend's circuit-breaker slot (waiting if full).
+        let client = client_ip(session);
+        match pick::admit(ex, session, client).await {
+            Ok(()) => {}
+            Err(Refusal::Gone) => return Err(client_gone()),
+            Err(r) => {
+                let l = respond::local(ex, 503, Some(r.retry_after()), respond::NO_BACKEND)?;
+                write_local(session, l).await?;
+                return Err(Error::explain(ErrorType::HTTPStatus(503), r.as_str()));
+            }
+        }
         ex.hold();
         let (pool, u) = ex.upstream().ok_or_else(|| internal("no backend"))?;
         u.sent_at.get_or_insert_with(Instant::now);
@@ -260,6 +275,37 @@ impl ProxyHttp for Proxy {
                 backend,
             },
         );
+    }
+}
+
+/// The client went away (while its request waited in the circuit-breaker queue).
+fn client_gone() -> Box<Error> {
+    Error::create(
+        ErrorType::ConnectionClosed,
+        pingora::ErrorSource::Downstream,
+        Some("client went away while queued".into()),
+        None,
+    )
+}
+
+/// The client side of a request waiting in the circuit-breaker queue: HTTP/2 sees a reset or
+/// closed stream at any time; HTTP/1 a closed connection once the request body is done.
+impl pick::Client for Session {
+    fn head(&self) -> &RequestHeader {
+        self.req_header()
+    }
+
+    async fn gone(&mut self) {
+        let d = self.as_downstream_mut();
+        if d.as_http2().is_some() {
+            if let Some(idle) = d.watch_h2_stream_close() {
+                let _ = idle.await;
+            }
+        } else if d.is_body_done() {
+            let _ = d.read_body_or_idle(true).await;
+        } else {
+            std::future::pending::<()>().await
+        }
     }
 }
 

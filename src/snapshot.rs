@@ -71,6 +71,9 @@ pub struct Pool {
     pub view: ArcSwap<View>,
     pub rr_counter: AtomicUsize,
     pub metrics: PoolMetrics,
+    /// `[pool.NAME.circuit_breaker]`: per-backend caps and the pool's queue (live across
+    /// reloads, see [`crate::queue`]).
+    pub breaker: Option<crate::queue::Breaker>,
 }
 
 /// Live selection structures of a pool, derived from backend states.
@@ -173,6 +176,11 @@ impl Pool {
     pub fn refresh(&self) {
         self.view
             .store(Arc::new(View::build(&self.conf, &self.backends)));
+        // Waiters pinned to a backend that stopped serving re-pick; one that came back takes
+        // waiters in.
+        if let Some(b) = &self.breaker {
+            b.view_changed();
+        }
     }
 
     pub fn backend_index(&self, id: &str) -> Option<usize> {
@@ -333,6 +341,10 @@ fn build_pool(
     };
     let ids: Vec<Arc<str>> = backends.iter().map(|b| b.id.clone()).collect();
     let metrics = PoolMetrics::new(m, &pc.name, &ids);
+    let breaker = pc.circuit_breaker.map(|opts| {
+        let queue = registry.queues().get_or_create(m, &pc.name, &opts);
+        crate::queue::Breaker::new(queue, ids.iter(), opts)
+    });
     Pool {
         name: pc.name.as_str().into(),
         cookie_attrs: cookie_attrs(&pc.cookie),
@@ -344,6 +356,7 @@ fn build_pool(
         view: ArcSwap::new(view),
         rr_counter: AtomicUsize::new(0),
         metrics,
+        breaker,
     }
 }
 
@@ -538,6 +551,7 @@ impl Store {
         ));
         self.current.store(snap.clone());
         self.forget_removed(&old, &snap);
+        self.registry.queues().installed(&snap);
         self.metrics().generation.set(snap.generation as i64);
         (snap, diff)
     }

@@ -100,7 +100,15 @@ pub(crate) struct Pool {
     pub health: Option<Health>,
     pub outlier: Option<Outlier>,
     pub slow_start: Option<RawDuration>,
+    pub circuit_breaker: Option<CircuitBreaker>,
     pub backend: Option<Vec<Backend>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CircuitBreaker {
+    pub max_in_flight: Option<i64>,
+    pub max_queue: Option<i64>,
+    pub queue_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +503,7 @@ fn known_keys(parent: &KeyPath) -> Option<&'static [&'static str]> {
         [Ok("pool"), Ok(_), Ok("cookie")] => fields_of::<Cookie>(),
         [Ok("pool"), Ok(_), Ok("hash")] => fields_of::<Hash>(),
         [Ok("pool"), Ok(_), Ok("health")] => fields_of::<Health>(),
+        [Ok("pool"), Ok(_), Ok("circuit_breaker")] => fields_of::<CircuitBreaker>(),
         [Ok("pool"), Ok(_), Ok("backend"), Err(_)] => fields_of::<Backend>(),
         _ => return None,
     })

@@ -310,7 +310,21 @@ pub struct Pool {
     pub outlier: Option<OutlierOpts>,
     /// A backend that becomes eligible ramps from 10 % to its full weight over this.
     pub slow_start: Option<Duration>,
+    /// `None`: no circuit breaker (DESIGN.md §13).
+    pub circuit_breaker: Option<BreakerOpts>,
     pub backends: Vec<BackendConf>,
+}
+
+/// The circuit breaker of a pool (DESIGN.md §13): a cap on each backend's requests in flight,
+/// and a FIFO queue for the requests that find their backend full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerOpts {
+    /// Requests in flight per backend (at least 1).
+    pub max_in_flight: u32,
+    /// Waiters in the pool's queue (0: no queue, a full backend refuses at once).
+    pub max_queue: usize,
+    /// How long a request may wait (greater than zero).
+    pub queue_timeout: Duration,
 }
 
 /// Outlier ejection (DESIGN.md §13).

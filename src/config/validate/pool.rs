@@ -82,6 +82,10 @@ impl Cx<'_> {
             .outlier
             .as_ref()
             .map(|o| self.outlier(&kp.key("outlier"), o));
+        let circuit_breaker = p
+            .circuit_breaker
+            .as_ref()
+            .map(|c| self.circuit_breaker(&kp.key("circuit_breaker"), c));
         let slow_start = p.slow_start.as_ref().map(|raw| {
             self.duration(
                 &kp.key("slow_start"),
@@ -137,7 +141,37 @@ impl Cx<'_> {
             health,
             outlier,
             slow_start,
+            circuit_breaker,
             backends,
+        }
+    }
+
+    /// `[pool.NAME.circuit_breaker]`: `max_in_flight` is required (a breaker without a cap
+    /// would do nothing); the queue may be turned off with `max_queue = 0`.
+    pub(super) fn circuit_breaker(
+        &mut self,
+        kp: &KeyPath,
+        c: &file::CircuitBreaker,
+    ) -> BreakerOpts {
+        let cap_kp = kp.key("max_in_flight");
+        if c.max_in_flight.is_none() {
+            self.missing(
+                &cap_kp,
+                "required: the most requests in flight per backend, e.g. max_in_flight = 100",
+            );
+        }
+        let max_in_flight = self.int(&cap_kp, c.max_in_flight, 1u32, 1..=1_000_000);
+        let max_queue = self.int(&kp.key("max_queue"), c.max_queue, 1000usize, 0..=1_000_000);
+        let queue_timeout = self.duration(
+            &kp.key("queue_timeout"),
+            c.queue_timeout.as_ref(),
+            Duration::from_secs(1),
+            true,
+        );
+        BreakerOpts {
+            max_in_flight,
+            max_queue,
+            queue_timeout,
         }
     }
 
