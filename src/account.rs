@@ -129,14 +129,13 @@ pub fn passive(store: &Store, pool: &Pool, bi: u32, ok: bool) {
 
 /// A connection to the picked backend failed: counted, and fed to passive health and outlier
 /// detection.
-pub fn connect_failed(store: &Store, ex: &mut Exchange) {
+pub fn connect_failed(store: &Store, ex: &mut Exchange, why: &pingora::Error) {
     if let Some((pool, u)) = ex.upstream() {
         let bi = u.pick.backend;
-        pool.backends[bi as usize]
-            .state
-            .metrics
-            .connect_failures
-            .inc();
+        let b = &pool.backends[bi as usize];
+        // Why, in full: for TLS the rustls error (e.g. "invalid peer certificate: UnknownIssuer").
+        tracing::warn!(pool = %pool.name, backend = %b.id, addr = %b.addr, "connecting to backend failed: {why}");
+        b.state.metrics.connect_failures.inc();
         passive(store, pool, bi, false);
         outlier(store, pool, bi, Exchanged::Failed);
     }

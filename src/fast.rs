@@ -329,16 +329,16 @@ impl Fast {
             let (pool, u) = ex.upstream().ok_or_else(internal)?;
             u.sent_at.get_or_insert_with(Instant::now);
             let b = &pool.backends[u.pick.backend as usize];
-            let (addr, read_timeout) = (b.addr, pool.conf.read_timeout);
+            let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
             let got = if fresh_only {
                 self.upstreams.fresh(&b.peer).await
             } else {
-                self.upstreams.get(addr, &b.peer).await
+                self.upstreams.get(key, &b.peer).await
             };
             let conn = match got {
                 Ok(c) => c,
                 Err(e) => {
-                    account::connect_failed(&self.store, ex);
+                    account::connect_failed(&self.store, ex, &e);
                     match pick::fail_over(ex, s.req_header(), client) {
                         Retry::Next => {
                             fresh_only = false;
@@ -365,7 +365,7 @@ impl Fast {
             };
             let mut req = Box::new(s.req_header().clone());
             forward::request_headers(ex, &mut req, &down, true).map_err(|e| Failed::from(&e))?;
-            match self.relay(ex, s, conn, req, read_timeout, addr).await {
+            match self.relay(ex, s, conn, req, read_timeout, key).await {
                 Relayed::Done(next) => return Ok(next),
                 Relayed::Failed(f) => return Err(f),
                 Relayed::StaleConnection(e) => {
@@ -390,7 +390,7 @@ impl Fast {
         conn: Conn,
         req: Box<RequestHeader>,
         read_timeout: Duration,
-        addr: std::net::SocketAddr,
+        key: upstream::Key,
     ) -> Relayed {
         let reused = conn.reused;
         let mut c = ClientSession::new(conn.stream);
@@ -521,7 +521,7 @@ impl Fast {
             // once the body's framing is known).
             c.respect_keepalive();
             if let Some(stream) = c.reuse().await {
-                upstream::put(addr, stream);
+                upstream::put(key, stream);
             }
             Relayed::Done(Next::KeepAlive)
         } else {

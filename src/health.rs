@@ -2,7 +2,8 @@
 //! sending `GET path` every `interval` with `timeout`; `rise`/`fall` consecutive results flip the
 //! backend's state in the registry, and the pool's live view is rebuilt.
 //!
-//! Owns: the check tasks and the tiny HTTP/1.1 probe. Must not touch: the request path. Passive
+//! Owns: the check tasks and the tiny HTTP/1.1 probe (over TLS with the pool's `[tls]` settings,
+//! through the backend's own `HttpPeer`, so checks and traffic agree on TLS). Must not touch: the request path. Passive
 //! marking (connection failures while proxying) is fed by the proxy through
 //! `BackendState::record_passive`; only these checks bring a backend back up.
 
@@ -11,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora::upstreams::peer::HttpPeer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -31,6 +33,8 @@ struct TaskKey {
     rise: u32,
     fall: u32,
     expect: Option<Vec<u16>>,
+    /// The pool's TLS identity (0: plain): new TLS settings restart the check.
+    tls: u64,
 }
 
 type Task = (TaskKey, JoinHandle<()>);
@@ -70,6 +74,7 @@ impl Health {
                     rise: h.rise,
                     fall: h.fall,
                     expect: h.expect.clone(),
+                    tls: b.conn_key.tls,
                 };
                 wanted.push(id.clone());
                 if let Some((k, t)) = tasks.get(&id) {
@@ -82,6 +87,7 @@ impl Health {
                     self.store.clone(),
                     b.state.clone(),
                     b.addr,
+                    b.peer.is_tls().then(|| b.peer.clone()),
                     h.clone(),
                 ));
                 tasks.insert(id, (key, task));
@@ -105,7 +111,13 @@ impl Health {
     }
 }
 
-async fn check_loop(store: Arc<Store>, state: Arc<BackendState>, addr: SocketAddr, h: HealthOpts) {
+async fn check_loop(
+    store: Arc<Store>,
+    state: Arc<BackendState>,
+    addr: SocketAddr,
+    tls: Option<HttpPeer>,
+    h: HealthOpts,
+) {
     let host = h.host.clone().unwrap_or_else(|| addr.to_string());
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tether-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
@@ -115,7 +127,7 @@ async fn check_loop(store: Arc<Store>, state: Arc<BackendState>, addr: SocketAdd
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = tokio::time::timeout(h.timeout, probe(addr, request.as_bytes())).await;
+        let result = tokio::time::timeout(h.timeout, probe(addr, tls.as_ref(), request.as_bytes())).await;
         let (ok, detail) = match result {
             Ok(Ok(status)) => (accepts(&h.expect, status), format!("status {status}")),
             Ok(Err(e)) => (false, e),
@@ -145,12 +157,31 @@ pub fn accepts(expect: &Option<Vec<u16>>, status: u16) -> bool {
     }
 }
 
-/// Sends the request and returns the response status.
-async fn probe(addr: SocketAddr, request: &[u8]) -> Result<u16, String> {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_nodelay(true).ok();
+/// Connects (over TLS when `tls` is the backend's TLS peer), sends the request and returns the
+/// response status.
+async fn probe(addr: SocketAddr, tls: Option<&HttpPeer>, request: &[u8]) -> Result<u16, String> {
+    match tls {
+        None => {
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_nodelay(true).ok();
+            exchange(s, request).await
+        }
+        Some(peer) => {
+            let s = crate::upstream_tls::connector()
+                .new_stream(peer)
+                .await
+                .map_err(|e| format!("TLS connect: {e}"))?;
+            exchange(s, request).await
+        }
+    }
+}
+
+async fn exchange(
+    mut s: impl AsyncRead + AsyncWrite + Unpin,
+    request: &[u8],
+) -> Result<u16, String> {
     s.write_all(request)
         .await
         .map_err(|e| format!("write: {e}"))?;

@@ -11,7 +11,8 @@
 //! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route), `pick`
 //! (with `queue`, its circuit breaker), `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
 //! request head for them. Two engines call the same stages: `fast`, tether's HTTP/1.1 loop on
-//! pingora-core (with `upstream`, its per-thread connection reuse), and `proxy`, pingora-proxy's
+//! pingora-core (with `upstream`, its per-thread connection reuse; `upstream_tls` turns a pool's
+//! `[tls]` into the backends' peers for both engines), and `proxy`, pingora-proxy's
 //! `ProxyHttp`, for HTTP/2 and `engine = "pingora"`.
 #![forbid(unsafe_code)]
 
@@ -41,3 +42,4 @@ pub mod snapshot;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod upstream_tls;

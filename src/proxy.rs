@@ -126,7 +126,7 @@ impl ProxyHttp for Proxy {
         let Some(ex) = ctx.as_mut() else {
             return e;
         };
-        account::connect_failed(&self.store, ex);
+        account::connect_failed(&self.store, ex, &e);
         match pick::fail_over(ex, session.req_header(), client_ip(session)) {
             Retry::Next => {
                 e.set_retry(true);
@@ -259,6 +259,8 @@ impl ProxyHttp for Proxy {
                     | ErrorType::ConnectTimedout
                     | ErrorType::ConnectError
                     | ErrorType::ConnectNoRoute
+                    | ErrorType::TLSHandshakeFailure
+                    | ErrorType::InvalidCert
             ))
             .then_some(Exchanged::Failed),
             Some(_) => None,

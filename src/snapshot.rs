@@ -54,6 +54,8 @@ pub struct Backend {
     pub state: Arc<BackendState>,
     /// Pre-built peer, cloned per request (peers are built from a `SocketAddr`: never resolved).
     pub peer: HttpPeer,
+    /// The fast path's idle-connection key: address and the pool's TLS identity.
+    pub conn_key: crate::upstream::Key,
 }
 
 pub struct Pool {
@@ -294,11 +296,15 @@ fn build_pool(
     m: &Metrics,
     prev: Option<&Pool>,
 ) -> Pool {
+    let tls = pc
+        .tls
+        .as_ref()
+        .map(|t| crate::upstream_tls::PoolTls::new(&pc.name, t));
     let backends: Vec<Backend> = pc
         .backends
         .iter()
         .map(|bc| {
-            let mut peer = HttpPeer::new(bc.addr, false, String::new());
+            let mut peer = crate::upstream_tls::peer(bc.addr, tls.as_ref());
             peer.options.connection_timeout = Some(pc.connect_timeout);
             peer.options.total_connection_timeout = Some(pc.connect_timeout);
             peer.options.read_timeout = Some(pc.read_timeout);
@@ -310,6 +316,10 @@ fn build_pool(
                 digest: backend_digest(&pc.name, &bc.id),
                 state: registry.get_or_create(&pc.name, &bc.id, bc.addr),
                 peer,
+                conn_key: crate::upstream::Key {
+                    addr: bc.addr,
+                    tls: tls.as_ref().map_or(0, |t| t.identity()),
+                },
             }
         })
         .collect();

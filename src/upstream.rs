@@ -1,8 +1,8 @@
 //! Upstream connections of the HTTP/1.1 fast path (DESIGN.md §11): new ones through Pingora's
 //! connector, idle ones kept per worker thread for reuse.
 //!
-//! Owns: the idle connections. Each worker thread keeps its own (a thread-local list per backend
-//! address, most recently used first), so taking one is a pop with no lock and no task watches
+//! Owns: the idle connections. Each worker thread keeps its own (a thread-local list per
+//! [`Key`] — backend address and TLS identity — most recently used first), so taking one is a pop with no lock and no task watches
 //! an idle connection: a connection the backend closed while idle is found when it is taken (one
 //! non-blocking read poll), and a request that then gets no response byte on a reused connection
 //! is retried on a fresh one by the caller when it is idempotent. Must not touch: HTTP.
@@ -25,13 +25,23 @@ const MAX_IDLE: usize = 128;
 /// keep-alive connections after 5–75 s; this keeps tether from racing their timer).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(4);
 
+/// Which idle connections a request may take: the backend's address and the TLS identity of its
+/// pool (`0` for plain HTTP; see [`crate::upstream_tls::PoolTls::identity`]), so a plain and a
+/// TLS pool to the same address, or two pools with different SNI, CA or client certificate,
+/// never share a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub addr: SocketAddr,
+    pub tls: u64,
+}
+
 struct Idle {
     stream: Stream,
     since: Instant,
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
 /// A connection to a backend, and whether it was reused (which makes a failure before any
@@ -59,10 +69,10 @@ impl Upstreams {
         }
     }
 
-    /// An idle connection to `peer`'s address if this thread has a live one, else a new one
-    /// (with the peer's connect timeout).
-    pub async fn get(&self, addr: SocketAddr, peer: &HttpPeer) -> pingora::Result<Conn> {
-        if let Some(stream) = take(addr) {
+    /// An idle connection under `key` (`peer`'s address and TLS identity) if this thread has a
+    /// live one, else a new one (with the peer's connect timeout).
+    pub async fn get(&self, key: Key, peer: &HttpPeer) -> pingora::Result<Conn> {
+        if let Some(stream) = take(key) {
             return Ok(Conn {
                 stream,
                 reused: true,
@@ -81,12 +91,12 @@ impl Upstreams {
     }
 }
 
-/// Keeps a connection whose last exchange ended cleanly for the next request to `addr` on this
-/// thread.
-pub fn put(addr: SocketAddr, stream: Stream) {
+/// Keeps a connection whose last exchange ended cleanly for the next request under `key` on
+/// this thread.
+pub fn put(key: Key, stream: Stream) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
@@ -102,10 +112,10 @@ pub fn clear() {
     IDLE.with(|idle| idle.borrow_mut().clear())
 }
 
-fn take(addr: SocketAddr) -> Option<Stream> {
+fn take(key: Key) -> Option<Stream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         while let Some(mut c) = list.pop() {
             if c.since.elapsed() < MAX_IDLE_TIME && still_open(&mut c.stream) {
                 return Some(c.stream);

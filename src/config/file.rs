@@ -101,7 +101,18 @@ pub(crate) struct Pool {
     pub outlier: Option<Outlier>,
     pub slow_start: Option<RawDuration>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub tls: Option<UpstreamTls>,
     pub backend: Option<Vec<Backend>>,
+}
+
+/// `[pool.NAME.tls]`: TLS to the pool's backends (DESIGN.md §17).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UpstreamTls {
+    pub sni: Option<String>,
+    pub verify: Option<bool>,
+    pub ca_file: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -504,6 +515,7 @@ fn known_keys(parent: &KeyPath) -> Option<&'static [&'static str]> {
         [Ok("pool"), Ok(_), Ok("hash")] => fields_of::<Hash>(),
         [Ok("pool"), Ok(_), Ok("health")] => fields_of::<Health>(),
         [Ok("pool"), Ok(_), Ok("circuit_breaker")] => fields_of::<CircuitBreaker>(),
+        [Ok("pool"), Ok(_), Ok("tls")] => fields_of::<UpstreamTls>(),
         [Ok("pool"), Ok(_), Ok("backend"), Err(_)] => fields_of::<Backend>(),
         _ => return None,
     })

@@ -312,7 +312,31 @@ pub struct Pool {
     pub slow_start: Option<Duration>,
     /// `None`: no circuit breaker (DESIGN.md §13).
     pub circuit_breaker: Option<BreakerOpts>,
+    /// `None`: plain HTTP to the backends.
+    pub tls: Option<UpstreamTls>,
     pub backends: Vec<BackendConf>,
+}
+
+/// `[pool.NAME.tls]`: TLS to the pool's backends (DESIGN.md §17); every file already read and
+/// checked.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The SNI sent and the name the certificate must be valid for; `None`: no SNI is sent and
+    /// the certificate must be valid for the backend's IP address.
+    pub sni: Option<String>,
+    /// `false`: any certificate is accepted.
+    pub verify: bool,
+    /// Trust anchors that replace the system roots.
+    pub ca: Option<CaBundle>,
+    /// Client certificate and key for mutual TLS.
+    pub client: Option<CertPair>,
+}
+
+/// A PEM bundle of CA certificates, read and parsed during validation.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// The circuit breaker of a pool (DESIGN.md §13): a cap on each backend's requests in flight,

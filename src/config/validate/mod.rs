@@ -23,9 +23,9 @@ use toml_edit::ImDocument;
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
-    content_hash, Affinity, BackendConf, BreakerOpts, CertPair, Config, CookieOpts, Engine,
-    Fallback, HashOpts, HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Named, OutlierOpts,
-    Policy, Pool, Route, SameSite, Server, Source, TlsListener,
+    content_hash, Affinity, BackendConf, BreakerOpts, CaBundle, CertPair, Config, CookieOpts,
+    Engine, Fallback, HashOpts, HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Named,
+    OutlierOpts, Policy, Pool, Route, SameSite, Server, Source, TlsListener, UpstreamTls,
 };
 
 mod pool;
@@ -34,6 +34,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 mod text;
+mod upstream_tls;
 
 use text::*;
 

@@ -95,6 +95,8 @@ impl Cx<'_> {
             )
         });
 
+        let tls = p.tls.as_ref().and_then(|t| self.upstream_tls(&kp.key("tls"), t));
+
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
         let list = p.backend.as_deref().unwrap_or_default();
@@ -142,6 +144,7 @@ impl Cx<'_> {
             outlier,
             slow_start,
             circuit_breaker,
+            tls,
             backends,
         }
     }

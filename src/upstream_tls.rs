@@ -1,0 +1,227 @@
+//! TLS to backends (DESIGN.md §17): a pool's validated `[pool.NAME.tls]` becomes the options of
+//! each backend's `HttpPeer`, which both engines and the health checks connect with (through
+//! Pingora's rustls connector), plus a TLS identity that keeps connections made with different
+//! TLS settings apart in every connection pool (Pingora's, by `group_key`; the fast path's idle
+//! lists, by [`crate::upstream::Key`]).
+//!
+//! Owns: the mapping of [`UpstreamTls`] onto `HttpPeer` and the identity. Must not touch: files
+//! (validation read and checked every certificate and key), sockets, the request path.
+//!
+//! Why the backend's IP becomes the SNI when `sni` is not set: Pingora 0.9.1's rustls connector
+//! (`connectors/tls/rustls/mod.rs`) parses the peer's SNI into a `ServerName` for every TLS
+//! connection, so an empty one fails the connection ("Failed to parse domain"), and where it gets
+//! that far it also skips certificate verification for an empty SNI. DESIGN's "no `sni`" means:
+//! send no SNI, and the certificate must be valid for the backend's IP address. rustls does
+//! exactly that for a `ServerName::IpAddress`: it never sends an IP address as SNI (rustls
+//! `client/hs.rs` sends the extension only for DNS names), and webpki matches it against the
+//! certificate's IP subjectAltNames. With `verify = false` Pingora installs its own verifier that
+//! accepts any certificate (handshake signatures are still checked).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use pingora::connectors::TransportConnector;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+
+use crate::config::UpstreamTls;
+
+/// A pool's TLS settings in the shapes `HttpPeer` takes, built once per snapshot and shared by
+/// the pool's peers.
+pub struct PoolTls {
+    sni: Option<String>,
+    verify: bool,
+    ca: Option<Arc<[WrappedX509]>>,
+    client: Option<Arc<CertKey>>,
+    identity: u64,
+}
+
+impl PoolTls {
+    pub fn new(pool: &str, t: &UpstreamTls) -> PoolTls {
+        if !t.verify {
+            tracing::warn!(
+                pool,
+                "pool.{pool}.tls.verify = false: backend certificates are not verified (any certificate is accepted)"
+            );
+        }
+        let ca = t.ca.as_ref().map(|ca| {
+            ca.certs
+                .iter()
+                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+                .collect::<Vec<_>>()
+                .into()
+        });
+        let client = t.client.as_ref().map(|c| {
+            Arc::new(CertKey::new(
+                c.chain.iter().map(|der| der.to_vec()).collect(),
+                c.key.secret_der().to_vec(),
+            ))
+        });
+        PoolTls {
+            sni: t.sni.clone(),
+            verify: t.verify,
+            ca,
+            client,
+            identity: identity(t),
+        }
+    }
+
+    /// Nonzero; equal for two pools exactly when their TLS settings (SNI, verification, CA
+    /// certificates, client certificate and key) are.
+    pub fn identity(&self) -> u64 {
+        self.identity
+    }
+}
+
+/// The peer for a backend at `addr`: plain HTTP, or TLS with the pool's settings.
+pub fn peer(addr: SocketAddr, tls: Option<&PoolTls>) -> HttpPeer {
+    let Some(t) = tls else {
+        return HttpPeer::new(addr, false, String::new());
+    };
+    // No `sni`: the IP literal, which rustls never sends and verifies against IP SANs.
+    let sni = t.sni.clone().unwrap_or_else(|| addr.ip().to_string());
+    let mut peer = HttpPeer::new(addr, true, sni);
+    peer.options.verify_cert = t.verify;
+    peer.options.verify_hostname = t.verify;
+    peer.options.ca = t.ca.clone();
+    peer.client_cert_key = t.client.clone();
+    peer.group_key = t.identity;
+    peer
+}
+
+/// The TLS identity of a pool's settings (see [`PoolTls::identity`]).
+fn identity(t: &UpstreamTls) -> u64 {
+    let mut h = DefaultHasher::new();
+    t.sni.hash(&mut h);
+    t.verify.hash(&mut h);
+    if let Some(ca) = &t.ca {
+        for der in &ca.certs {
+            der.as_ref().hash(&mut h);
+        }
+    }
+    if let Some(c) = &t.client {
+        for der in &c.chain {
+            der.as_ref().hash(&mut h);
+        }
+        c.key.secret_der().hash(&mut h);
+    }
+    h.finish() | 1
+}
+
+/// The connector health checks make TLS connections with (one per process: building one loads
+/// the system roots).
+pub fn connector() -> &'static TransportConnector {
+    static CONNECTOR: OnceLock<TransportConnector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| TransportConnector::new(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CaBundle, CertPair};
+    use pingora::upstreams::peer::Peer;
+    use std::path::PathBuf;
+
+    fn pem_certs(path: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        let pem = std::fs::read(path).unwrap();
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn client() -> CertPair {
+        let key = std::fs::read("tests/fixtures/tls/key.pem").unwrap();
+        CertPair {
+            cert_path: PathBuf::from("tests/fixtures/tls/cert.pem"),
+            key_path: PathBuf::from("tests/fixtures/tls/key.pem"),
+            chain: pem_certs("tests/fixtures/tls/cert.pem"),
+            key: Arc::new(
+                rustls_pemfile::private_key(&mut key.as_slice())
+                    .unwrap()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    fn tls(sni: Option<&str>) -> UpstreamTls {
+        UpstreamTls {
+            sni: sni.map(str::to_owned),
+            verify: true,
+            ca: None,
+            client: None,
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:8443".parse().unwrap()
+    }
+
+    #[test]
+    fn plain_pool_makes_a_plain_peer() {
+        let p = peer(addr(), None);
+        assert!(!p.tls());
+        assert_eq!(p.group_key, 0);
+    }
+
+    #[test]
+    fn without_sni_the_ip_literal_is_verified_and_never_sent() {
+        let t = PoolTls::new("shop", &tls(None));
+        let p = peer(addr(), Some(&t));
+        assert!(p.tls());
+        assert_eq!(p.sni(), "127.0.0.1");
+        // What Pingora's connector does with it: an IP-address server name, which rustls does
+        // not put in the ClientHello.
+        assert!(matches!(
+            rustls::pki_types::ServerName::try_from(p.sni()).unwrap(),
+            rustls::pki_types::ServerName::IpAddress(_)
+        ));
+        assert!(p.verify_cert() && p.verify_hostname());
+        let v6 = peer("[::1]:8443".parse().unwrap(), Some(&t));
+        assert_eq!(v6.sni(), "::1");
+    }
+
+    #[test]
+    fn settings_reach_the_peer() {
+        let mut u = tls(Some("api.internal"));
+        u.verify = false;
+        u.ca = Some(CaBundle {
+            path: PathBuf::from("tests/fixtures/tls/cert.pem"),
+            certs: pem_certs("tests/fixtures/tls/cert.pem"),
+        });
+        u.client = Some(client());
+        let t = PoolTls::new("shop", &u);
+        let p = peer(addr(), Some(&t));
+        assert_eq!(p.sni(), "api.internal");
+        assert!(!p.verify_cert() && !p.verify_hostname());
+        assert_eq!(p.get_ca().map(|c| c.len()), Some(1));
+        assert!(p.get_client_cert_key().is_some());
+        assert_eq!(p.group_key, t.identity());
+    }
+
+    #[test]
+    fn identity_separates_different_settings() {
+        let a = PoolTls::new("a", &tls(None)).identity();
+        let same = PoolTls::new("b", &tls(None)).identity();
+        let sni = PoolTls::new("c", &tls(Some("x.internal"))).identity();
+        let mut unverified = tls(None);
+        unverified.verify = false;
+        let unverified = PoolTls::new("d", &unverified).identity();
+        let mut mtls = tls(None);
+        mtls.client = Some(client());
+        let mtls = PoolTls::new("e", &mtls).identity();
+        assert_eq!(a, same);
+        assert_ne!(a, 0);
+        let all = [a, sni, unverified, mtls];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        // Different settings, different Pingora pool keys too.
+        let p1 = peer(addr(), Some(&PoolTls::new("a", &tls(None))));
+        let p2 = peer(addr(), Some(&PoolTls::new("c", &tls(Some("x.internal")))));
+        assert_ne!(p1.reuse_hash(), p2.reuse_hash());
+        assert_ne!(p1.reuse_hash(), peer(addr(), None).reuse_hash());
+    }
+}
