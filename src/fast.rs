@@ -34,6 +34,7 @@ use crate::respond;
 use crate::route::{self, RequestIds};
 use crate::snapshot::Store;
 use crate::upstream::{self, Conn, Upstreams};
+use crate::upstream_tls;
 
 /// How long a read of the request body may wait for the client.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -355,6 +356,9 @@ impl Fast {
                         }
                         // Each failed connection was counted when it failed.
                         Retry::Exhausted => {
+                            return Err(Failed::local(502, None, e.etype().as_str()))
+                        }
+                        Retry::NoBackend { .. } if upstream_tls::is_handshake_failure(&e) => {
                             return Err(Failed::local(502, None, e.etype().as_str()))
                         }
                         Retry::NoBackend { retry_after } => {

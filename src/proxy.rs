@@ -133,6 +133,7 @@ impl ProxyHttp for Proxy {
                 e
             }
             Retry::Exhausted => e,
+            Retry::NoBackend { .. } if crate::upstream_tls::is_handshake_failure(&e) => e,
             Retry::NoBackend { .. } => {
                 Error::explain(ErrorType::HTTPStatus(503), "no backend left to retry")
             }

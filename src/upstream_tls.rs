@@ -109,6 +109,17 @@ fn identity(t: &UpstreamTls) -> u64 {
     h.finish() | 1
 }
 
+/// Whether a connection failed in the TLS handshake (or on the certificates it needed). Such a
+/// failure is a connect failure like any other (retried, counted), except that when no backend is
+/// left to try the answer is `502`, not `503` (DESIGN.md §17): the backend is there but cannot be
+/// talked to as configured, which waiting will not fix.
+pub fn is_handshake_failure(e: &pingora::Error) -> bool {
+    matches!(
+        e.etype(),
+        pingora::ErrorType::TLSHandshakeFailure | pingora::ErrorType::InvalidCert
+    )
+}
+
 /// The connector health checks make TLS connections with (one per process: building one loads
 /// the system roots).
 pub fn connector() -> &'static TransportConnector {
