@@ -336,51 +336,48 @@ impl Fast {
             } else {
                 self.upstreams.get(key, &b.peer).await
             };
-            let conn = match got {
-                Ok(c) => c,
-                Err(e) => {
-                    account::connect_failed(&self.store, ex, &e);
-                    match pick::fail_over(ex, s.req_header(), client) {
-                        Retry::Next => {
-                            fresh_only = false;
-                            // The new backend's circuit-breaker slot, waiting for it if full.
-                            if let Err(r) = pick::admit(ex, s, client).await {
-                                let status = if r == Refusal::Gone { 0 } else { 503 };
-                                return Err(Failed::local(
-                                    status,
-                                    Some(r.retry_after()),
-                                    r.as_str(),
-                                ));
+            let e = match got {
+                Ok(conn) => {
+                    let mut req = Box::new(s.req_header().clone());
+                    forward::request_headers(ex, &mut req, &down, true)
+                        .map_err(|e| Failed::from(&e))?;
+                    match self.relay(ex, s, conn, req, read_timeout, key).await {
+                        Relayed::Done(next) => return Ok(next),
+                        Relayed::Failed(f) => return Err(f),
+                        Relayed::StaleConnection(e) => {
+                            // A reused connection the backend had closed: nothing reached it,
+                            // and no response byte came back. Safe to send again when idempotent
+                            // (and bodiless: a body already read from the client cannot be
+                            // replayed).
+                            if idempotent && !has_body {
+                                fresh_only = true;
+                                continue;
                             }
-                            continue;
+                            return Err(Failed::from(&e));
                         }
-                        // Each failed connection was counted when it failed.
-                        Retry::Exhausted => {
-                            return Err(Failed::local(502, None, e.etype().as_str()))
-                        }
-                        Retry::NoBackend { .. } if upstream_tls::is_handshake_failure(&e) => {
-                            return Err(Failed::local(502, None, e.etype().as_str()))
-                        }
-                        Retry::NoBackend { retry_after } => {
-                            return Err(Failed::local(503, Some(retry_after), e.etype().as_str()))
-                        }
+                        Relayed::Refused(e) => e,
                     }
                 }
+                Err(e) => e,
             };
-            let mut req = Box::new(s.req_header().clone());
-            forward::request_headers(ex, &mut req, &down, true).map_err(|e| Failed::from(&e))?;
-            match self.relay(ex, s, conn, req, read_timeout, key).await {
-                Relayed::Done(next) => return Ok(next),
-                Relayed::Failed(f) => return Err(f),
-                Relayed::StaleConnection(e) => {
-                    // A reused connection the backend had closed: nothing reached it, and no
-                    // response byte came back. Safe to send again when idempotent (and bodiless:
-                    // a body already read from the client cannot be replayed).
-                    if idempotent && !has_body {
-                        fresh_only = true;
-                        continue;
+            account::connect_failed(&self.store, ex, &e);
+            match pick::fail_over(ex, s.req_header(), client) {
+                Retry::Next => {
+                    fresh_only = false;
+                    // The new backend's circuit-breaker slot, waiting for it if full.
+                    if let Err(r) = pick::admit(ex, s, client).await {
+                        let status = if r == Refusal::Gone { 0 } else { 503 };
+                        return Err(Failed::local(status, Some(r.retry_after()), r.as_str()));
                     }
-                    return Err(Failed::from(&e));
+                    continue;
+                }
+                // Each failed connection was counted when it failed.
+                Retry::Exhausted => return Err(Failed::local(502, None, e.etype().as_str())),
+                Retry::NoBackend { .. } if upstream_tls::is_handshake_failure(&e) => {
+                    return Err(Failed::local(502, None, e.etype().as_str()))
+                }
+                Retry::NoBackend { retry_after } => {
+                    return Err(Failed::local(503, Some(retry_after), e.etype().as_str()))
                 }
             }
         }
@@ -563,6 +560,9 @@ impl Fast {
         if reused && nothing_read && s.body_bytes_read() == 0 {
             return Relayed::StaleConnection(e);
         }
+        if !reused && s.body_bytes_read() == 0 && upstream_tls::refused_after_handshake(&e) {
+            return Relayed::Refused(e);
+        }
         self.upstream_failed(ex, &e)
     }
 
@@ -604,6 +604,9 @@ enum Relayed {
     Failed(Failed),
     /// A reused connection failed before any response byte.
     StaleConnection(Box<Error>),
+    /// A fresh TLS connection the backend refused after the handshake (TLS 1.3 client
+    /// certificate), before any request body was read: a connect failure.
+    Refused(Box<Error>),
 }
 
 /// How long, and how much, a close waits for and discards what the client still sends.

@@ -127,7 +127,8 @@ async fn check_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = tokio::time::timeout(h.timeout, probe(addr, tls.as_ref(), request.as_bytes())).await;
+        let result =
+            tokio::time::timeout(h.timeout, probe(addr, tls.as_ref(), request.as_bytes())).await;
         let (ok, detail) = match result {
             Ok(Ok(status)) => (accepts(&h.expect, status), format!("status {status}")),
             Ok(Err(e)) => (false, e),

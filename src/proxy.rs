@@ -140,6 +140,35 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// Pingora's default (retry an idempotent request that failed on a reused connection), plus:
+    /// a fresh TLS connection the backend refused after the handshake (TLS 1.3 client
+    /// certificate) is a connect failure, failed over as in `fail_to_connect`.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        match ctx.as_mut() {
+            Some(ex)
+                if !client_reused
+                    && replayable
+                    && crate::upstream_tls::refused_after_handshake(&e) =>
+            {
+                account::connect_failed(&self.store, ex, &e);
+                let next = pick::fail_over(ex, session.req_header(), client_ip(session));
+                e.set_retry(matches!(next, Retry::Next));
+            }
+            _ if !session.req_header().method.is_idempotent() || !replayable => e.set_retry(false),
+            _ => e.retry.decide_reuse(client_reused),
+        }
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -262,7 +291,8 @@ impl ProxyHttp for Proxy {
                     | ErrorType::ConnectNoRoute
                     | ErrorType::TLSHandshakeFailure
                     | ErrorType::InvalidCert
-            ))
+            )
+                || crate::upstream_tls::refused_after_handshake(err))
             .then_some(Exchanged::Failed),
             Some(_) => None,
             None => matches!(ex.stage, Stage::Upstream(_)).then(|| account::judged(status)),

@@ -117,7 +117,31 @@ pub fn is_handshake_failure(e: &pingora::Error) -> bool {
     matches!(
         e.etype(),
         pingora::ErrorType::TLSHandshakeFailure | pingora::ErrorType::InvalidCert
-    )
+    ) || refused_after_handshake(e)
+}
+
+/// Whether a fresh connection's first read failed because the backend refused the handshake
+/// after tether's side of it was done: in TLS 1.3 a server checks the client certificate after
+/// the client's Finished, so its refusal (a fatal alert, e.g. `CertificateRequired`) arrives with
+/// the first read. Nothing reached the backend's HTTP layer: a connect failure like any other.
+pub fn refused_after_handshake(e: &pingora::Error) -> bool {
+    let mut cause = e.cause.as_deref();
+    while let Some(c) = cause {
+        // pingora-proxy wraps the client session's error whole (a boxed `Error` as the cause).
+        let inner = c
+            .downcast_ref::<pingora::Error>()
+            .or_else(|| c.downcast_ref::<Box<pingora::Error>>().map(|b| &**b));
+        if let Some(inner) = inner {
+            cause = inner.cause.as_deref();
+            continue;
+        }
+        return c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|r| r.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::AlertReceived(_)));
+    }
+    false
 }
 
 /// The connector health checks make TLS connections with (one per process: building one loads
@@ -166,6 +190,26 @@ mod tests {
 
     fn addr() -> SocketAddr {
         "127.0.0.1:8443".parse().unwrap()
+    }
+
+    #[test]
+    fn a_fatal_alert_under_a_read_error_is_a_refused_handshake() {
+        use pingora::{Error, ErrorType};
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let read = Error::because(ErrorType::ReadError, "while reading response headers", io);
+        assert!(refused_after_handshake(&read));
+        assert!(is_handshake_failure(&read));
+        // As pingora-proxy hands it over: the session's error boxed whole as the cause.
+        let wrapped = Error::because(ErrorType::ReadError, "proxy", read);
+        assert!(refused_after_handshake(&wrapped));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let reset = Error::because(ErrorType::ReadError, "while reading", reset);
+        assert!(!refused_after_handshake(&reset));
+        assert!(!is_handshake_failure(&reset));
+        assert!(is_handshake_failure(&Error::new(
+            ErrorType::TLSHandshakeFailure
+        )));
     }
 
     #[test]

@@ -21,9 +21,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
@@ -72,18 +70,17 @@ impl Pki {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("client"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("client"),
+        );
         params.extended_key_usages = vec![usage];
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
         let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &self.ca.cert, &self.ca.key)
-            .unwrap();
+        let cert = params.signed_by(&key, &self.ca.cert, &self.ca.key).unwrap();
         Issued { cert, key }
     }
 
@@ -93,7 +90,11 @@ impl Pki {
     }
 
     fn client(&self) -> Issued {
-        self.issue(&["tether-client"], ExtendedKeyUsagePurpose::ClientAuth, false)
+        self.issue(
+            &["tether-client"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            false,
+        )
     }
 
     fn write(&self, name: &str, contents: &str) -> String {
@@ -284,7 +285,13 @@ fn server_section() -> &'static str {
 }
 
 /// A route `prefix` → pool `name` with `tls` lines (None: plain) and backends `(id, addr)`.
-fn pool(name: &str, prefix: &str, tls: Option<&str>, extra: &str, bs: &[(&str, SocketAddr)]) -> String {
+fn pool(
+    name: &str,
+    prefix: &str,
+    tls: Option<&str>,
+    extra: &str,
+    bs: &[(&str, SocketAddr)],
+) -> String {
     let mut s = format!(
         "[[route]]\npath_prefix = {prefix:?}\npool = {name:?}\n[pool.{name}]\npolicy = \"round_robin\"\n{extra}\n"
     );
@@ -292,7 +299,9 @@ fn pool(name: &str, prefix: &str, tls: Option<&str>, extra: &str, bs: &[(&str, S
         s.push_str(&format!("[pool.{name}.tls]\n{tls}\n"));
     }
     for (id, addr) in bs {
-        s.push_str(&format!("[[pool.{name}.backend]]\nid = {id:?}\naddr = \"{addr}\"\n"));
+        s.push_str(&format!(
+            "[[pool.{name}.backend]]\nid = {id:?}\naddr = \"{addr}\"\n"
+        ));
     }
     s
 }
@@ -339,13 +348,29 @@ fn verified_tls_with_ca_file_and_an_ip_san_sends_no_sni() {
 #[test]
 fn sni_is_sent_and_the_certificate_must_match_it() {
     let pki = Pki::new("test CA");
-    let b = TlsBackend::start("a", server_config(&pki.server(&["api.internal"]), None), false);
+    let b = TlsBackend::start(
+        "a",
+        server_config(&pki.server(&["api.internal"]), None),
+        false,
+    );
     let ca = format!("ca_file = {:?}", pki.ca_file());
     let t = start(&[
-        pool("named", "/named/", Some(&format!("{ca}\nsni = \"api.internal\"")), "", &[("a", b.addr())]),
+        pool(
+            "named",
+            "/named/",
+            Some(&format!("{ca}\nsni = \"api.internal\"")),
+            "",
+            &[("a", b.addr())],
+        ),
         // Same certificate, no sni: it must be valid for 127.0.0.1, and it is not.
         pool("by_ip", "/ip/", Some(&ca), "", &[("a", b.addr())]),
-        pool("other", "/other/", Some(&format!("{ca}\nsni = \"web.internal\"")), "", &[("a", b.addr())]),
+        pool(
+            "other",
+            "/other/",
+            Some(&format!("{ca}\nsni = \"web.internal\"")),
+            "",
+            &[("a", b.addr())],
+        ),
     ]);
     let r = expect_ok(&t, "/named/x", "a");
     assert_eq!(r.header("x-sni"), Some("api.internal"));
@@ -358,8 +383,18 @@ fn sni_is_sent_and_the_certificate_must_match_it() {
 #[test]
 fn verify_false_accepts_an_untrusted_certificate() {
     let untrusted = Pki::new("nobody trusts me");
-    let b = TlsBackend::start("a", server_config(&untrusted.server(&["elsewhere.example"]), None), false);
-    let t = start(&[pool("web", "/", Some("verify = false"), "", &[("a", b.addr())])]);
+    let b = TlsBackend::start(
+        "a",
+        server_config(&untrusted.server(&["elsewhere.example"]), None),
+        false,
+    );
+    let t = start(&[pool(
+        "web",
+        "/",
+        Some("verify = false"),
+        "",
+        &[("a", b.addr())],
+    )]);
     let r = expect_ok(&t, "/x", "a");
     assert_eq!(r.header("x-tls"), Some("yes"));
     wait_for_log(&t, "verify = false");
@@ -368,7 +403,11 @@ fn verify_false_accepts_an_untrusted_certificate() {
 #[test]
 fn mutual_tls_with_and_without_a_client_certificate() {
     let pki = Pki::new("test CA");
-    let b = TlsBackend::start("a", server_config(&pki.server(&["127.0.0.1"]), Some(&pki)), false);
+    let b = TlsBackend::start(
+        "a",
+        server_config(&pki.server(&["127.0.0.1"]), Some(&pki)),
+        false,
+    );
     let ca = format!("ca_file = {:?}", pki.ca_file());
     let with = format!("{ca}\n{}", pki.client_files(&pki.client()));
     // A client certificate from another CA is refused too.
@@ -384,21 +423,87 @@ fn mutual_tls_with_and_without_a_client_certificate() {
         expect_502(&t, "/without/x");
         expect_502(&t, "/wrong/x");
     }
-    assert_eq!(b.hits(), 3, "only requests with the right client certificate reach the backend");
+    assert_eq!(
+        b.hits(),
+        3,
+        "only requests with the right client certificate reach the backend"
+    );
+    // With TLS 1.3 the refusal comes after tether's side of the handshake, but it is still a
+    // connect failure: counted, and the log says why.
+    wait_for_log(&t, "received fatal alert: CertificateRequired");
+    assert!(
+        t.metric(
+            "tether_upstream_connect_failures_total",
+            &[("pool", "without"), ("backend", "a")]
+        ) >= Some(3.0)
+    );
+}
+
+#[test]
+fn a_refused_client_certificate_is_retried_on_another_backend() {
+    let pki = Pki::new("test CA");
+    let strict = TlsBackend::start(
+        "strict",
+        server_config(&pki.server(&["127.0.0.1"]), Some(&pki)),
+        false,
+    );
+    let open = TlsBackend::start(
+        "open",
+        server_config(&pki.server(&["127.0.0.1"]), None),
+        false,
+    );
+    let ca = format!("ca_file = {:?}", pki.ca_file());
+    let t = start(&[pool(
+        "web",
+        "/",
+        Some(&ca),
+        "retries = 1",
+        &[("strict", strict.addr()), ("open", open.addr())],
+    )]);
+    for _ in 0..4 {
+        expect_ok(&t, "/x", "open");
+    }
+    assert_eq!(strict.hits(), 0);
+    assert!(
+        t.metric(
+            "tether_upstream_connect_failures_total",
+            &[("pool", "web"), ("backend", "strict")]
+        ) >= Some(2.0)
+    );
 }
 
 #[test]
 fn wrong_ca_fails_over_is_counted_marks_down_and_says_why() {
     let trusted = Pki::new("trusted CA");
     let other = Pki::new("other CA");
-    let good = TlsBackend::start("good", server_config(&trusted.server(&["127.0.0.1"]), None), false);
-    let bad = TlsBackend::start("bad", server_config(&other.server(&["127.0.0.1"]), None), false);
+    let good = TlsBackend::start(
+        "good",
+        server_config(&trusted.server(&["127.0.0.1"]), None),
+        false,
+    );
+    let bad = TlsBackend::start(
+        "bad",
+        server_config(&other.server(&["127.0.0.1"]), None),
+        false,
+    );
     let ca = format!("ca_file = {:?}", trusted.ca_file());
     let health = "[pool.checked.health]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
     let t = start(&[
         pool("lone", "/lone/", Some(&ca), "", &[("bad", bad.addr())]),
-        pool("pair", "/pair/", Some(&ca), "retries = 1", &[("bad", bad.addr()), ("good", good.addr())]),
-        pool("checked", "/", Some(&ca), health, &[("bad", bad.addr()), ("good", good.addr())]),
+        pool(
+            "pair",
+            "/pair/",
+            Some(&ca),
+            "retries = 1",
+            &[("bad", bad.addr()), ("good", good.addr())],
+        ),
+        pool(
+            "checked",
+            "/",
+            Some(&ca),
+            health,
+            &[("bad", bad.addr()), ("good", good.addr())],
+        ),
     ]);
     // The checks alone (no traffic to this pool yet) mark the bad backend down, and say why.
     wait_for("bad marked down by its checks", WAIT, || {
@@ -428,9 +533,10 @@ fn wrong_ca_fails_over_is_counted_marks_down_and_says_why() {
     wait_for_log(&t, "pool=lone backend=bad");
     let log = t.stderr();
     assert!(
-        log.lines().any(|l| l.contains("connecting to backend failed")
-            && l.contains("invalid peer certificate: UnknownIssuer")
-            && l.contains("pool=lone")),
+        log.lines()
+            .any(|l| l.contains("connecting to backend failed")
+                && l.contains("invalid peer certificate: UnknownIssuer")
+                && l.contains("pool=lone")),
         "stderr:\n{log}"
     );
     // With a good backend beside it, every request is served: a failed handshake is a connect
@@ -440,8 +546,11 @@ fn wrong_ca_fails_over_is_counted_marks_down_and_says_why() {
     }
     assert_eq!(bad.hits(), 0);
     let failures = |pool| {
-        t.metric("tether_upstream_connect_failures_total", &[("pool", pool), ("backend", "bad")])
-            .unwrap_or(0.0)
+        t.metric(
+            "tether_upstream_connect_failures_total",
+            &[("pool", pool), ("backend", "bad")],
+        )
+        .unwrap_or(0.0)
     };
     assert_eq!(failures("lone"), 1.0);
     assert!(failures("pair") >= 2.0, "{}", failures("pair"));
@@ -486,8 +595,20 @@ fn plain_and_tls_pools_to_one_address_never_share_a_connection() {
     let t = start(&[
         pool("plain", "/plain/", None, "", &[("dual", b.addr())]),
         pool("tls", "/tls/", Some(&ca), "", &[("dual", b.addr())]),
-        pool("sni_a", "/a/", Some(&format!("{ca}\nsni = \"a.internal\"")), "", &[("dual", b.addr())]),
-        pool("sni_b", "/b/", Some(&format!("{ca}\nsni = \"b.internal\"")), "", &[("dual", b.addr())]),
+        pool(
+            "sni_a",
+            "/a/",
+            Some(&format!("{ca}\nsni = \"a.internal\"")),
+            "",
+            &[("dual", b.addr())],
+        ),
+        pool(
+            "sni_b",
+            "/b/",
+            Some(&format!("{ca}\nsni = \"b.internal\"")),
+            "",
+            &[("dual", b.addr())],
+        ),
     ]);
     for _ in 0..4 {
         for (path, tls, sni) in [

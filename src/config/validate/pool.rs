@@ -95,7 +95,10 @@ impl Cx<'_> {
             )
         });
 
-        let tls = p.tls.as_ref().and_then(|t| self.upstream_tls(&kp.key("tls"), t));
+        let tls = p
+            .tls
+            .as_ref()
+            .and_then(|t| self.upstream_tls(&kp.key("tls"), t));
 
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
