@@ -625,3 +625,25 @@ fn plain_and_tls_pools_to_one_address_never_share_a_connection() {
     // Reuse still happens within each TLS identity: 3 of them, 12 TLS requests.
     assert!(b.handshakes() < 12, "{} handshakes", b.handshakes());
 }
+
+#[test]
+fn certificates_reload_with_the_config() {
+    let trusted = Pki::new("trusted CA");
+    let other = Pki::new("other CA");
+    let b = TlsBackend::start(
+        "a",
+        server_config(&trusted.server(&["127.0.0.1"]), None),
+        false,
+    );
+    // The pool trusts the wrong CA at first.
+    let ca_path = trusted.write("pool-ca.pem", &other.ca.cert.pem());
+    let tls = format!("ca_file = {ca_path:?}");
+    let t = start(&[pool("web", "/", Some(&tls), "", &[("a", b.addr())])]);
+    expect_502(&t, "/x");
+    // Same config file, new CA file content: a reload reads it again.
+    std::fs::write(&ca_path, trusted.ca.cert.pem()).unwrap();
+    t.sighup();
+    wait_for("generation 2", WAIT, || t.status()["generation"] == 2);
+    expect_ok(&t, "/x", "a");
+    assert_eq!(b.hits(), 1);
+}
