@@ -767,3 +767,45 @@ fn address_parser() {
         .unwrap_err()
         .starts_with("missing IP address"));
 }
+
+#[test]
+fn upstream_tls() {
+    let with = |table: &str| format!("{BASE}[pool.web.tls]\n{table}\n");
+    let c = ok(&with(""));
+    let t = c.pools[0].tls.as_ref().expect("[pool.web.tls] present");
+    assert!(t.sni.is_none() && t.verify && t.ca.is_none() && t.client.is_none());
+    assert!(ok(BASE).pools[0].tls.is_none(), "no table: plain HTTP");
+
+    let c = ok(&with(&format!(
+        "sni = \"api.internal\"\nverify = false\nca_file = {:?}\ncert = {:?}\nkey = {:?}",
+        fixture("cert.pem"),
+        fixture("cert.pem"),
+        fixture("key.pem")
+    )));
+    let t = c.pools[0].tls.as_ref().unwrap();
+    assert_eq!(t.sni.as_deref(), Some("api.internal"));
+    assert!(!t.verify);
+    assert_eq!(t.ca.as_ref().map(|ca| ca.certs.len()), Some(1));
+    assert_eq!(t.client.as_ref().map(|c| c.chain.len()), Some(1));
+
+    has(
+        &errs(&with("sni = \"\"")),
+        &["pool.web.tls.sni = \"\"", "DNS name"],
+    );
+    has(
+        &errs(&with(&format!("ca_file = {:?}", fixture("key.pem")))),
+        &["pool.web.tls.ca_file", "no certificate found in"],
+    );
+    has(
+        &errs(&with(&format!("key = {:?}", fixture("key.pem")))),
+        &["pool.web.tls.cert", "missing required key"],
+    );
+    has(
+        &errs(&with(&format!(
+            "cert = {:?}\nkey = {:?}",
+            fixture("cert.pem"),
+            fixture("other-key.pem")
+        ))),
+        &["pool.web.tls.key", "does not match the certificate"],
+    );
+}
