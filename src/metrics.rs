@@ -34,8 +34,10 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 18] = [
     "tether_outlier_ejections_total",
+    "tether_rate_limit_total",
+    "tether_rate_limit_store_errors_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
     "tether_request_duration_seconds",
@@ -71,6 +73,10 @@ pub struct Metrics {
     /// `tether_downstream_rejected_total`, indexed like [`crate::read::REASONS`].
     pub rejected: [IntCounter; 5],
     pub ejections: IntCounterVec,
+    /// `tether_rate_limit_total{limit,result}` and `..._store_errors_total{limit}` (handles
+    /// resolved per limit by `ratelimit`).
+    pub rate_limit: IntCounterVec,
+    pub rate_limit_store_errors: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -203,6 +209,18 @@ impl Metrics {
                 "tether_outlier_ejections_total",
                 "Backends ejected by outlier detection, by reason (5xx, failures).",
                 &["pool", "backend", "reason"],
+            ),
+            rate_limit: counter(
+                &r,
+                "tether_rate_limit_total",
+                "Rate limit decisions, by limit and result: allowed, limited (refused: 429, or 503 when the store failed with on_store_error = deny), no_key (the request lacks the limit's key and is not limited by it).",
+                &["limit", "result"],
+            ),
+            rate_limit_store_errors: counter(
+                &r,
+                "tether_rate_limit_store_errors_total",
+                "Requests a redis rate limit could not decide in its store (Redis down, failing or slower than [redis] timeout); they followed on_store_error.",
+                &["limit"],
             ),
             registry: r,
         }
