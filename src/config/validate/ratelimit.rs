@@ -94,20 +94,13 @@ impl Cx<'_> {
     fn positive(&mut self, path: &KeyPath, n: i64, what: &str) -> u32 {
         match u32::try_from(n) {
             Ok(v) if v >= 1 => v,
-            Ok(_) => {
-                self.error(
-                    path,
-                    Some(n.to_string()),
-                    format!("{what} must be at least 1 (to refuse every request, route nowhere)"),
-                );
-                1
-            }
-            Err(_) => {
-                self.error(
-                    path,
-                    Some(n.to_string()),
-                    format!("{what} must be between 1 and {}", u32::MAX),
-                );
+            _ => {
+                let message = if n < 1 {
+                    format!("must be at least 1 (the {what} of a limit)")
+                } else {
+                    format!("must be between 1 and {} (the {what} of a limit)", u32::MAX)
+                };
+                self.error(path, Some(n.to_string()), message);
                 1
             }
         }
@@ -176,4 +169,140 @@ fn redis_url(url: &str) -> Result<(), String> {
     redis::Client::open(url)
         .map(|_| ())
         .map_err(|e| format!("invalid redis URL: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(route_limits: &str, rest: &str) -> String {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[route]]\npool = \"web\"\n{route_limits}\n\
+             [pool.web]\npolicy = \"round_robin\"\n[[pool.web.backend]]\nid = \"w\"\naddr = \"10.0.0.1:80\"\n{rest}"
+        )
+    }
+
+    fn ok(t: &str) -> Config {
+        parse(t, None).unwrap_or_else(|e| panic!("expected valid, got:\n{e}"))
+    }
+
+    fn errs(t: &str) -> Vec<String> {
+        match parse(t, None) {
+            Ok(_) => panic!("expected errors for:\n{t}"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[track_caller]
+    fn has(errors: &[String], needles: &[&str]) {
+        assert!(
+            errors.iter().any(|e| needles.iter().all(|n| e.contains(n))),
+            "no error contains {needles:?}; errors:\n{}",
+            errors.join("\n")
+        );
+    }
+
+    #[test]
+    fn defaults_and_every_key() {
+        let c = ok(&text(
+            "rate_limits = [\"b\", \"a\"]",
+            "[rate_limit.b]\nrate = 5\n\
+             [rate_limit.a]\nkey = \"cookie:sid\"\nrate = 100\nper = \"1m\"\nburst = 200\nstore = \"redis\"\non_store_error = \"deny\"\n\
+             [redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+        ));
+        // Sorted by name; the route keeps its own order.
+        assert_eq!(c.routes[0].rate_limits, vec![1, 0]);
+        let b = &c.rate_limits[1];
+        assert_eq!(b.name, "b");
+        assert_eq!(b.key, KeySpec::SourceIp);
+        assert_eq!((b.rate, b.per, b.burst), (5, DEFAULT_PER, 5));
+        assert_eq!(b.store, LimitStore::Local);
+        let a = &c.rate_limits[0];
+        assert_eq!(a.key, KeySpec::Cookie("sid".into()));
+        assert_eq!(
+            (a.rate, a.per, a.burst),
+            (100, Duration::from_secs(60), 200)
+        );
+        assert_eq!(a.store, LimitStore::Redis(OnStoreError::Deny));
+        let r = c.redis.expect("[redis]");
+        assert_eq!(r.url, "redis://127.0.0.1:6379/0");
+        assert_eq!(r.timeout, DEFAULT_REDIS_TIMEOUT);
+        // on_store_error defaults to local; a route without rate_limits has none.
+        let c = ok(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"redis://h:1\"\ntimeout = \"5ms\"\n",
+        ));
+        assert_eq!(
+            c.rate_limits[0].store,
+            LimitStore::Redis(OnStoreError::Local)
+        );
+        assert!(c.routes[0].rate_limits.is_empty());
+        assert_eq!(c.redis.unwrap().timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_path_value_and_line() {
+        let e = errs(&text(
+            "rate_limits = [\"a\", \"a\", \"nope\"]",
+            "[rate_limit.a]\nrate = -3\nburst = 0\nkey = \"header:\"\nper = 5\nstore = \"memcached\"\n\
+             [rate_limit.b]\nstore = \"redis\"\non_store_error = \"maybe\"\nrat = 1\n\
+             [redis]\nurl = \"http://127.0.0.1:6379\"\ntimeout = \"0ms\"\n",
+        ));
+        has(&e, &["route[0].rate_limits[1] = \"a\"", "listed twice"]);
+        has(
+            &e,
+            &[
+                "route[0].rate_limits[2] = \"nope\"",
+                "rate limits are: a, b",
+            ],
+        );
+        has(&e, &["rate_limit.a.rate = -3 (line", "must be at least 1"]);
+        has(&e, &["rate_limit.a.burst = 0", "must be at least 1"]);
+        has(&e, &["rate_limit.a.key = \"header:\""]);
+        has(&e, &["rate_limit.a.per = 5", "unit"]);
+        has(
+            &e,
+            &[
+                "rate_limit.a.store = \"memcached\"",
+                "\"local\" or \"redis\"",
+            ],
+        );
+        has(&e, &["rate_limit.b.rate", "missing required key"]);
+        has(
+            &e,
+            &[
+                "rate_limit.b.on_store_error = \"maybe\"",
+                "\"local\", \"allow\" or \"deny\"",
+            ],
+        );
+        has(&e, &["rate_limit.b.rat"]);
+        has(
+            &e,
+            &["redis.url = \"http://127.0.0.1:6379\"", "redis:// URL"],
+        );
+        has(&e, &["redis.timeout = \"0ms\"", "greater than zero"]);
+        let e = errs(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\ntimeout = \"1s\"\n",
+        ));
+        has(&e, &["redis.url", "missing required key"]);
+        let e = errs(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"rediss://h:1\"\n",
+        ));
+        has(&e, &["redis.url = \"rediss://h:1\"", "not supported yet"]);
+        let e = errs(&text("rate_limits = [\"a\"]", ""));
+        has(
+            &e,
+            &[
+                "route[0].rate_limits[0] = \"a\" (line 5)",
+                "no [rate_limit.NAME] is defined",
+            ],
+        );
+        let e = errs(&text("", "[rate_limit.a]\nrate = 4294967296\n"));
+        has(
+            &e,
+            &["rate_limit.a.rate = 4294967296", "between 1 and 4294967295"],
+        );
+    }
 }
