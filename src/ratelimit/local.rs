@@ -15,10 +15,10 @@
 //! key's last request. A shard sweeps out such idle entries whenever it has doubled since its
 //! last sweep (amortized O(1) per insert, never on a timer), so it holds at most twice the keys
 //! active within one window (and at least [`MIN_SWEEP`] before it bothers). As a hard ceiling a
-//! shard never holds more than [`SHARD_CAP`] entries: when a sweep leaves it seven-eighths full,
-//! arbitrary entries are dropped down to three quarters (those keys start again with a full
-//! bucket — a flood of more
-//! than 64 × `SHARD_CAP` live keys can only ever loosen, never tighten, one limit).
+//! shard never holds more than [`SHARD_CAP`] entries: when a sweep leaves it seven-eighths full
+//! of live entries, arbitrary ones are dropped down to three quarters (those keys start again
+//! with a full bucket: a flood of more than 64 × `SHARD_CAP` live keys can only loosen one
+//! limit, never tighten it).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
