@@ -52,7 +52,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// GCRA on the server's clock. KEYS[1]: the bucket; ARGV[1]: T in microseconds (may have a
 /// fraction); ARGV[2]: burst. Returns {1, 0} when allowed, {0, wait in µs} when not. TATs are
 /// written with `%.17g` (Lua's `tostring` keeps only 14 digits: not enough for µs since 1970).
+/// `replicate_commands` lets Redis before 5 write after `TIME` (a no-op from 5 on).
 const SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
