@@ -335,3 +335,36 @@ fn a_redis_slower_than_the_timeout_is_a_store_error() {
     });
     assert_eq!(status(&t, "/deny/x", &user), 429);
 }
+
+#[test]
+fn a_reload_to_another_redis_uses_it() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let backend = Backend::start("web-1");
+    let t = Tether::start(&config(&backend, &a.url(), "1s"));
+    assert_eq!(status(&t, "/deny/x", "alice"), 200);
+    assert_eq!(a.command(&["EXISTS", "tether:rl:deny:alice"]), ":1");
+    // SIGHUP with [redis] pointing at the other server: its buckets from now on (alice has a
+    // full one there), connected by the control runtime in the background.
+    let before = t.metric("tether_config_generation", &[]).unwrap_or(0.0);
+    t.write_config(&config(&backend, &b.url(), "1s"));
+    t.sighup();
+    wait_for("the reload", WAIT, || {
+        t.metric("tether_config_generation", &[]).unwrap_or(0.0) > before
+    });
+    let mut n = 0;
+    wait_for("the new Redis to decide", WAIT, || {
+        n += 1;
+        status(&t, "/deny/x", &format!("probe-{n}")) == 200
+    });
+    assert_eq!(status(&t, "/deny/x", "alice"), 200);
+    assert_eq!(status(&t, "/deny/x", "alice"), 429);
+    assert_eq!(b.command(&["EXISTS", "tether:rl:deny:alice"]), ":1");
+    // The old store's connection is closed once no snapshot uses it (only this probe's own
+    // connection is left on the first server).
+    let mut clients = String::new();
+    let left = eventually(WAIT, || {
+        clients = a.command(&["CLIENT", "LIST"]);
+        clients.matches(" addr=").count() == 1
+    });
+    assert!(left, "tether still connected to the old Redis:\n{clients}");
+}

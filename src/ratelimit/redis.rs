@@ -202,6 +202,7 @@ async fn keep_connected(store: Weak<RedisStore>, client: redis::Client) {
         // Watch it: a ping every PING_EVERY, or at once when a request had trouble.
         loop {
             let Some(s) = store.upgrade() else {
+                tracing::debug!(url, "redis store no longer used: connection closed");
                 return;
             };
             tokio::select! {
