@@ -144,7 +144,9 @@ impl Limiter {
         let mut k = Vec::with_capacity(r.prefix.len() + 64);
         k.extend_from_slice(&r.prefix);
         push_key(&mut k, key, ip);
-        match r.store.check(&k, &self.gcra, r.timeout).await {
+        // Boxed: the Redis call's state (command, timer) is allocated only by requests that make
+        // one, instead of enlarging every request's future.
+        match Box::pin(r.store.check(&k, &self.gcra, r.timeout)).await {
             Ok(Ok(())) => Decision::Allowed,
             Ok(Err(wait)) => Decision::Limited { wait },
             Err(e) => {
