@@ -190,16 +190,18 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let registry = Arc::new(Registry::new(metrics));
     let server_cfg = config.server.clone();
     let certs = Arc::new(crate::tls::Certs::new(&server_cfg.tls)?);
-    let store = Arc::new(Store::new(config, registry));
-
-    // The control runtime: health checks, the file watcher and readiness notification. Separate
-    // from Pingora's worker runtimes so a slow check never competes with requests for a worker.
+    // The control runtime: health checks, the file watcher, readiness notification and the
+    // Redis connection of rate limits. Separate from Pingora's worker runtimes so a slow check
+    // never competes with requests for a worker. Made before the first snapshot, whose Redis
+    // store connects on it.
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tether-control")
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    crate::ratelimit::redis::set_runtime(control.handle());
+    let store = Arc::new(Store::new(config, registry));
     let health = Arc::new(Health::new(store.clone(), control.handle().clone()));
     health.sync(&store.load());
     store.start_refresher(control.handle());

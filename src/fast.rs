@@ -1,6 +1,6 @@
 //! The HTTP/1.1 fast path (DESIGN.md §11): tether's own loop on pingora-core's primitives — the
 //! listener's `Stream`, the HTTP/1 server session to read requests and write responses, the
-//! HTTP/1 client session upstream — sequential per connection: read head → route → pick →
+//! HTTP/1 client session upstream — sequential per connection: read head → route → limit → pick →
 //! write head upstream → copy body → read response head → write it downstream → copy body →
 //! reuse both connections. No task, channel or watcher per request or idle connection.
 //!
@@ -27,6 +27,7 @@ use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
+use crate::limit;
 use crate::pick::{self, Picked, Refusal, Retry};
 use crate::proxy::Proxy;
 use crate::read::{self, NoHead, Reject};
@@ -295,6 +296,11 @@ impl Fast {
                 local_answer(ex, s, 413, None).await?;
                 return Ok(Next::Close);
             }
+        }
+        if let Err(r) = limit::limit(ex, ri, s.req_header(), client).await {
+            let l = limit::refuse(ex, ri, &r).map_err(|e| Failed::from(&e))?;
+            write_local(s, l).await.map_err(|e| client_failed(&e))?;
+            return Ok(Next::KeepAlive);
         }
         match pick::pick(ex, ri, s.req_header(), client) {
             Picked::Backend => {}

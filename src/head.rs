@@ -110,7 +110,12 @@ impl Key<'_> {
 /// The client's IP address (the peer of the downstream connection).
 pub type ClientIp = Option<IpAddr>;
 
-fn extract_key<'a>(spec: &KeySpec, req: &'a RequestHeader, client: ClientIp) -> Option<Key<'a>> {
+/// The key `spec` names in the request (`None` when absent or empty).
+pub fn extract_key<'a>(
+    spec: &KeySpec,
+    req: &'a RequestHeader,
+    client: ClientIp,
+) -> Option<Key<'a>> {
     let bytes = match spec {
         KeySpec::Cookie(name) => find_cookie(req, name),
         KeySpec::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),

@@ -8,8 +8,9 @@
 //! and admin reloads; `admin` and `metrics` serve operators; `tls` resolves certificates; `app` assembles the process; `demo`
 //! runs the built-in demo.
 //!
-//! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route), `pick`
-//! (with `queue`, its circuit breaker), `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
+//! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route),
+//! `limit` (rate limits, over the buckets of `ratelimit`), `pick` (with `queue`, its circuit
+//! breaker), `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
 //! request head for them. Two engines call the same stages: `fast`, tether's HTTP/1.1 loop on
 //! pingora-core (with `upstream`, its per-thread connection reuse; `upstream_tls` turns a pool's
 //! `[tls]` into the backends' peers for both engines), and `proxy`, pingora-proxy's
@@ -29,10 +30,12 @@ pub mod forward;
 pub mod fuzzing;
 pub mod head;
 pub mod health;
+pub mod limit;
 pub mod metrics;
 pub mod pick;
 pub mod proxy;
 pub mod queue;
+pub mod ratelimit;
 pub mod read;
 pub mod reload;
 pub mod respond;

@@ -34,8 +34,10 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 21] = [
     "tether_outlier_ejections_total",
+    "tether_rate_limit_total",
+    "tether_rate_limit_store_errors_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
     "tether_request_duration_seconds",
@@ -78,6 +80,10 @@ pub struct Metrics {
     pub queue_length: IntGaugeVec,
     pub backend_queued: IntGaugeVec,
     pub queue_rejections: IntCounterVec,
+    /// `tether_rate_limit_total{limit,result}` and `..._store_errors_total{limit}` (handles
+    /// resolved per limit by `ratelimit`).
+    pub rate_limit: IntCounterVec,
+    pub rate_limit_store_errors: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -228,6 +234,18 @@ impl Metrics {
                 "tether_queue_rejections_total",
                 "Requests refused with 503 by the circuit breaker, by reason (full: the queue was full, timeout: waited past queue_timeout).",
                 &["pool", "reason"],
+            ),
+            rate_limit: counter(
+                &r,
+                "tether_rate_limit_total",
+                "Rate limit decisions, by limit and result: allowed, limited (refused: 429, or 503 when the store failed with on_store_error = deny), no_key (the request lacks the limit's key and is not limited by it).",
+                &["limit", "result"],
+            ),
+            rate_limit_store_errors: counter(
+                &r,
+                "tether_rate_limit_store_errors_total",
+                "Requests a redis rate limit could not decide in its store (Redis down, failing or slower than [redis] timeout); they followed on_store_error.",
+                &["limit"],
             ),
             registry: r,
         }

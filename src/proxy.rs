@@ -1,6 +1,6 @@
 //! The pingora-proxy engine (`ProxyHttp`): HTTP/2, and whatever the HTTP/1.1 fast path
 //! ([`crate::fast`]) does not take. Glue only: each callback calls a stage (DESIGN.md §11) —
-//! read and route, pick, forward, respond, account — and holds no decision of its own.
+//! read and route, limit, pick, forward, respond, account — and holds no decision of its own.
 //!
 //! Owns: the mapping of Pingora's callbacks onto the stages. Must not touch: configuration,
 //! selection rules or the snapshot store's writes.
@@ -22,6 +22,7 @@ use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
 use crate::head::ClientIp;
+use crate::limit;
 use crate::pick::{self, Picked, Refusal, Retry};
 use crate::respond;
 use crate::route::{self, RequestIds};
@@ -82,6 +83,10 @@ impl ProxyHttp for Proxy {
             let l = respond::local(ex, 404, None, respond::NO_ROUTE)?;
             return write_local(session, l).await;
         };
+        if let Err(r) = limit::limit(ex, ri, session.req_header(), client).await {
+            let l = limit::refuse(ex, ri, &r)?;
+            return write_local(session, l).await;
+        }
         let retry_after = match pick::pick(ex, ri, session.req_header(), client) {
             Picked::Backend => return Ok(false),
             Picked::NoBackend { retry_after } => retry_after,

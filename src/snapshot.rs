@@ -21,6 +21,7 @@ use crate::balance::ring::Ring;
 use crate::balance::wrr::Wrr;
 use crate::config::{self, Config, HostMatch, Policy};
 use crate::metrics::{request_counters, Metrics, PoolMetrics, RequestCounters};
+use crate::ratelimit::{Limiter, RateLimits};
 
 /// One immutable configuration generation.
 pub struct Snapshot {
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// `tether_requests_total` for requests that matched no route.
     pub unrouted: RequestCounters,
+    /// The rate limiters (DESIGN.md §14); unchanged ones carried over from the previous
+    /// snapshot with their buckets.
+    pub rate_limits: RateLimits,
 }
 
 pub struct Route {
@@ -44,6 +48,8 @@ pub struct Route {
     pub requests: Vec<RequestCounters>,
     /// For answers given before a backend was picked (e.g. 503).
     pub requests_no_backend: RequestCounters,
+    /// The route's `rate_limits`, in its order (the limit stage checks them).
+    pub limits: Box<[Arc<Limiter>]>,
 }
 
 pub struct Backend {
@@ -233,6 +239,7 @@ impl Snapshot {
                 )
             })
             .collect();
+        let rate_limits = RateLimits::build(&config, metrics, prev.map(|p| &p.rate_limits));
         let mut routes: Vec<(usize, Route)> = config
             .routes
             .iter()
@@ -252,6 +259,11 @@ impl Snapshot {
                     host: rc.host.clone(),
                     path_prefix: rc.path_prefix.clone(),
                     pool: rc.pool,
+                    limits: rc
+                        .rate_limits
+                        .iter()
+                        .map(|&i| rate_limits.limiters[i].clone())
+                        .collect(),
                 };
                 (i, route)
             })
@@ -271,6 +283,7 @@ impl Snapshot {
             unrouted: request_counters(metrics, "", "", ""),
             routes: routes.into_iter().map(|(_, r)| r).collect(),
             pools,
+            rate_limits,
             config,
         }
     }
@@ -585,6 +598,7 @@ impl Store {
                 }
             }
         }
+        old.rate_limits.forget_removed(&new.rate_limits, m);
         for p in &old.pools {
             if new.pool(&p.name).is_none() {
                 let _ = m.duration.remove_label_values(&[&p.name]);

@@ -90,6 +90,10 @@ fn every_bad_config_fails_with_its_expected_errors() {
         "admin_off_loopback",
         "unreadable_secret",
         "many_errors",
+        "rate_limit_unknown",
+        "rate_limit_zero",
+        "redis_store_without_redis",
+        "on_store_error_local_store",
     ] {
         assert!(
             files

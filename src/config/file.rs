@@ -34,6 +34,9 @@ pub(crate) struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub pool: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub rate_limit: BTreeMap<String, RateLimit>,
+    pub redis: Option<Redis>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +88,23 @@ pub(crate) struct Route {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: Option<String>,
+    pub rate_limits: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RateLimit {
+    pub key: Option<String>,
+    pub rate: Option<i64>,
+    pub per: Option<RawDuration>,
+    pub burst: Option<i64>,
+    pub store: Option<String>,
+    pub on_store_error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Redis {
+    pub url: Option<String>,
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

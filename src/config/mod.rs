@@ -56,6 +56,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Sorted by name.
     pub pools: Vec<Pool>,
+    /// `[rate_limit.NAME]`, sorted by name (DESIGN.md §14).
+    pub rate_limits: Vec<RateLimit>,
+    /// `[redis]`: the store of limits with `store = "redis"`.
+    pub redis: Option<RedisConf>,
     /// Where the config came from, and a content hash (hex SHA-256 of the file bytes).
     pub source: Source,
 }
@@ -189,6 +193,8 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into `Config::pools` (validated cross-reference).
     pub pool: usize,
+    /// Indexes into `Config::rate_limits`, in the order the route lists them.
+    pub rate_limits: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +257,59 @@ pub enum KeySpec {
     Query(String),
     SourceIp,
     Path,
+}
+
+/// One `[rate_limit.NAME]` (DESIGN.md §14): GCRA, `burst` tokens refilled at `rate` per `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub name: String,
+    /// Default `source_ip`.
+    pub key: KeySpec,
+    /// At least 1.
+    pub rate: u32,
+    /// Greater than zero; default 1 s.
+    pub per: Duration,
+    /// At least 1; default `rate`.
+    pub burst: u32,
+    pub store: LimitStore,
+}
+
+/// Where a limit's buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitStore {
+    /// In this process.
+    Local,
+    /// In `[redis]`, shared by every instance; what to do when it fails.
+    Redis(OnStoreError),
+}
+
+/// What a Redis limit does with a request it could not decide (Redis down or slower than
+/// `[redis] timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// A per-instance bucket with the limit's own rate and burst.
+    Local,
+    /// Forward the request.
+    Allow,
+    /// Answer `503` with `Retry-After: 1`.
+    Deny,
+}
+
+impl Named for OnStoreError {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("local", OnStoreError::Local),
+        ("allow", OnStoreError::Allow),
+        ("deny", OnStoreError::Deny),
+    ];
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConf {
+    /// A `redis://` URL (checked by the redis client's own parser).
+    pub url: String,
+    /// Each call's deadline; default 50 ms.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

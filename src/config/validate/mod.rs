@@ -29,6 +29,7 @@ use super::{
 };
 
 mod pool;
+mod ratelimit;
 mod route;
 mod server;
 #[cfg(test)]
@@ -339,13 +340,17 @@ impl Cx<'_> {
             .map(|(name, p)| self.pool(name, p, has_secret))
             .collect();
         let names: Vec<&str> = f.pool.keys().map(String::as_str).collect();
-        let routes = self.routes(&f.route, &names);
+        let (rate_limits, redis) = self.rate_limits(&f.rate_limit, f.redis.as_ref());
+        let limit_names: Vec<&str> = f.rate_limit.keys().map(String::as_str).collect();
+        let routes = self.routes(&f.route, &names, &limit_names);
         Config {
             server,
             log,
             affinity,
             routes,
             pools,
+            rate_limits,
+            redis,
             source: Source {
                 path: source_path,
                 hash: content_hash(text.as_bytes()),

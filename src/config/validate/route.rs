@@ -3,7 +3,12 @@
 use super::*;
 
 impl Cx<'_> {
-    pub(super) fn routes(&mut self, routes: &[file::Route], pools: &[&str]) -> Vec<Route> {
+    pub(super) fn routes(
+        &mut self,
+        routes: &[file::Route],
+        pools: &[&str],
+        limits: &[&str],
+    ) -> Vec<Route> {
         let p = KeyPath::root().key("route");
         if routes.is_empty() {
             self.missing(
@@ -88,12 +93,14 @@ impl Cx<'_> {
                     format!("{host}{path_prefix}")
                 }
             };
+            let rate_limits = self.route_limits(&kp, r.rate_limits.as_deref(), limits);
             if let Some(pool) = pool {
                 out.push(Route {
                     name,
                     host,
                     path_prefix,
                     pool,
+                    rate_limits,
                 });
             }
         }
