@@ -23,6 +23,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::account::{self, End};
+use crate::authenticate;
 use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
@@ -294,6 +295,11 @@ impl Fast {
                 local_answer(ex, s, 413, None).await?;
                 return Ok(Next::Close);
             }
+        }
+        if let Err(refused) = authenticate::authenticate(ex, ri, s.req_header()) {
+            let l = refused.answer(ex).map_err(|e| Failed::from(&e))?;
+            write_local(s, l).await.map_err(|e| client_failed(&e))?;
+            return Ok(Next::KeepAlive);
         }
         if let Picked::NoBackend { retry_after } = pick::pick(ex, ri, s.req_header(), client) {
             return local_answer(ex, s, 503, Some(retry_after)).await;

@@ -8,7 +8,8 @@
 //! and admin reloads; `admin` and `metrics` serve operators; `tls` resolves certificates; `app` assembles the process; `demo`
 //! runs the built-in demo.
 //!
-//! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route), `pick`,
+//! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route),
+//! `authenticate` (JWT, over `jwt`'s keys and checks), `pick`,
 //! `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
 //! request head for them. Two engines call the same stages: `fast`, tether's HTTP/1.1 loop on
 //! pingora-core (with `upstream`, its per-thread connection reuse), and `proxy`, pingora-proxy's
@@ -18,6 +19,7 @@
 pub mod account;
 pub mod admin;
 pub mod app;
+pub mod authenticate;
 pub mod backend;
 pub mod balance;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod head;
 pub mod health;
+pub mod jwt;
 pub mod metrics;
 pub mod pick;
 pub mod proxy;

@@ -34,7 +34,8 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
+    "tether_jwt_total",
     "tether_outlier_ejections_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
@@ -71,6 +72,8 @@ pub struct Metrics {
     /// `tether_downstream_rejected_total`, indexed like [`crate::read::REASONS`].
     pub rejected: [IntCounter; 5],
     pub ejections: IntCounterVec,
+    /// `tether_jwt_total{jwt,result}` (DESIGN.md §15).
+    pub jwt: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -203,6 +206,12 @@ impl Metrics {
                 "tether_outlier_ejections_total",
                 "Backends ejected by outlier detection, by reason (5xx, failures).",
                 &["pool", "backend", "reason"],
+            ),
+            jwt: counter(
+                &r,
+                "tether_jwt_total",
+                "Requests on routes that require a JWT, by jwt and result (valid, missing, invalid, expired).",
+                &["jwt", "result"],
             ),
             registry: r,
         }

@@ -27,7 +27,7 @@ pub enum Picked {
 pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: ClientIp) -> Picked {
     let pool = &ex.snap.pools[ex.snap.routes[route].pool];
     let view = pool.view.load();
-    let key = hash_key(pool, req, client);
+    let key = hash_key(pool, req, client, ex.claims.as_deref());
     let cookie = match &pool.codec {
         Some(_) => find_cookie(req, &pool.conf.cookie.name),
         None => None,
@@ -71,6 +71,7 @@ pub enum Retry {
 /// After the picked backend refused the connection: while the pool's `retries` allow, moves the
 /// request to the next backend.
 pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Retry {
+    let claims = ex.claims.clone();
     let Some((pool, u)) = ex.upstream() else {
         return Retry::Exhausted;
     };
@@ -80,7 +81,7 @@ pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Re
         return Retry::Exhausted;
     }
     let view = pool.view.load();
-    let key = hash_key(pool, req, client);
+    let key = hash_key(pool, req, client, claims.as_deref());
     match pool.fail_over(
         &view,
         key.as_ref().map(|k| k.as_bytes()),

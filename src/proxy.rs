@@ -18,6 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use crate::account::{self, End};
+use crate::authenticate;
 use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
@@ -82,6 +83,10 @@ impl ProxyHttp for Proxy {
             let l = respond::local(ex, 404, None, respond::NO_ROUTE)?;
             return write_local(session, l).await;
         };
+        if let Err(refused) = authenticate::authenticate(ex, ri, session.req_header()) {
+            let l = refused.answer(ex)?;
+            return write_local(session, l).await;
+        }
         match pick::pick(ex, ri, session.req_header(), client) {
             Picked::Backend => Ok(false),
             Picked::NoBackend { retry_after } => {

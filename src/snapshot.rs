@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// `tether_requests_total` for requests that matched no route.
     pub unrouted: RequestCounters,
+    /// `[jwt.NAME]` verifiers, in `config.jwts` order.
+    pub jwts: Vec<crate::jwt::Verifier>,
+    /// Every header a `forward_claims` writes: client-sent copies are removed on every route.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 pub struct Route {
@@ -40,6 +44,8 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: String,
     pub pool: usize,
+    /// Index into `Snapshot::jwts`: a valid token is required.
+    pub jwt: Option<usize>,
     /// `tether_requests_total` handles, per backend index of the pool.
     pub requests: Vec<RequestCounters>,
     /// For answers given before a backend was picked (e.g. 503).
@@ -233,6 +239,7 @@ impl Snapshot {
                     host: rc.host.clone(),
                     path_prefix: rc.path_prefix.clone(),
                     pool: rc.pool,
+                    jwt: rc.jwt,
                 };
                 (i, route)
             })
@@ -247,8 +254,12 @@ impl Snapshot {
             };
             (host_rank, usize::MAX - r.path_prefix.len(), *i)
         });
+        let jwts = crate::authenticate::verifiers(&config, metrics, prev.map(|p| &p.jwts[..]));
+        let claim_headers = crate::authenticate::claim_headers(&jwts);
         Snapshot {
             generation,
+            jwts,
+            claim_headers,
             unrouted: request_counters(metrics, "", "", ""),
             routes: routes.into_iter().map(|(_, r)| r).collect(),
             pools,
@@ -549,6 +560,13 @@ impl Store {
                     let _ = m
                         .requests
                         .remove_label_values(&[&set[0], &set[1], &set[2], c]);
+                }
+            }
+        }
+        for j in &old.jwts {
+            if !new.jwts.iter().any(|n| n.name == j.name) {
+                for r in crate::jwt::RESULTS {
+                    let _ = m.jwt.remove_label_values(&[&j.name, r]);
                 }
             }
         }

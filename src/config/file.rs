@@ -34,6 +34,23 @@ pub(crate) struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub pool: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, Jwt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Jwt {
+    pub from: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<RawDuration>,
+    pub key_file: Option<String>,
+    pub secret_file: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<Vec<String>>,
+    pub leeway: Option<RawDuration>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +102,7 @@ pub(crate) struct Route {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: Option<String>,
+    pub jwt: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -496,6 +514,7 @@ fn known_keys(parent: &KeyPath) -> Option<&'static [&'static str]> {
         [Ok("pool"), Ok(_), Ok("hash")] => fields_of::<Hash>(),
         [Ok("pool"), Ok(_), Ok("health")] => fields_of::<Health>(),
         [Ok("pool"), Ok(_), Ok("backend"), Err(_)] => fields_of::<Backend>(),
+        [Ok("jwt"), Ok(_)] => fields_of::<Jwt>(),
         _ => return None,
     })
 }

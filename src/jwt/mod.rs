@@ -68,6 +68,11 @@ impl Claims {
         let i = self.names.iter().position(|n| &**n == name)?;
         self.values.get(i)?.as_deref()
     }
+
+    /// The value of the `i`-th kept claim (`config::Jwt::claims` order).
+    pub fn value(&self, i: usize) -> Option<&str> {
+        self.values.get(i)?.as_deref()
+    }
 }
 
 /// Where a key set comes from at run time.

@@ -28,6 +28,7 @@ use super::{
     Route, SameSite, Server, Source, TlsListener,
 };
 
+mod jwt;
 mod pool;
 mod route;
 mod server;
@@ -257,7 +258,8 @@ impl Cx<'_> {
             .ok()
     }
 
-    /// A key spec (§3): `cookie:NAME`, `header:NAME`, `query:NAME`, `source_ip` or `path`.
+    /// A key spec (§3): `cookie:NAME`, `header:NAME`, `query:NAME`, `jwt:CLAIM`, `source_ip` or
+    /// `path`.
     fn key_spec(&mut self, path: &KeyPath, text: &str) -> Option<KeySpec> {
         self.checked(path, text, key_spec(text))
     }
@@ -338,13 +340,17 @@ impl Cx<'_> {
             .map(|(name, p)| self.pool(name, p, has_secret))
             .collect();
         let names: Vec<&str> = f.pool.keys().map(String::as_str).collect();
-        let routes = self.routes(&f.route, &names);
+        let mut jwts: Vec<super::Jwt> = f.jwt.iter().map(|(name, j)| self.jwt(name, j)).collect();
+        let jwt_names: Vec<&str> = f.jwt.keys().map(String::as_str).collect();
+        let routes = self.routes(&f.route, &names, &jwt_names);
+        self.jwt_keys_need_a_jwt(f, &routes, &pools, &mut jwts);
         Config {
             server,
             log,
             affinity,
             routes,
             pools,
+            jwts,
             source: Source {
                 path: source_path,
                 hash: content_hash(text.as_bytes()),

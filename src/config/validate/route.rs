@@ -3,7 +3,12 @@
 use super::*;
 
 impl Cx<'_> {
-    pub(super) fn routes(&mut self, routes: &[file::Route], pools: &[&str]) -> Vec<Route> {
+    pub(super) fn routes(
+        &mut self,
+        routes: &[file::Route],
+        pools: &[&str],
+        jwts: &[&str],
+    ) -> Vec<Route> {
         let p = KeyPath::root().key("route");
         if routes.is_empty() {
             self.missing(
@@ -88,12 +93,25 @@ impl Cx<'_> {
                     format!("{host}{path_prefix}")
                 }
             };
+            let jwt = r.jwt.as_deref().and_then(|name| {
+                let index = jwts.iter().position(|j| *j == name);
+                if index.is_none() {
+                    let message = if jwts.is_empty() {
+                        "no such jwt; no [jwt.NAME] is defined".to_owned()
+                    } else {
+                        format!("no such jwt; jwts are: {}", jwts.join(", "))
+                    };
+                    self.error(&kp.key("jwt"), quoted(name), message);
+                }
+                index
+            });
             if let Some(pool) = pool {
                 out.push(Route {
                     name,
                     host,
                     path_prefix,
                     pool,
+                    jwt,
                 });
             }
         }
