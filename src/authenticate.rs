@@ -94,11 +94,7 @@ pub fn forward_claims(ex: &Exchange, req: &mut RequestHeader) -> pingora::Result
 
 /// The verifiers of `config`'s `[jwt.NAME]` tables, with their metric series. `prev`: the
 /// snapshot being replaced, whose `jwks_url` key sets are kept when the URL is unchanged.
-pub fn verifiers(
-    config: &Config,
-    metrics: &Metrics,
-    prev: Option<&[Verifier]>,
-) -> Vec<Verifier> {
+pub fn verifiers(config: &Config, metrics: &Metrics, prev: Option<&[Verifier]>) -> Vec<Verifier> {
     config
         .jwts
         .iter()

@@ -359,9 +359,7 @@ policy = "round_robin"
     let t = Tether::start(&cfg);
     let url = t.url("/api/x");
     let key = Signer::hmac("HS256", secret);
-    let good = || {
-        json!({"sub": "alice", "iss": "https://id.example.com", "aud": "shop", "exp": now() + 600})
-    };
+    let good = || json!({"sub": "alice", "iss": "https://id.example.com", "aud": "shop", "exp": now() + 600});
     let send = |auth: &str| get(&url, &[("Authorization", auth)]);
 
     // A valid token passes (the secret lost its one trailing newline).
@@ -377,7 +375,10 @@ policy = "round_robin"
     // `exp` in the past but within the default 60 s leeway.
     let mut recent = good();
     recent["exp"] = json!(now() - 20);
-    assert_eq!(send(&bearer(&token(&key, "HS256", None, &recent))).status, 200);
+    assert_eq!(
+        send(&bearer(&token(&key, "HS256", None, &recent))).status,
+        200
+    );
     // A route without jwt needs no token.
     assert_eq!(get(&t.url("/open"), &[]).status, 200);
     let hits_before = b.hits();
@@ -391,9 +392,15 @@ policy = "round_robin"
     assert_refused(&send("Bearer not-a-token"), INVALID);
     assert_refused(&send("Bearer a.b.c"), INVALID);
     let other = Signer::hmac("HS256", b"another-secret-another-secret-xx");
-    assert_refused(&send(&bearer(&token(&other, "HS256", None, &good()))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&other, "HS256", None, &good()))),
+        INVALID,
+    );
     let hs384 = Signer::hmac("HS384", secret);
-    assert_refused(&send(&bearer(&token(&hs384, "HS384", None, &good()))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&hs384, "HS384", None, &good()))),
+        INVALID,
+    );
     let unsigned = format!(
         "{}.{}.",
         b64(br#"{"alg":"none","typ":"JWT"}"#),
@@ -415,19 +422,34 @@ policy = "round_robin"
     // Claims: not yet valid, wrong or missing issuer, audience not listed, exp as a string.
     let mut future = good();
     future["nbf"] = json!(now() + 600);
-    assert_refused(&send(&bearer(&token(&key, "HS256", None, &future))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&key, "HS256", None, &future))),
+        INVALID,
+    );
     let mut wrong_iss = good();
     wrong_iss["iss"] = json!("https://evil.example.com");
-    assert_refused(&send(&bearer(&token(&key, "HS256", None, &wrong_iss))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&key, "HS256", None, &wrong_iss))),
+        INVALID,
+    );
     let mut no_iss = good();
     no_iss.as_object_mut().unwrap().remove("iss");
-    assert_refused(&send(&bearer(&token(&key, "HS256", None, &no_iss))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&key, "HS256", None, &no_iss))),
+        INVALID,
+    );
     let mut wrong_aud = good();
     wrong_aud["aud"] = json!(["billing"]);
-    assert_refused(&send(&bearer(&token(&key, "HS256", None, &wrong_aud))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&key, "HS256", None, &wrong_aud))),
+        INVALID,
+    );
     let mut string_exp = good();
     string_exp["exp"] = json!("never");
-    assert_refused(&send(&bearer(&token(&key, "HS256", None, &string_exp))), INVALID);
+    assert_refused(
+        &send(&bearer(&token(&key, "HS256", None, &string_exp))),
+        INVALID,
+    );
     // Expired: beyond the leeway.
     let mut expired = good();
     expired["exp"] = json!(now() - 120);
@@ -445,7 +467,11 @@ policy = "round_robin"
         INVALID,
     );
 
-    assert_eq!(b.hits(), hits_before + 1, "only the cookie request was forwarded");
+    assert_eq!(
+        b.hits(),
+        hits_before + 1,
+        "only the cookie request was forwarded"
+    );
     let m = |jwt: &str, result: &str| {
         t.metric("tether_jwt_total", &[("jwt", jwt), ("result", result)])
             .unwrap_or(-1.0)
@@ -462,7 +488,10 @@ policy = "round_robin"
     assert!(text.contains("# HELP tether_jwt_total "), "HELP text");
     // Refusals are requests answered 4xx on their route.
     assert!(
-        t.metric_sum("tether_requests_total", &[("route", "/api"), ("code", "4xx")]) >= 16.0
+        t.metric_sum(
+            "tether_requests_total",
+            &[("route", "/api"), ("code", "4xx")]
+        ) >= 16.0
     );
 }
 
@@ -486,13 +515,33 @@ fn every_algorithm_passes_with_the_key_sources_that_carry_it() {
     let jwks_file = write(dir.path(), "jwks.json", set.to_string().as_bytes());
     let mut cfg = String::from(HEAD);
     let jwts: [(&str, String, &str); 7] = [
-        ("rsa", format!("key_file = \"{rsa_pub}\""), r#"["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]"#),
+        (
+            "rsa",
+            format!("key_file = \"{rsa_pub}\""),
+            r#"["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]"#,
+        ),
         ("cert", format!("key_file = \"{rsa_cert}\""), r#"["RS256"]"#),
-        ("eccert", format!("key_file = \"{ec_cert_file}\""), r#"["ES256"]"#),
-        ("es256", format!("key_file = \"{es256_pem}\""), r#"["ES256"]"#),
+        (
+            "eccert",
+            format!("key_file = \"{ec_cert_file}\""),
+            r#"["ES256"]"#,
+        ),
+        (
+            "es256",
+            format!("key_file = \"{es256_pem}\""),
+            r#"["ES256"]"#,
+        ),
         ("edpem", format!("key_file = \"{ed_pem}\""), r#"["EdDSA"]"#),
-        ("set", format!("jwks_file = \"{jwks_file}\""), r#"["ES384", "EdDSA", "PS256"]"#),
-        ("hs", format!("secret_file = \"{secret}\""), r#"["HS256", "HS384", "HS512"]"#),
+        (
+            "set",
+            format!("jwks_file = \"{jwks_file}\""),
+            r#"["ES384", "EdDSA", "PS256"]"#,
+        ),
+        (
+            "hs",
+            format!("secret_file = \"{secret}\""),
+            r#"["HS256", "HS384", "HS512"]"#,
+        ),
     ];
     for (name, source, algs) in &jwts {
         cfg.push_str(&format!(
@@ -505,7 +554,10 @@ fn every_algorithm_passes_with_the_key_sources_that_carry_it() {
     let check = |path: &str, key: &Signer, alg: &str, kid: Option<&str>, want: u16| {
         let r = get(
             &t.url(path),
-            &[("Authorization", &bearer(&token(key, alg, kid, &claims("u"))))],
+            &[(
+                "Authorization",
+                &bearer(&token(key, alg, kid, &claims("u"))),
+            )],
         );
         assert_eq!(r.status, want, "{path} {alg} kid {kid:?}: {r:?}");
     };
@@ -573,7 +625,10 @@ policy = "round_robin"
     let status = |path: &str, key: &Signer, alg: &str, kid: &str| {
         get(
             &t.url(path),
-            &[("Authorization", &bearer(&token(key, alg, Some(kid), &claims("u"))))],
+            &[(
+                "Authorization",
+                &bearer(&token(key, alg, Some(kid), &claims("u"))),
+            )],
         )
         .status
     };
@@ -585,9 +640,11 @@ policy = "round_robin"
     slow.serve(200, &jwks(&[k1.jwk("k1"), k2.jwk("k2")]));
     let fetched = slow.fetches();
     assert_eq!(status("/slow", &k2, "ES256", "k2"), 401);
-    wait_for("the new kid to be accepted", Duration::from_secs(10), || {
-        status("/slow", &k2, "ES256", "k2") == 200
-    });
+    wait_for(
+        "the new kid to be accepted",
+        Duration::from_secs(10),
+        || status("/slow", &k2, "ES256", "k2") == 200,
+    );
     let after_rotation = slow.fetches();
     assert!(after_rotation > fetched);
     // At most once a minute: more unknown kids do not fetch again.
@@ -596,14 +653,20 @@ policy = "round_robin"
         assert_eq!(status("/slow", &k3, "EdDSA", "k3"), 401);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(slow.fetches(), after_rotation, "no second kid refetch within a minute");
+    assert_eq!(
+        slow.fetches(),
+        after_rotation,
+        "no second kid refetch within a minute"
+    );
     assert_eq!(status("/slow", &k3, "EdDSA", "k3"), 401);
 
     // A key removed from the JWKS is dropped at the next refresh.
     server.serve(200, &jwks(&[k2.jwk("k2")]));
-    wait_for("the removed key to be dropped", Duration::from_secs(10), || {
-        status("/fast", &k1, "ES256", "k1") == 401
-    });
+    wait_for(
+        "the removed key to be dropped",
+        Duration::from_secs(10),
+        || status("/fast", &k1, "ES256", "k1") == 401,
+    );
     assert_eq!(status("/fast", &k2, "ES256", "k2"), 200);
 
     // A failing JWKS server: the last good set keeps serving.
@@ -616,7 +679,7 @@ policy = "round_robin"
     server.serve(200, &json!("not a jwks"));
     let n = server.fetches();
     wait_for("a fetch of a broken JWKS", Duration::from_secs(15), || {
-        server.fetches() >= n + 1
+        server.fetches() > n
     });
     assert_eq!(status("/fast", &k2, "ES256", "k2"), 200);
 
@@ -674,7 +737,10 @@ policy = "round_robin"
     assert_eq!(r.seen_header("x-admin").as_deref(), Some("true"));
     assert_eq!(r.seen_header("x-tier").as_deref(), Some("3"));
     assert_eq!(r.seen_header("x-org"), None, "the token has no org claim");
-    assert!(r.seen_header("authorization").is_some(), "the token itself is forwarded");
+    assert!(
+        r.seen_header("authorization").is_some(),
+        "the token itself is forwarded"
+    );
     // Elsewhere too, a client cannot pose as an authenticated user.
     let r = get(&t.url("/open"), &[("X-User-Id", "mallory")]);
     assert_eq!(r.status, 200);

@@ -229,9 +229,7 @@ impl Verifier {
     /// The token's bytes; `None` when the request carries none.
     fn token<'a>(&self, req: &'a RequestHeader) -> Option<&'a [u8]> {
         match &self.from {
-            From::Authorization => {
-                bearer(req.headers.get(http::header::AUTHORIZATION)?.as_bytes())
-            }
+            From::Authorization => bearer(req.headers.get(http::header::AUTHORIZATION)?.as_bytes()),
             From::Header(name) => {
                 let v = req.headers.get(name)?.as_bytes();
                 Some(bearer(v).unwrap_or(v))
@@ -422,6 +420,82 @@ mod pick {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use std::time::Duration;
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn hs256(secret: &[u8], claims: &str) -> String {
+        let msg = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims.as_bytes())
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        format!(
+            "{msg}.{}",
+            b64(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
+        )
+    }
+
+    fn verifier(claims: &[&str]) -> Verifier {
+        let conf = JwtConf {
+            name: "t".into(),
+            from: TokenFrom::Header("authorization".into()),
+            keys: JwtKeys::Static(Arc::new(KeySet::from_secret(b"k3y").unwrap())),
+            algorithms: vec![Algorithm::HS256],
+            issuer: None,
+            audience: vec![],
+            leeway: Duration::from_secs(60),
+            forward_claims: vec![],
+            claims: claims.iter().map(|c| c.to_string()).collect(),
+        };
+        let c = || IntCounter::new("x", "x").unwrap();
+        Verifier::new(&conf, [c(), c(), c(), c()], &[])
+    }
+
+    fn req(auth: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(a) = auth {
+            r.insert_header("authorization", a).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn hs256_outcomes_and_kept_claims() {
+        let v = verifier(&["sub", "n", "admin", "nothing", "roles"]);
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let t = hs256(
+            b"k3y",
+            &format!(
+                r#"{{"sub":"al\"ice","n":42,"admin":false,"roles":["a"],"exp":{exp},"x":{{"y":1}}}}"#
+            ),
+        );
+        let Outcome::Valid(c) = v.check(&req(Some(&format!("Bearer {t}")))) else {
+            panic!("valid token refused");
+        };
+        assert_eq!(c.get("sub"), Some("al\"ice"));
+        assert_eq!(c.get("n"), Some("42"));
+        assert_eq!(c.get("admin"), Some("false"));
+        assert_eq!(c.get("roles"), Some(r#"["a"]"#));
+        assert_eq!(c.get("nothing"), None);
+        assert_eq!(c.get("x"), None, "not a kept claim");
+        assert!(matches!(v.check(&req(None)), Outcome::Missing));
+        assert!(matches!(v.check(&req(Some("Bearer"))), Outcome::Invalid));
+        let old = hs256(b"k3y", &format!(r#"{{"exp":{}}}"#, exp - 7200));
+        assert!(matches!(
+            v.check(&req(Some(&format!("Bearer {old}")))),
+            Outcome::Expired
+        ));
+        let forged = hs256(b"other", r#"{"sub":"x"}"#);
+        assert!(matches!(
+            v.check(&req(Some(&format!("Bearer {forged}")))),
+            Outcome::Invalid
+        ));
+    }
 
     #[test]
     fn bearer_values() {

@@ -168,11 +168,20 @@ impl Cx<'_> {
             .zip(values)
             .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
             .collect();
+        let refresh_kp = kp.key("jwks_refresh");
         if j.jwks_refresh.is_some() && j.jwks_url.is_none() {
             self.error(
-                &kp.key("jwks_refresh"),
+                &refresh_kp,
                 j.jwks_refresh.as_ref().map(raw_duration_text),
                 "only used with jwks_url",
+            );
+        }
+        let refresh = self.duration(&refresh_kp, j.jwks_refresh.as_ref(), DEFAULT_REFRESH, true);
+        if refresh < Duration::from_secs(1) {
+            self.error(
+                &refresh_kp,
+                j.jwks_refresh.as_ref().map(raw_duration_text),
+                "must be at least 1s",
             );
         }
         let (source, value) = match given.as_slice() {
@@ -196,22 +205,22 @@ impl Cx<'_> {
         };
         let path = kp.key(source);
         let algs = kp.key("algorithms");
+        // The path of an algorithm as written (its index among the strings, "none" included).
+        let alg_path = |a: &Algorithm| {
+            let i = j
+                .algorithms
+                .iter()
+                .flatten()
+                .position(|s| Algorithm::from_str(s).ok() == Some(*a))
+                .unwrap_or(0);
+            algs.index(i)
+        };
         if source == "jwks_url" {
-            let refresh_kp = kp.key("jwks_refresh");
-            let refresh =
-                self.duration(&refresh_kp, j.jwks_refresh.as_ref(), DEFAULT_REFRESH, true);
-            if refresh < Duration::from_secs(1) {
-                self.error(
-                    &refresh_kp,
-                    j.jwks_refresh.as_ref().map(raw_duration_text),
-                    "must be at least 1s",
-                );
-            }
             let url = self.checked(&path, value, check_url(value))?;
-            for (i, a) in algorithms.iter().enumerate() {
+            for a in algorithms {
                 if a.family() == AlgorithmFamily::Hmac {
                     self.error(
-                        &algs.index(i),
+                        &alg_path(a),
                         Some(format!("\"{a:?}\"")),
                         "a shared secret is never fetched over the network: HS* needs secret_file or jwks_file",
                     );
@@ -242,7 +251,7 @@ impl Cx<'_> {
                 return None;
             }
         };
-        for (i, a) in algorithms.iter().enumerate() {
+        for a in algorithms {
             if !set.keys.iter().any(|k| k.allows(*a)) {
                 let message = match source {
                     "secret_file" => "secret_file verifies HS256, HS384 and HS512 only; this algorithm needs key_file, jwks_file or jwks_url".to_owned(),
@@ -252,7 +261,7 @@ impl Cx<'_> {
                     ),
                     _ => "no key in jwks_file can verify it".to_owned(),
                 };
-                self.error(&algs.index(i), Some(format!("\"{a:?}\"")), message);
+                self.error(&alg_path(a), Some(format!("\"{a:?}\"")), message);
             }
         }
         Some(JwtKeys::Static(Arc::new(set)))
@@ -270,7 +279,11 @@ impl Cx<'_> {
             if claim.is_empty() || claim.chars().any(char::is_control) {
                 self.error(&path, quoted(header), "the claim name must not be empty");
             } else if !is_token(header) {
-                self.error(&path, quoted(header), "must be a header name, e.g. \"X-User-Id\"");
+                self.error(
+                    &path,
+                    quoted(header),
+                    "must be a header name, e.g. \"X-User-Id\"",
+                );
             } else if RESERVED_HEADERS.contains(&h.as_str()) || h == "authorization" {
                 self.error(
                     &path,
@@ -278,7 +291,11 @@ impl Cx<'_> {
                     "tether sets or frames this header itself; pick another name",
                 );
             } else if out.iter().any(|(_, o)| *o == h) {
-                self.error(&path, quoted(header), "two claims are forwarded as this header");
+                self.error(
+                    &path,
+                    quoted(header),
+                    "two claims are forwarded as this header",
+                );
             } else {
                 out.push((claim.clone(), h));
             }
@@ -358,9 +375,9 @@ fn raw_duration_text(d: &RawDuration) -> String {
 
 /// `http://` or `https://` with a host.
 fn check_url(text: &str) -> Result<String, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("not a URL: {e}; e.g. \"https://id.example.com/.well-known/jwks.json\""))?;
+    let uri: http::Uri = text.parse().map_err(|e| {
+        format!("not a URL: {e}; e.g. \"https://id.example.com/.well-known/jwks.json\"")
+    })?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err("must start with http:// or https://".into()),
