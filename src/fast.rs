@@ -5,8 +5,9 @@
 //! reuse both connections. No task, channel or watcher per request or idle connection.
 //!
 //! Owns: the order of IO on one downstream connection. Decisions are the stages' (`route`,
-//! `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the pingora-proxy
-//! engine, which calls the same stages. Must not touch: selection rules, configuration.
+//! `authenticate`, `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the
+//! pingora-proxy engine, which calls the same stages. Must not touch: selection rules,
+//! configuration.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

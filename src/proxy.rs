@@ -1,6 +1,7 @@
 //! The pingora-proxy engine (`ProxyHttp`): HTTP/2, and whatever the HTTP/1.1 fast path
 //! ([`crate::fast`]) does not take. Glue only: each callback calls a stage (DESIGN.md §11) —
-//! read and route, pick, forward, respond, account — and holds no decision of its own.
+//! read and route, authenticate, pick, forward, respond, account — and holds no decision of its
+//! own.
 //!
 //! Owns: the mapping of Pingora's callbacks onto the stages. Must not touch: configuration,
 //! selection rules or the snapshot store's writes.
