@@ -2,8 +2,11 @@
 //! the validated [`Claims`] later stages read (`jwt:CLAIM` keys, `forward_claims`), key sets
 //! ([`keys`]) and the `jwks_url` fetcher ([`fetch`]).
 //!
-//! Owns: finding the token in a request, choosing keys by `kid` and algorithm, the checks (via
-//! `jsonwebtoken`, on ring: [`provider`]) and what their failures are called. Must not touch:
+//! Owns: finding the token in a request, choosing keys by `kid` and algorithm, the checks and
+//! what their failures are called. Signatures are verified by `jsonwebtoken::crypto::verify` (on
+//! ring: [`provider`]); the header and the claims are parsed here, in one pass each, because
+//! jsonwebtoken's `decode` costs ~5 µs per HS256 token (its `Header` buffers every member through
+//! serde's `flatten`, and the claims are parsed twice) against a budget of 2 µs. Must not touch:
 //! responses or metrics' registration (the authenticate stage answers and counts); the request
 //! path never does IO or takes a lock here: a `jwks_url` key set is one `ArcSwap` load.
 
@@ -14,8 +17,7 @@ mod provider;
 use std::sync::Arc;
 
 use http::HeaderName;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use jsonwebtoken::Algorithm;
 use pingora::http::RequestHeader;
 use prometheus::IntCounter;
 
@@ -81,16 +83,16 @@ pub enum Keys {
     Remote(Arc<Remote>),
 }
 
-/// One `[jwt.NAME]`, ready for requests: validations pre-built per key family, metric handles
-/// resolved.
+/// One `[jwt.NAME]`, ready for requests: checks and metric handles resolved at load.
 pub struct Verifier {
     pub name: Arc<str>,
     from: From,
     pub keys: Keys,
     algorithms: Vec<Algorithm>,
-    /// Per key family (see [`family_index`]): the checks for keys of that family, with the
-    /// listed algorithms of that family (jsonwebtoken requires one family per validation).
-    validations: [Option<Validation>; 4],
+    issuer: Option<Box<str>>,
+    audience: Box<[Box<str>]>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    leeway: u64,
     claim_names: Arc<[Box<str>]>,
     /// (index into the kept claims, header name) for `forward_claims`.
     pub forward: Vec<(usize, HeaderName)>,
@@ -102,15 +104,6 @@ enum From {
     Authorization,
     Header(HeaderName),
     Cookie(String),
-}
-
-fn family_index(f: AlgorithmFamily) -> usize {
-    match f {
-        AlgorithmFamily::Hmac => 0,
-        AlgorithmFamily::Rsa => 1,
-        AlgorithmFamily::Ec => 2,
-        AlgorithmFamily::Ed => 3,
-    }
 }
 
 impl Verifier {
@@ -130,42 +123,6 @@ impl Verifier {
                 Keys::Remote(r)
             }
         };
-        let mut validations: [Option<Validation>; 4] = Default::default();
-        for fam in [
-            AlgorithmFamily::Hmac,
-            AlgorithmFamily::Rsa,
-            AlgorithmFamily::Ec,
-            AlgorithmFamily::Ed,
-        ] {
-            let algs: Vec<Algorithm> = conf
-                .algorithms
-                .iter()
-                .copied()
-                .filter(|a| a.family() == fam)
-                .collect();
-            if algs.is_empty() {
-                continue;
-            }
-            let mut v = Validation::new(algs[0]);
-            v.algorithms = algs;
-            v.leeway = conf.leeway.as_secs();
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            // DESIGN §15 lists the refusals; a token without `exp` is not one of them. `iss`
-            // and `aud` are required exactly when configured.
-            v.required_spec_claims.clear();
-            if let Some(iss) = &conf.issuer {
-                v.set_issuer(&[iss]);
-                v.required_spec_claims.insert("iss".into());
-            }
-            if conf.audience.is_empty() {
-                v.validate_aud = false;
-            } else {
-                v.set_audience(&conf.audience);
-                v.required_spec_claims.insert("aud".into());
-            }
-            validations[family_index(fam)] = Some(v);
-        }
         let claim_names: Arc<[Box<str>]> = conf
             .claims
             .iter()
@@ -193,7 +150,9 @@ impl Verifier {
             from,
             keys,
             algorithms: conf.algorithms.clone(),
-            validations,
+            issuer: conf.issuer.as_deref().map(Into::into),
+            audience: conf.audience.iter().map(|a| a.as_str().into()).collect(),
+            leeway: conf.leeway.as_secs(),
             claim_names,
             forward,
             counters,
@@ -238,21 +197,26 @@ impl Verifier {
         }
     }
 
+    /// Header, key, signature, then claims — in that order: nothing of the payload is trusted
+    /// before its signature is checked.
     fn verify(&self, token: &[u8], set: &KeySet, remote: Option<&Arc<Remote>>) -> Outcome {
-        // One key that takes any kid (a key_file or secret_file): jsonwebtoken's decode reads
-        // the header itself and refuses an algorithm not listed.
-        if let [only] = set.keys.as_slice() {
-            if only.kid.is_none() {
-                return self.decode(token, only);
-            }
-        }
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
+        let Ok(token) = std::str::from_utf8(token) else {
             return Outcome::Invalid;
         };
-        if !self.algorithms.contains(&header.alg) {
+        let mut parts = token.split('.');
+        let (Some(head), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Outcome::Invalid;
+        };
+        let message = &token[..head.len() + 1 + payload.len()];
+        let Some((alg, kid)) = claims::header(head) else {
+            return Outcome::Invalid;
+        };
+        if !self.algorithms.contains(&alg) {
             return Outcome::Invalid;
         }
-        if let (Some(kid), Some(r)) = (&header.kid, remote) {
+        if let (Some(kid), Some(r)) = (&kid, remote) {
             if !set.has_kid(kid) {
                 // Rotation: the key may be new. The refetch runs on the control runtime; this
                 // request is refused now rather than waiting for it.
@@ -260,84 +224,72 @@ impl Verifier {
                 return Outcome::Invalid;
             }
         }
-        let mut candidates = set.keys.iter().filter(|k| {
-            k.allows(header.alg)
-                && match (&header.kid, &k.kid) {
-                    (Some(want), Some(have)) => **want == **have,
-                    _ => true,
-                }
-        });
-        let Some(mut key) = candidates.next() else {
+        let signed = set
+            .keys
+            .iter()
+            .filter(|k| {
+                k.allows(alg)
+                    && match (&kid, &k.kid) {
+                        (Some(want), Some(have)) => **want == **have,
+                        _ => true,
+                    }
+            })
+            .any(|k| {
+                jsonwebtoken::crypto::verify(signature, message.as_bytes(), &k.decoding, alg)
+                    .unwrap_or(false)
+            });
+        if !signed {
             return Outcome::Invalid;
-        };
-        loop {
-            match self.try_key(token, key) {
-                Err(Failure::BadSignature) => match candidates.next() {
-                    Some(k) => key = k,
-                    None => return Outcome::Invalid,
-                },
-                Err(Failure::Expired) => return Outcome::Expired,
-                Err(Failure::Other) => return Outcome::Invalid,
-                Ok(()) => return Outcome::Valid(self.claims(token)),
-            }
         }
+        self.validate(payload)
     }
 
-    fn decode(&self, token: &[u8], key: &Key) -> Outcome {
-        match self.try_key(token, key) {
-            Ok(()) => Outcome::Valid(self.claims(token)),
-            Err(Failure::Expired) => Outcome::Expired,
-            Err(_) => Outcome::Invalid,
-        }
-    }
-
-    fn try_key(&self, token: &[u8], key: &Key) -> Result<(), Failure> {
-        let Some(v) = &self.validations[family_index(key.family())] else {
-            return Err(Failure::Other);
-        };
-        match jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key.decoding, v) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.kind() {
-                ErrorKind::InvalidSignature => Failure::BadSignature,
-                ErrorKind::ExpiredSignature => Failure::Expired,
-                _ => Failure::Other,
-            }),
-        }
-    }
-
-    /// The kept claims of a token whose signature and claims were checked.
-    fn claims(&self, token: &[u8]) -> Claims {
-        let mut c = Claims {
-            names: self.claim_names.clone(),
-            values: Vec::new(),
-        };
-        if self.claim_names.is_empty() {
-            return c;
-        }
-        c.values = vec![None; self.claim_names.len()];
-        let Some(payload) = token.split(|b| *b == b'.').nth(1) else {
-            return c;
-        };
+    /// The registered claims (`exp`, `nbf`, `iss`, `aud`) of a signed payload, and the kept
+    /// claims, from one parse.
+    fn validate(&self, payload: &str) -> Outcome {
         use base64::Engine;
         let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
-            return c;
+            return Outcome::Invalid;
         };
-        let mut de = serde_json::Deserializer::from_slice(&json);
-        let _ = serde::de::DeserializeSeed::deserialize(
-            pick::Pick {
-                names: &self.claim_names,
-                values: &mut c.values,
-            },
-            &mut de,
-        );
-        c
+        let mut values = vec![None; self.claim_names.len()];
+        let Some(std) = claims::scan(&json, &self.claim_names, &mut values) else {
+            return Outcome::Invalid;
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        match std.exp {
+            claims::Time::Absent => {}
+            claims::Time::Bad => return Outcome::Invalid,
+            claims::Time::At(exp) if exp < now.saturating_sub(self.leeway) => {
+                return Outcome::Expired
+            }
+            claims::Time::At(_) => {}
+        }
+        match std.nbf {
+            claims::Time::Bad => return Outcome::Invalid,
+            claims::Time::At(nbf) if nbf > now.saturating_add(self.leeway) => {
+                return Outcome::Invalid
+            }
+            _ => {}
+        }
+        if let Some(want) = &self.issuer {
+            if std.iss.as_deref() != Some(&**want) {
+                return Outcome::Invalid;
+            }
+        }
+        if !self.audience.is_empty() {
+            let ok = std
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|w| **w == **a)));
+            if !ok {
+                return Outcome::Invalid;
+            }
+        }
+        Outcome::Valid(Claims {
+            names: self.claim_names.clone(),
+            values,
+        })
     }
-}
-
-enum Failure {
-    BadSignature,
-    Expired,
-    Other,
 }
 
 /// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110 §11.1);
@@ -354,65 +306,180 @@ fn bearer(v: &[u8]) -> Option<&[u8]> {
     Some(crate::head::trim(rest))
 }
 
-/// Pulls the named top-level members out of a claims object without building the rest.
-mod pick {
+/// The JOSE header and the claims object, parsed for what tether checks and keeps. Strict where
+/// it matters (RFC 7519 §4.1, and the lesson of CVE-2026-25537): a registered time claim of the
+/// wrong type is a refusal, never "absent"; duplicated registered claims are refused.
+mod claims {
     use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde_json::Value;
+    use std::borrow::Cow;
     use std::fmt;
+    use std::str::FromStr;
 
-    pub struct Pick<'a> {
-        pub names: &'a [Box<str>],
-        pub values: &'a mut Vec<Option<Box<str>>>,
+    use jsonwebtoken::Algorithm;
+
+    /// `alg` and `kid` of a base64url JOSE header. `None` (a refusal) for anything malformed, an
+    /// unknown or `none` algorithm, and any `crit` or `b64` member: tether implements no JWS
+    /// extension (RFC 7515 §4.1.11), and an unencoded payload (RFC 7797) is never accepted.
+    pub fn header(b64: &str) -> Option<(Algorithm, Option<Box<str>>)> {
+        use base64::Engine;
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            alg: Cow<'a, str>,
+            #[serde(borrow, default)]
+            kid: Option<Cow<'a, str>>,
+            #[serde(default)]
+            crit: Option<IgnoredAny>,
+            #[serde(default)]
+            b64: Option<IgnoredAny>,
+        }
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()?;
+        let h: Head = serde_json::from_slice(&json).ok()?;
+        if h.crit.is_some() || h.b64.is_some() {
+            return None;
+        }
+        let alg = Algorithm::from_str(&h.alg).ok()?;
+        Some((alg, h.kid.map(|k| k.as_ref().into())))
     }
 
-    impl<'de> DeserializeSeed<'de> for Pick<'_> {
+    /// A registered time claim (`exp`, `nbf`).
+    #[derive(Default)]
+    pub enum Time {
+        #[default]
+        Absent,
+        /// Not a non-negative number.
+        Bad,
+        At(u64),
+    }
+
+    #[derive(Default)]
+    pub struct Registered {
+        pub exp: Time,
+        pub nbf: Time,
+        /// `None` when absent or not a string.
+        pub iss: Option<String>,
+        /// `None` when absent or neither a string nor an array of strings.
+        pub aud: Option<Vec<String>>,
+    }
+
+    /// Parses a claims object: the registered claims, and each of `names` into `values` (same
+    /// order). `None` for anything malformed.
+    pub fn scan(
+        json: &[u8],
+        names: &[Box<str>],
+        values: &mut [Option<Box<str>>],
+    ) -> Option<Registered> {
+        let mut out = Registered::default();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        Scan {
+            names,
+            values,
+            out: &mut out,
+        }
+        .deserialize(&mut de)
+        .ok()?;
+        de.end().ok()?;
+        Some(out)
+    }
+
+    struct Scan<'a> {
+        names: &'a [Box<str>],
+        values: &'a mut [Option<Box<str>>],
+        out: &'a mut Registered,
+    }
+
+    const REGISTERED: [&str; 4] = ["exp", "nbf", "iss", "aud"];
+
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_map(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Pick<'_> {
+    impl<'de> Visitor<'de> for Scan<'_> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a claims object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(i) = map.next_key_seed(Name(self.names))? {
-                match i {
-                    Some(i) => {
-                        let v: serde_json::Value = map.next_value()?;
-                        self.values[i] = match v {
-                            serde_json::Value::Null => None,
-                            serde_json::Value::String(s) => Some(s.into_boxed_str()),
-                            other => Some(other.to_string().into_boxed_str()),
-                        };
+            let mut seen = [false; 4];
+            while let Some((reg, kept)) = map.next_key_seed(Name(self.names))? {
+                if reg.is_none() && kept.is_none() {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let v: Value = map.next_value()?;
+                if let Some(r) = reg {
+                    if std::mem::replace(&mut seen[r], true) {
+                        return Err(serde::de::Error::custom("duplicate registered claim"));
                     }
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
+                    match r {
+                        0 => self.out.exp = time(&v),
+                        1 => self.out.nbf = time(&v),
+                        2 => self.out.iss = v.as_str().map(str::to_owned),
+                        _ => self.out.aud = audience(&v),
                     }
+                }
+                if let Some(i) = kept {
+                    self.values[i] = match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.into_boxed_str()),
+                        other => Some(other.to_string().into_boxed_str()),
+                    };
                 }
             }
             Ok(())
         }
     }
 
-    /// A member name, as its index among the wanted names.
+    fn time(v: &Value) -> Time {
+        match v {
+            Value::Null => Time::Absent,
+            Value::Number(n) => match n.as_u64() {
+                Some(t) => Time::At(t),
+                None => match n.as_f64() {
+                    Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                        Time::At(f.round() as u64)
+                    }
+                    _ => Time::Bad,
+                },
+            },
+            _ => Time::Bad,
+        }
+    }
+
+    fn audience(v: &Value) -> Option<Vec<String>> {
+        match v {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect(),
+            _ => None,
+        }
+    }
+
+    /// A member name: its index among the registered claims and among the kept names.
     struct Name<'a>(&'a [Box<str>]);
 
     impl<'de> DeserializeSeed<'de> for Name<'_> {
-        type Value = Option<usize>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        type Value = (Option<usize>, Option<usize>);
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_str(self)
         }
     }
 
     impl<'de> Visitor<'de> for Name<'_> {
-        type Value = Option<usize>;
+        type Value = (Option<usize>, Option<usize>);
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a claim name")
         }
-        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Option<usize>, E> {
-            Ok(self.0.iter().position(|n| **n == *s))
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok((
+                REGISTERED.iter().position(|r| *r == s),
+                self.0.iter().position(|n| **n == *s),
+            ))
         }
     }
 }
@@ -428,11 +495,11 @@ mod tests {
     }
 
     fn hs256(secret: &[u8], claims: &str) -> String {
-        let msg = format!(
-            "{}.{}",
-            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-            b64(claims.as_bytes())
-        );
+        signed(br#"{"alg":"HS256","typ":"JWT"}"#, secret, claims)
+    }
+
+    fn signed(header: &[u8], secret: &[u8], claims: &str) -> String {
+        let msg = format!("{}.{}", b64(header), b64(claims.as_bytes()));
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
         format!(
             "{msg}.{}",
@@ -441,13 +508,17 @@ mod tests {
     }
 
     fn verifier(claims: &[&str]) -> Verifier {
+        verifier_for(claims, None, &[])
+    }
+
+    fn verifier_for(claims: &[&str], issuer: Option<&str>, audience: &[&str]) -> Verifier {
         let conf = JwtConf {
             name: "t".into(),
             from: TokenFrom::Header("authorization".into()),
             keys: JwtKeys::Static(Arc::new(KeySet::from_secret(b"k3y").unwrap())),
             algorithms: vec![Algorithm::HS256],
-            issuer: None,
-            audience: vec![],
+            issuer: issuer.map(str::to_owned),
+            audience: audience.iter().map(|a| a.to_string()).collect(),
             leeway: Duration::from_secs(60),
             forward_claims: vec![],
             claims: claims.iter().map(|c| c.to_string()).collect(),
@@ -505,5 +576,62 @@ mod tests {
         assert_eq!(bearer(b"Bearer "), Some(&b""[..]));
         assert_eq!(bearer(b"Basic abc"), None);
         assert_eq!(bearer(b"Bearerabc"), None);
+    }
+
+    /// What the header and claims parser refuses, beyond the integration tests' cases.
+    #[test]
+    fn strict_header_and_registered_claims() {
+        let v = verifier_for(&[], Some("https://id"), &["shop"]);
+        let now = jsonwebtoken::get_current_timestamp();
+        let check = |t: String| v.check(&req(Some(&format!("Bearer {t}"))));
+        let good = format!(
+            r#"{{"iss":"https://id","aud":["x","shop"],"exp":{}}}"#,
+            now + 60
+        );
+        assert!(matches!(check(hs256(b"k3y", &good)), Outcome::Valid(_)));
+        let float_exp = format!(
+            r#"{{"iss":"https://id","aud":"shop","exp":{}.5}}"#,
+            now + 60
+        );
+        assert!(matches!(
+            check(hs256(b"k3y", &float_exp)),
+            Outcome::Valid(_)
+        ));
+        let no_exp = r#"{"iss":"https://id","aud":"shop"}"#;
+        assert!(matches!(check(hs256(b"k3y", no_exp)), Outcome::Valid(_)));
+        let refused = [
+            r#"{"iss":"https://id","aud":"shop","exp":-5}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","exp":"9999999999"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","nbf":"0"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","exp":9999999999,"exp":1}"#.to_owned(),
+            r#"{"iss":["https://id"],"aud":"shop"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":[1]}"#.to_owned(),
+            r#"{"iss":"https://id","aud":[]}"#.to_owned(),
+            r#"{"iss":"https://id"}"#.to_owned(),
+            r#"["not", "an", "object"]"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop"} trailing"#.to_owned(),
+        ];
+        for c in refused {
+            assert!(matches!(check(hs256(b"k3y", &c)), Outcome::Invalid), "{c}");
+        }
+        for h in [
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","b64":false}"#,
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"hs256"}"#,
+            r#"{"typ":"JWT"}"#,
+        ] {
+            let t = signed(h.as_bytes(), b"k3y", no_exp);
+            assert!(matches!(check(t), Outcome::Invalid), "{h}");
+        }
+        let t = hs256(b"k3y", no_exp);
+        assert!(
+            matches!(check(format!("{t}.x")), Outcome::Invalid),
+            "four parts"
+        );
+        assert!(
+            matches!(check(format!("{t}=")), Outcome::Invalid),
+            "padding"
+        );
     }
 }
