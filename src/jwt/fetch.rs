@@ -122,12 +122,13 @@ impl Remote {
         let result = get(&self.url).and_then(|body| KeySet::from_jwks(&body));
         let ok = match result {
             Ok((set, skipped)) => {
-                for s in &skipped {
-                    tracing::warn!(url = %self.url, "JWKS key skipped: {s}");
-                }
                 let old = self.keys.load().kids();
                 let new = set.kids();
+                // Logged when the set changes, not at every refresh.
                 if old != new || !self.loaded() {
+                    for s in &skipped {
+                        tracing::warn!(url = %self.url, "JWKS key skipped: {s}");
+                    }
                     tracing::info!(url = %self.url, kids = ?new, "JWKS loaded");
                 }
                 self.keys.store(Arc::new(set));
