@@ -205,6 +205,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let health = Arc::new(Health::new(store.clone(), control.handle().clone()));
     health.sync(&store.load());
     store.start_refresher(control.handle());
+    // `jwks_url` key sets: the first fetch before any request is served, then the loop.
+    crate::jwt::fetch::fetch_all(&store);
+    crate::jwt::fetch::start(&store, control.handle());
     let reloader = Arc::new(Reloader::new(
         store.clone(),
         health.clone(),

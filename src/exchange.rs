@@ -77,6 +77,9 @@ pub struct Exchange {
     /// W3C trace context sent upstream and logged (DESIGN.md §18).
     pub trace: Trace,
     pub stage: Stage,
+    /// The claims of the request's validated token (the authenticate stage, on a route with a
+    /// `jwt`): read by `jwt:CLAIM` keys and `forward_claims`.
+    pub claims: Option<Arc<crate::jwt::Claims>>,
     _active: Active,
 }
 
@@ -88,8 +91,16 @@ impl Exchange {
             trace,
             id,
             stage: Stage::Read,
+            claims: None,
             _active: Active::new(),
         }
+    }
+
+    /// Claim `name` of the request's validated token: strings as sent, numbers and booleans
+    /// as their JSON text. Only claims tether was configured to read are kept (see
+    /// `config::Jwt::claims`); `None` also when the route has no `jwt`.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.as_deref()?.get(name)
     }
 
     /// The route, once one is chosen.

@@ -5,8 +5,9 @@
 //! reuse both connections. No task, channel or watcher per request or idle connection.
 //!
 //! Owns: the order of IO on one downstream connection. Decisions are the stages' (`route`,
-//! `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the pingora-proxy
-//! engine, which calls the same stages. Must not touch: selection rules, configuration.
+//! `authenticate`, `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the
+//! pingora-proxy engine, which calls the same stages. Must not touch: selection rules,
+//! configuration.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::account::{self, End};
+use crate::authenticate;
 use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
@@ -296,6 +298,11 @@ impl Fast {
                 local_answer(ex, s, 413, None).await?;
                 return Ok(Next::Close);
             }
+        }
+        if let Err(refused) = authenticate::authenticate(ex, ri, s.req_header()) {
+            let l = refused.answer(ex).map_err(|e| Failed::from(&e))?;
+            write_local(s, l).await.map_err(|e| client_failed(&e))?;
+            return Ok(Next::KeepAlive);
         }
         if let Err(r) = limit::limit(ex, ri, s.req_header(), client).await {
             let l = limit::refuse(ex, ri, &r).map_err(|e| Failed::from(&e))?;

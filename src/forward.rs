@@ -101,7 +101,7 @@ pub fn request_headers(
             strip_cookie(req, &pool.conf.cookie.name)?;
         }
     }
-    Ok(())
+    crate::authenticate::forward_claims(ex, req)
 }
 
 /// Whether a request may be sent again after a backend closed a reused connection before any

@@ -10,6 +10,7 @@ use http::header;
 use pingora::http::RequestHeader;
 
 use crate::config::{Fallback, KeySpec};
+use crate::jwt::Claims;
 use crate::snapshot::Pool;
 
 /// Header names tether reads or writes on every request, resolved once (a `&str` name is
@@ -110,13 +111,16 @@ impl Key<'_> {
 /// The client's IP address (the peer of the downstream connection).
 pub type ClientIp = Option<IpAddr>;
 
-/// The key `spec` names in the request (`None` when absent or empty).
+/// The key `spec` names in the request (`None` when absent or empty); `claims` are the validated
+/// token's, for `jwt:CLAIM` keys.
 pub fn extract_key<'a>(
     spec: &KeySpec,
     req: &'a RequestHeader,
     client: ClientIp,
+    claims: Option<&'a Claims>,
 ) -> Option<Key<'a>> {
     let bytes = match spec {
+        KeySpec::Jwt(name) => claims.and_then(|c| c.get(name)).map(str::as_bytes),
         KeySpec::Cookie(name) => find_cookie(req, name),
         KeySpec::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
         KeySpec::Query(name) => req.uri.query().and_then(|q| {
@@ -145,11 +149,17 @@ pub fn extract_key<'a>(
 }
 
 /// The hash key of a hash pool's request (the configured key, else the fallback key).
-pub fn hash_key<'a>(pool: &Pool, req: &'a RequestHeader, client: ClientIp) -> Option<Key<'a>> {
+/// `claims`: the request's validated token's, for `jwt:CLAIM` keys.
+pub fn hash_key<'a>(
+    pool: &Pool,
+    req: &'a RequestHeader,
+    client: ClientIp,
+    claims: Option<&'a Claims>,
+) -> Option<Key<'a>> {
     let h = pool.conf.hash.as_ref()?;
-    extract_key(&h.key, req, client).or_else(|| match &h.fallback {
+    extract_key(&h.key, req, client, claims).or_else(|| match &h.fallback {
         Fallback::RoundRobin => None,
-        Fallback::Key(k) => extract_key(k, req, client),
+        Fallback::Key(k) => extract_key(k, req, client, claims),
     })
 }
 

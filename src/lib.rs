@@ -9,8 +9,9 @@
 //! runs the built-in demo.
 //!
 //! The request path (DESIGN.md §11) is a row of stage modules — `route` (read and route),
-//! `limit` (rate limits, over the buckets of `ratelimit`), `pick` (with `queue`, its circuit
-//! breaker), `forward`, `respond`, `account` — over the per-request `exchange`, with `head` reading the
+//! `authenticate` (JWT, over `jwt`'s keys and checks), `limit` (rate limits, over the buckets of
+//! `ratelimit`), `pick` (with `queue`, its circuit breaker), `forward`, `respond`, `account` —
+//! over the per-request `exchange`, with `head` reading the
 //! request head for them. Two engines call the same stages: `fast`, tether's HTTP/1.1 loop on
 //! pingora-core (with `upstream`, its per-thread connection reuse; `upstream_tls` turns a pool's
 //! `[tls]` into the backends' peers for both engines), and `proxy`, pingora-proxy's
@@ -20,6 +21,7 @@
 pub mod account;
 pub mod admin;
 pub mod app;
+pub mod authenticate;
 pub mod backend;
 pub mod balance;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod head;
 pub mod health;
+pub mod jwt;
 pub mod limit;
 pub mod metrics;
 pub mod pick;

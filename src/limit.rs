@@ -79,8 +79,7 @@ pub fn key<'a>(
     req: &'a RequestHeader,
     client: ClientIp,
 ) -> Option<Key<'a>> {
-    let _ = ex; // the `jwt:` arm reads the exchange
-    head::extract_key(spec, req, client)
+    head::extract_key(spec, req, client, ex.claims.as_deref())
 }
 
 /// The answer to a refused request: `429` with `Retry-After`, `RateLimit-Limit` (the burst),

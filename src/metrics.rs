@@ -34,7 +34,8 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 21] = [
+pub const NAMES: [&str; 22] = [
+    "tether_jwt_total",
     "tether_outlier_ejections_total",
     "tether_rate_limit_total",
     "tether_rate_limit_store_errors_total",
@@ -84,6 +85,8 @@ pub struct Metrics {
     /// resolved per limit by `ratelimit`).
     pub rate_limit: IntCounterVec,
     pub rate_limit_store_errors: IntCounterVec,
+    /// `tether_jwt_total{jwt,result}` (DESIGN.md §15).
+    pub jwt: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -246,6 +249,12 @@ impl Metrics {
                 "tether_rate_limit_store_errors_total",
                 "Requests a redis rate limit could not decide in its store (Redis down, failing or slower than [redis] timeout); they followed on_store_error.",
                 &["limit"],
+            ),
+            jwt: counter(
+                &r,
+                "tether_jwt_total",
+                "Requests on routes that require a JWT, by jwt and result (valid, missing, invalid, expired).",
+                &["jwt", "result"],
             ),
             registry: r,
         }

@@ -85,7 +85,7 @@ pub trait Client {
 pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: ClientIp) -> Picked {
     let pool = &ex.snap.pools[ex.snap.routes[route].pool];
     let view = pool.view.load();
-    let key = hash_key(pool, req, client);
+    let key = hash_key(pool, req, client, ex.claims.as_deref());
     let cookie = match &pool.codec {
         Some(_) => find_cookie(req, &pool.conf.cookie.name),
         None => None,
@@ -138,6 +138,7 @@ pub enum Retry {
 /// After the picked backend refused the connection: while the pool's `retries` allow, moves the
 /// request to the next backend.
 pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Retry {
+    let claims = ex.claims.clone();
     let Some((pool, u)) = ex.upstream() else {
         return Retry::Exhausted;
     };
@@ -147,7 +148,7 @@ pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Re
         return Retry::Exhausted;
     }
     let view = pool.view.load();
-    let key = hash_key(pool, req, client);
+    let key = hash_key(pool, req, client, claims.as_deref());
     match pool.fail_over(
         &view,
         key.as_ref().map(|k| k.as_bytes()),
@@ -202,7 +203,8 @@ pub async fn admit(
         return Ok(());
     };
     // The inputs of a re-pick, copied once (only requests that wait get here).
-    let key: Option<Vec<u8>> = hash_key(pool, c.head(), client).map(|k| k.as_bytes().to_vec());
+    let key: Option<Vec<u8>> =
+        hash_key(pool, c.head(), client, ex.claims.as_deref()).map(|k| k.as_bytes().to_vec());
     let cookie: Option<Vec<u8>> = match &pool.codec {
         Some(_) => find_cookie(c.head(), &pool.conf.cookie.name).map(<[u8]>::to_vec),
         None => None,

@@ -1,6 +1,7 @@
 //! The pingora-proxy engine (`ProxyHttp`): HTTP/2, and whatever the HTTP/1.1 fast path
 //! ([`crate::fast`]) does not take. Glue only: each callback calls a stage (DESIGN.md §11) —
-//! read and route, limit, pick, forward, respond, account — and holds no decision of its own.
+//! read and route, authenticate, limit, pick, forward, respond, account — and holds no decision
+//! of its own.
 //!
 //! Owns: the mapping of Pingora's callbacks onto the stages. Must not touch: configuration,
 //! selection rules or the snapshot store's writes.
@@ -18,6 +19,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use crate::account::{self, End};
+use crate::authenticate;
 use crate::backend::Exchanged;
 use crate::exchange::{Exchange, Stage};
 use crate::forward::{self, Downstream};
@@ -83,6 +85,10 @@ impl ProxyHttp for Proxy {
             let l = respond::local(ex, 404, None, respond::NO_ROUTE)?;
             return write_local(session, l).await;
         };
+        if let Err(refused) = authenticate::authenticate(ex, ri, session.req_header()) {
+            let l = refused.answer(ex)?;
+            return write_local(session, l).await;
+        }
         if let Err(r) = limit::limit(ex, ri, session.req_header(), client).await {
             let l = limit::refuse(ex, ri, &r)?;
             return write_local(session, l).await;

@@ -36,6 +36,10 @@ pub struct Snapshot {
     /// The rate limiters (DESIGN.md §14); unchanged ones carried over from the previous
     /// snapshot with their buckets.
     pub rate_limits: RateLimits,
+    /// `[jwt.NAME]` verifiers, in `config.jwts` order.
+    pub jwts: Vec<crate::jwt::Verifier>,
+    /// Every header a `forward_claims` writes: client-sent copies are removed on every route.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 pub struct Route {
@@ -44,6 +48,8 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: String,
     pub pool: usize,
+    /// Index into `Snapshot::jwts`: a valid token is required.
+    pub jwt: Option<usize>,
     /// `tether_requests_total` handles, per backend index of the pool.
     pub requests: Vec<RequestCounters>,
     /// For answers given before a backend was picked (e.g. 503).
@@ -264,6 +270,7 @@ impl Snapshot {
                         .iter()
                         .map(|&i| rate_limits.limiters[i].clone())
                         .collect(),
+                    jwt: rc.jwt,
                 };
                 (i, route)
             })
@@ -278,8 +285,12 @@ impl Snapshot {
             };
             (host_rank, usize::MAX - r.path_prefix.len(), *i)
         });
+        let jwts = crate::authenticate::verifiers(&config, metrics, prev.map(|p| &p.jwts[..]));
+        let claim_headers = crate::authenticate::claim_headers(&jwts);
         Snapshot {
             generation,
+            jwts,
+            claim_headers,
             unrouted: request_counters(metrics, "", "", ""),
             routes: routes.into_iter().map(|(_, r)| r).collect(),
             pools,
@@ -599,6 +610,13 @@ impl Store {
             }
         }
         old.rate_limits.forget_removed(&new.rate_limits, m);
+        for j in &old.jwts {
+            if !new.jwts.iter().any(|n| n.name == j.name) {
+                for r in crate::jwt::RESULTS {
+                    let _ = m.jwt.remove_label_values(&[&j.name, r]);
+                }
+            }
+        }
         for p in &old.pools {
             if new.pool(&p.name).is_none() {
                 let _ = m.duration.remove_label_values(&[&p.name]);

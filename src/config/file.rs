@@ -37,6 +37,23 @@ pub(crate) struct File {
     #[serde(default)]
     pub rate_limit: BTreeMap<String, RateLimit>,
     pub redis: Option<Redis>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, Jwt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Jwt {
+    pub from: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<RawDuration>,
+    pub key_file: Option<String>,
+    pub secret_file: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<Vec<String>>,
+    pub leeway: Option<RawDuration>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +105,7 @@ pub(crate) struct Route {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: Option<String>,
+    pub jwt: Option<String>,
     pub rate_limits: Option<Vec<String>>,
 }
 
@@ -537,6 +555,10 @@ fn known_keys(parent: &KeyPath) -> Option<&'static [&'static str]> {
         [Ok("pool"), Ok(_), Ok("circuit_breaker")] => fields_of::<CircuitBreaker>(),
         [Ok("pool"), Ok(_), Ok("tls")] => fields_of::<UpstreamTls>(),
         [Ok("pool"), Ok(_), Ok("backend"), Err(_)] => fields_of::<Backend>(),
+        [Ok("pool"), Ok(_), Ok("outlier")] => fields_of::<Outlier>(),
+        [Ok("jwt"), Ok(_)] => fields_of::<Jwt>(),
+        [Ok("rate_limit"), Ok(_)] => fields_of::<RateLimit>(),
+        [Ok("redis")] => fields_of::<Redis>(),
         _ => return None,
     })
 }

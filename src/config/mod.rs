@@ -60,6 +60,8 @@ pub struct Config {
     pub rate_limits: Vec<RateLimit>,
     /// `[redis]`: the store of limits with `store = "redis"`.
     pub redis: Option<RedisConf>,
+    /// `[jwt.NAME]`, sorted by name (DESIGN.md §15).
+    pub jwts: Vec<Jwt>,
     /// Where the config came from, and a content hash (hex SHA-256 of the file bytes).
     pub source: Source,
 }
@@ -195,6 +197,8 @@ pub struct Route {
     pub pool: usize,
     /// Indexes into `Config::rate_limits`, in the order the route lists them.
     pub rate_limits: Vec<usize>,
+    /// Index into `Config::jwts`: a valid token is required on this route.
+    pub jwt: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +261,8 @@ pub enum KeySpec {
     Query(String),
     SourceIp,
     Path,
+    /// A claim of the request's validated token (DESIGN.md §15).
+    Jwt(String),
 }
 
 /// One `[rate_limit.NAME]` (DESIGN.md §14): GCRA, `burst` tokens refilled at `rate` per `per`.
@@ -408,6 +414,44 @@ pub struct BreakerOpts {
     pub max_queue: usize,
     /// How long a request may wait (greater than zero).
     pub queue_timeout: Duration,
+}
+
+/// `[jwt.NAME]`: JWT validation (DESIGN.md §15).
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    pub name: String,
+    pub from: TokenFrom,
+    pub keys: JwtKeys,
+    /// Allowed algorithms; never empty, never `none`, each usable with the key source.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `aud` must contain one of them (empty: not checked).
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 60 s), whole seconds.
+    pub leeway: Duration,
+    /// (claim, lower-cased header name): copied into the upstream request.
+    pub forward_claims: Vec<(String, String)>,
+    /// Every claim tether reads from this jwt's tokens: the `forward_claims` and the `jwt:CLAIM`
+    /// keys of the pools its routes reach (a new `jwt:` key user adds its claims here).
+    pub claims: Vec<String>,
+}
+
+/// Where the token is (`from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// Lower-cased header name; `Bearer <token>` (for `authorization`, required).
+    Header(String),
+    Cookie(String),
+}
+
+/// The key source of a `[jwt.NAME]`.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// `key_file`, `secret_file` or `jwks_file`: read and parsed during validation.
+    Static(std::sync::Arc<crate::jwt::KeySet>),
+    /// `jwks_url`, fetched at run time every `refresh`.
+    Url { url: String, refresh: Duration },
 }
 
 /// Outlier ejection (DESIGN.md §13).

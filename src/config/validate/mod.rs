@@ -28,6 +28,7 @@ use super::{
     OutlierOpts, Policy, Pool, Route, SameSite, Server, Source, TlsListener, UpstreamTls,
 };
 
+mod jwt;
 mod pool;
 mod ratelimit;
 mod route;
@@ -259,7 +260,8 @@ impl Cx<'_> {
             .ok()
     }
 
-    /// A key spec (§3): `cookie:NAME`, `header:NAME`, `query:NAME`, `source_ip` or `path`.
+    /// A key spec (§3): `cookie:NAME`, `header:NAME`, `query:NAME`, `jwt:CLAIM`, `source_ip` or
+    /// `path`.
     fn key_spec(&mut self, path: &KeyPath, text: &str) -> Option<KeySpec> {
         self.checked(path, text, key_spec(text))
     }
@@ -342,7 +344,10 @@ impl Cx<'_> {
         let names: Vec<&str> = f.pool.keys().map(String::as_str).collect();
         let (rate_limits, redis) = self.rate_limits(&f.rate_limit, f.redis.as_ref());
         let limit_names: Vec<&str> = f.rate_limit.keys().map(String::as_str).collect();
-        let routes = self.routes(&f.route, &names, &limit_names);
+        let mut jwts: Vec<super::Jwt> = f.jwt.iter().map(|(name, j)| self.jwt(name, j)).collect();
+        let jwt_names: Vec<&str> = f.jwt.keys().map(String::as_str).collect();
+        let routes = self.routes(&f.route, &names, &limit_names, &jwt_names);
+        self.jwt_keys_need_a_jwt(f, &routes, &pools, &rate_limits, &mut jwts);
         Config {
             server,
             log,
@@ -351,6 +356,7 @@ impl Cx<'_> {
             pools,
             rate_limits,
             redis,
+            jwts,
             source: Source {
                 path: source_path,
                 hash: content_hash(text.as_bytes()),

@@ -8,6 +8,7 @@ impl Cx<'_> {
         routes: &[file::Route],
         pools: &[&str],
         limits: &[&str],
+        jwts: &[&str],
     ) -> Vec<Route> {
         let p = KeyPath::root().key("route");
         if routes.is_empty() {
@@ -94,6 +95,18 @@ impl Cx<'_> {
                 }
             };
             let rate_limits = self.route_limits(&kp, r.rate_limits.as_deref(), limits);
+            let jwt = r.jwt.as_deref().and_then(|name| {
+                let index = jwts.iter().position(|j| *j == name);
+                if index.is_none() {
+                    let message = if jwts.is_empty() {
+                        "no such jwt; no [jwt.NAME] is defined".to_owned()
+                    } else {
+                        format!("no such jwt; jwts are: {}", jwts.join(", "))
+                    };
+                    self.error(&kp.key("jwt"), quoted(name), message);
+                }
+                index
+            });
             if let Some(pool) = pool {
                 out.push(Route {
                     name,
@@ -101,6 +114,7 @@ impl Cx<'_> {
                     path_prefix,
                     pool,
                     rate_limits,
+                    jwt,
                 });
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{JwtKeys, TokenFrom};
 
 const BASE: &str = r#"
 [server]
@@ -808,4 +809,72 @@ fn upstream_tls() {
         ))),
         &["pool.web.tls.key", "does not match the certificate"],
     );
+}
+
+#[test]
+fn jwt_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "top-secret\n").unwrap();
+    let s = secret.display();
+    let c = ok(&format!(
+        r#"
+[server]
+listen = ["127.0.0.1:8080"]
+[jwt.users]
+secret_file = "{s}"
+algorithms = ["HS256", "HS512"]
+audience = ["shop"]
+forward_claims = {{ sub = "X-User-Id" }}
+[jwt.remote]
+from = "cookie:token"
+jwks_url = "https://id.example.com/jwks.json"
+algorithms = ["ES256"]
+leeway = "5s"
+[[route]]
+pool = "p"
+jwt = "users"
+[pool.p]
+policy = "hash"
+[pool.p.hash]
+key = "jwt:tenant"
+[[pool.p.backend]]
+id = "a"
+addr = "10.0.0.1:80"
+"#
+    ));
+    assert_eq!(c.jwts.len(), 2);
+    let remote = &c.jwts[0];
+    assert_eq!(remote.name, "remote");
+    assert_eq!(remote.from, TokenFrom::Cookie("token".into()));
+    assert_eq!(remote.leeway, Duration::from_secs(5));
+    assert!(
+        matches!(&remote.keys, JwtKeys::Url { refresh, .. } if *refresh == Duration::from_secs(600))
+    );
+    let users = &c.jwts[1];
+    assert_eq!(users.from, TokenFrom::Header("authorization".into()));
+    assert_eq!(users.leeway, Duration::from_secs(60));
+    assert_eq!(
+        users.forward_claims,
+        vec![("sub".into(), "x-user-id".into())]
+    );
+    assert_eq!(users.claims, vec!["sub".to_string(), "tenant".to_string()]);
+    assert_eq!(c.routes[0].jwt, Some(1));
+    assert_eq!(
+        c.pools[0].hash.as_ref().unwrap().key,
+        KeySpec::Jwt("tenant".into())
+    );
+
+    let e = errs(&with(&format!(
+        "[jwt.a]\nsecret_file = \"{s}\"\nalgorithms = [\"RS256\", \"none\", \"XX1\"]\n\
+         [jwt.b]\nalgorithms = [\"ES256\"]\n[jwt.c]\nkey_file = \"{s}\"\nalgorithms = [\"RS256\"]\n"
+    )));
+    has(&e, &["jwt.a.algorithms[0]", "secret_file verifies HS256"]);
+    has(&e, &["jwt.a.algorithms[1]", "never accepted"]);
+    has(&e, &["jwt.a.algorithms[2]", "\"XX1\"", "must be HS256"]);
+    has(&e, &["jwt.b", "needs one key source"]);
+    has(&e, &["jwt.c.key_file", "not a PEM"]);
+    let e = errs(&with("[jwt.d]\nsecret_file = \"/nonexistent/x\"\n"));
+    has(&e, &["jwt.d.algorithms", "missing required key"]);
+    has(&e, &["jwt.d.secret_file", "cannot read"]);
 }

@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) const KEY_SPECS: &str = "cookie:NAME, header:NAME, query:NAME, source_ip or path";
+pub(super) const KEY_SPECS: &str =
+    "cookie:NAME, header:NAME, query:NAME, jwt:CLAIM, source_ip or path";
 
 /// `ip:port` literals only: no DNS at config time, and Pingora's `HttpPeer::new` panics on an
 /// address that does not resolve.
@@ -124,6 +125,7 @@ pub(super) fn key_spec(text: &str) -> Result<KeySpec, String> {
     };
     let valid = match kind {
         "cookie" | "header" => is_token(name),
+        "jwt" => !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control()),
         "query" => {
             !name.is_empty()
                 && !name
@@ -141,6 +143,7 @@ pub(super) fn key_spec(text: &str) -> Result<KeySpec, String> {
     Ok(match kind {
         "cookie" => KeySpec::Cookie(name.to_owned()),
         "header" => KeySpec::Header(name.to_ascii_lowercase()),
+        "jwt" => KeySpec::Jwt(name.to_owned()),
         _ => KeySpec::Query(name.to_owned()),
     })
 }

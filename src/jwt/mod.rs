@@ -1,0 +1,637 @@
+//! JWT validation (DESIGN.md §15): the per-`[jwt.NAME]` [`Verifier`] the authenticate stage calls,
+//! the validated [`Claims`] later stages read (`jwt:CLAIM` keys, `forward_claims`), key sets
+//! ([`keys`]) and the `jwks_url` fetcher ([`fetch`]).
+//!
+//! Owns: finding the token in a request, choosing keys by `kid` and algorithm, the checks and
+//! what their failures are called. Signatures are verified by `jsonwebtoken::crypto::verify` (on
+//! ring: [`provider`]); the header and the claims are parsed here, in one pass each, because
+//! jsonwebtoken's `decode` costs ~5 µs per HS256 token (its `Header` buffers every member through
+//! serde's `flatten`, and the claims are parsed twice) against a budget of 2 µs. Must not touch:
+//! responses or metrics' registration (the authenticate stage answers and counts); the request
+//! path never does IO or takes a lock here: a `jwks_url` key set is one `ArcSwap` load.
+
+pub mod fetch;
+pub mod keys;
+mod provider;
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use jsonwebtoken::Algorithm;
+use pingora::http::RequestHeader;
+use prometheus::IntCounter;
+
+use crate::config::{Jwt as JwtConf, JwtKeys, TokenFrom};
+pub use fetch::Remote;
+pub use keys::{Key, KeySet};
+
+/// Installs jsonwebtoken's crypto provider; idempotent. Every path that builds keys calls it.
+pub fn init() {
+    provider::install();
+}
+
+/// What the check of one request found (the `result` label of `tether_jwt_total`).
+pub enum Outcome {
+    Valid(Claims),
+    /// No token: no `Authorization` header, one that is not `Bearer`, or no cookie.
+    Missing,
+    /// Malformed, badly signed, not yet valid, wrong issuer or audience, algorithm not listed,
+    /// unknown key, empty Bearer value.
+    Invalid,
+    /// `exp` in the past beyond `leeway`.
+    Expired,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Valid(_) => "valid",
+            Outcome::Missing => "missing",
+            Outcome::Invalid => "invalid",
+            Outcome::Expired => "expired",
+        }
+    }
+}
+
+pub const RESULTS: [&str; 4] = ["valid", "missing", "invalid", "expired"];
+
+/// The claims of a validated token that tether reads: those named in `forward_claims` or in a
+/// `jwt:CLAIM` key spec (the config's `Jwt::claims`). Strings as they are; numbers, booleans,
+/// arrays and objects as their JSON text; `null` as absent.
+#[derive(Debug, Default)]
+pub struct Claims {
+    names: Arc<[Box<str>]>,
+    values: Vec<Option<Box<str>>>,
+}
+
+impl Claims {
+    /// The value of claim `name`, if the token has it and tether keeps it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let i = self.names.iter().position(|n| &**n == name)?;
+        self.values.get(i)?.as_deref()
+    }
+
+    /// The value of the `i`-th kept claim (`config::Jwt::claims` order).
+    pub fn value(&self, i: usize) -> Option<&str> {
+        self.values.get(i)?.as_deref()
+    }
+}
+
+/// Where a key set comes from at run time.
+pub enum Keys {
+    Static(Arc<KeySet>),
+    Remote(Arc<Remote>),
+}
+
+/// One `[jwt.NAME]`, ready for requests: checks and metric handles resolved at load.
+pub struct Verifier {
+    pub name: Arc<str>,
+    from: From,
+    pub keys: Keys,
+    algorithms: Vec<Algorithm>,
+    issuer: Option<Box<str>>,
+    audience: Box<[Box<str>]>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    leeway: u64,
+    claim_names: Arc<[Box<str>]>,
+    /// (index into the kept claims, header name) for `forward_claims`.
+    pub forward: Vec<(usize, HeaderName)>,
+    /// `tether_jwt_total` by [`RESULTS`] order.
+    pub counters: [IntCounter; 4],
+}
+
+enum From {
+    Authorization,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+impl Verifier {
+    /// Builds the verifier of `conf`. `prev` lends the live key set of a `jwks_url` whose URL is
+    /// unchanged (keys survive a reload); a new URL starts empty until the fetcher fills it.
+    pub fn new(conf: &JwtConf, counters: [IntCounter; 4], prev: &[Verifier]) -> Verifier {
+        init();
+        let keys = match &conf.keys {
+            JwtKeys::Static(set) => Keys::Static(set.clone()),
+            JwtKeys::Url { url, refresh } => {
+                let reused = prev.iter().find_map(|v| match &v.keys {
+                    Keys::Remote(r) if r.url == *url => Some(r.clone()),
+                    _ => None,
+                });
+                let r = reused.unwrap_or_else(|| Arc::new(Remote::new(url.clone())));
+                r.set_refresh(*refresh);
+                Keys::Remote(r)
+            }
+        };
+        let claim_names: Arc<[Box<str>]> = conf
+            .claims
+            .iter()
+            .map(|c| c.as_str().into())
+            .collect::<Vec<_>>()
+            .into();
+        let forward = conf
+            .forward_claims
+            .iter()
+            .filter_map(|(claim, header)| {
+                let i = claim_names.iter().position(|n| **n == **claim)?;
+                Some((i, HeaderName::from_bytes(header.as_bytes()).ok()?))
+            })
+            .collect();
+        let from = match &conf.from {
+            TokenFrom::Header(h) if h == "authorization" => From::Authorization,
+            TokenFrom::Header(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) => From::Header(n),
+                Err(_) => From::Authorization,
+            },
+            TokenFrom::Cookie(c) => From::Cookie(c.clone()),
+        };
+        Verifier {
+            name: conf.name.as_str().into(),
+            from,
+            keys,
+            algorithms: conf.algorithms.clone(),
+            issuer: conf.issuer.as_deref().map(Into::into),
+            audience: conf.audience.iter().map(|a| a.as_str().into()).collect(),
+            leeway: conf.leeway.as_secs(),
+            claim_names,
+            forward,
+            counters,
+        }
+    }
+
+    /// The remote key set, if this verifier has one.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        match &self.keys {
+            Keys::Remote(r) => Some(r),
+            Keys::Static(_) => None,
+        }
+    }
+
+    /// Checks the request's token.
+    pub fn check(&self, req: &RequestHeader) -> Outcome {
+        let token = match self.token(req) {
+            Some(t) => t,
+            None => return Outcome::Missing,
+        };
+        if token.is_empty() {
+            return Outcome::Invalid;
+        }
+        match &self.keys {
+            Keys::Static(set) => self.verify(token, set, None),
+            Keys::Remote(r) => {
+                let set = r.keys.load();
+                self.verify(token, &set, Some(r))
+            }
+        }
+    }
+
+    /// The token's bytes; `None` when the request carries none.
+    fn token<'a>(&self, req: &'a RequestHeader) -> Option<&'a [u8]> {
+        match &self.from {
+            From::Authorization => bearer(req.headers.get(http::header::AUTHORIZATION)?.as_bytes()),
+            From::Header(name) => {
+                let v = req.headers.get(name)?.as_bytes();
+                Some(bearer(v).unwrap_or(v))
+            }
+            From::Cookie(name) => crate::head::find_cookie(req, name),
+        }
+    }
+
+    /// Header, key, signature, then claims — in that order: nothing of the payload is trusted
+    /// before its signature is checked.
+    fn verify(&self, token: &[u8], set: &KeySet, remote: Option<&Arc<Remote>>) -> Outcome {
+        let Ok(token) = std::str::from_utf8(token) else {
+            return Outcome::Invalid;
+        };
+        let mut parts = token.split('.');
+        let (Some(head), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Outcome::Invalid;
+        };
+        let message = &token[..head.len() + 1 + payload.len()];
+        let Some((alg, kid)) = claims::header(head) else {
+            return Outcome::Invalid;
+        };
+        if !self.algorithms.contains(&alg) {
+            return Outcome::Invalid;
+        }
+        if let (Some(kid), Some(r)) = (&kid, remote) {
+            if !set.has_kid(kid) {
+                // Rotation: the key may be new. The refetch runs on the control runtime; this
+                // request is refused now rather than waiting for it.
+                r.want_refetch();
+                return Outcome::Invalid;
+            }
+        }
+        let signed = set
+            .keys
+            .iter()
+            .filter(|k| {
+                k.allows(alg)
+                    && match (&kid, &k.kid) {
+                        (Some(want), Some(have)) => **want == **have,
+                        _ => true,
+                    }
+            })
+            .any(|k| {
+                jsonwebtoken::crypto::verify(signature, message.as_bytes(), &k.decoding, alg)
+                    .unwrap_or(false)
+            });
+        if !signed {
+            return Outcome::Invalid;
+        }
+        self.validate(payload)
+    }
+
+    /// The registered claims (`exp`, `nbf`, `iss`, `aud`) of a signed payload, and the kept
+    /// claims, from one parse.
+    fn validate(&self, payload: &str) -> Outcome {
+        use base64::Engine;
+        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+            return Outcome::Invalid;
+        };
+        let mut values = vec![None; self.claim_names.len()];
+        let Some(std) = claims::scan(&json, &self.claim_names, &mut values) else {
+            return Outcome::Invalid;
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        match std.exp {
+            claims::Time::Absent => {}
+            claims::Time::Bad => return Outcome::Invalid,
+            claims::Time::At(exp) if exp < now.saturating_sub(self.leeway) => {
+                return Outcome::Expired
+            }
+            claims::Time::At(_) => {}
+        }
+        match std.nbf {
+            claims::Time::Bad => return Outcome::Invalid,
+            claims::Time::At(nbf) if nbf > now.saturating_add(self.leeway) => {
+                return Outcome::Invalid
+            }
+            _ => {}
+        }
+        if let Some(want) = &self.issuer {
+            if std.iss.as_deref() != Some(&**want) {
+                return Outcome::Invalid;
+            }
+        }
+        if !self.audience.is_empty() {
+            let ok = std
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|w| **w == **a)));
+            if !ok {
+                return Outcome::Invalid;
+            }
+        }
+        Outcome::Valid(Claims {
+            names: self.claim_names.clone(),
+            values,
+        })
+    }
+}
+
+/// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110 §11.1);
+/// `None` for another scheme.
+fn bearer(v: &[u8]) -> Option<&[u8]> {
+    let scheme = b"bearer";
+    if v.len() < scheme.len() || !v[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let rest = &v[scheme.len()..];
+    if !rest.is_empty() && rest[0] != b' ' && rest[0] != b'\t' {
+        return None; // e.g. "Bearerx"
+    }
+    Some(crate::head::trim(rest))
+}
+
+/// The JOSE header and the claims object, parsed for what tether checks and keeps. Strict where
+/// it matters (RFC 7519 §4.1, and the lesson of CVE-2026-25537): a registered time claim of the
+/// wrong type is a refusal, never "absent"; duplicated registered claims are refused.
+mod claims {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde_json::Value;
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::str::FromStr;
+
+    use jsonwebtoken::Algorithm;
+
+    /// `alg` and `kid` of a base64url JOSE header. `None` (a refusal) for anything malformed, an
+    /// unknown or `none` algorithm, and any `crit` or `b64` member: tether implements no JWS
+    /// extension (RFC 7515 §4.1.11), and an unencoded payload (RFC 7797) is never accepted.
+    pub fn header(b64: &str) -> Option<(Algorithm, Option<Box<str>>)> {
+        use base64::Engine;
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            alg: Cow<'a, str>,
+            #[serde(borrow, default)]
+            kid: Option<Cow<'a, str>>,
+            #[serde(default)]
+            crit: Option<IgnoredAny>,
+            #[serde(default)]
+            b64: Option<IgnoredAny>,
+        }
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()?;
+        let h: Head = serde_json::from_slice(&json).ok()?;
+        if h.crit.is_some() || h.b64.is_some() {
+            return None;
+        }
+        let alg = Algorithm::from_str(&h.alg).ok()?;
+        Some((alg, h.kid.map(|k| k.as_ref().into())))
+    }
+
+    /// A registered time claim (`exp`, `nbf`).
+    #[derive(Default)]
+    pub enum Time {
+        #[default]
+        Absent,
+        /// Not a non-negative number.
+        Bad,
+        At(u64),
+    }
+
+    #[derive(Default)]
+    pub struct Registered {
+        pub exp: Time,
+        pub nbf: Time,
+        /// `None` when absent or not a string.
+        pub iss: Option<String>,
+        /// `None` when absent or neither a string nor an array of strings.
+        pub aud: Option<Vec<String>>,
+    }
+
+    /// Parses a claims object: the registered claims, and each of `names` into `values` (same
+    /// order). `None` for anything malformed.
+    pub fn scan(
+        json: &[u8],
+        names: &[Box<str>],
+        values: &mut [Option<Box<str>>],
+    ) -> Option<Registered> {
+        let mut out = Registered::default();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        Scan {
+            names,
+            values,
+            out: &mut out,
+        }
+        .deserialize(&mut de)
+        .ok()?;
+        de.end().ok()?;
+        Some(out)
+    }
+
+    struct Scan<'a> {
+        names: &'a [Box<str>],
+        values: &'a mut [Option<Box<str>>],
+        out: &'a mut Registered,
+    }
+
+    const REGISTERED: [&str; 4] = ["exp", "nbf", "iss", "aud"];
+
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a claims object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = [false; 4];
+            while let Some((reg, kept)) = map.next_key_seed(Name(self.names))? {
+                if reg.is_none() && kept.is_none() {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let v: Value = map.next_value()?;
+                if let Some(r) = reg {
+                    if std::mem::replace(&mut seen[r], true) {
+                        return Err(serde::de::Error::custom("duplicate registered claim"));
+                    }
+                    match r {
+                        0 => self.out.exp = time(&v),
+                        1 => self.out.nbf = time(&v),
+                        2 => self.out.iss = v.as_str().map(str::to_owned),
+                        _ => self.out.aud = audience(&v),
+                    }
+                }
+                if let Some(i) = kept {
+                    self.values[i] = match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.into_boxed_str()),
+                        other => Some(other.to_string().into_boxed_str()),
+                    };
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn time(v: &Value) -> Time {
+        match v {
+            Value::Null => Time::Absent,
+            Value::Number(n) => match n.as_u64() {
+                Some(t) => Time::At(t),
+                None => match n.as_f64() {
+                    Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                        Time::At(f.round() as u64)
+                    }
+                    _ => Time::Bad,
+                },
+            },
+            _ => Time::Bad,
+        }
+    }
+
+    fn audience(v: &Value) -> Option<Vec<String>> {
+        match v {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect(),
+            _ => None,
+        }
+    }
+
+    /// A member name: its index among the registered claims and among the kept names.
+    struct Name<'a>(&'a [Box<str>]);
+
+    impl<'de> DeserializeSeed<'de> for Name<'_> {
+        type Value = (Option<usize>, Option<usize>);
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Name<'_> {
+        type Value = (Option<usize>, Option<usize>);
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a claim name")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok((
+                REGISTERED.iter().position(|r| *r == s),
+                self.0.iter().position(|n| **n == *s),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::time::Duration;
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn hs256(secret: &[u8], claims: &str) -> String {
+        signed(br#"{"alg":"HS256","typ":"JWT"}"#, secret, claims)
+    }
+
+    fn signed(header: &[u8], secret: &[u8], claims: &str) -> String {
+        let msg = format!("{}.{}", b64(header), b64(claims.as_bytes()));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        format!(
+            "{msg}.{}",
+            b64(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
+        )
+    }
+
+    fn verifier(claims: &[&str]) -> Verifier {
+        verifier_for(claims, None, &[])
+    }
+
+    fn verifier_for(claims: &[&str], issuer: Option<&str>, audience: &[&str]) -> Verifier {
+        let conf = JwtConf {
+            name: "t".into(),
+            from: TokenFrom::Header("authorization".into()),
+            keys: JwtKeys::Static(Arc::new(KeySet::from_secret(b"k3y").unwrap())),
+            algorithms: vec![Algorithm::HS256],
+            issuer: issuer.map(str::to_owned),
+            audience: audience.iter().map(|a| a.to_string()).collect(),
+            leeway: Duration::from_secs(60),
+            forward_claims: vec![],
+            claims: claims.iter().map(|c| c.to_string()).collect(),
+        };
+        let c = || IntCounter::new("x", "x").unwrap();
+        Verifier::new(&conf, [c(), c(), c(), c()], &[])
+    }
+
+    fn req(auth: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(a) = auth {
+            r.insert_header("authorization", a).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn hs256_outcomes_and_kept_claims() {
+        let v = verifier(&["sub", "n", "admin", "nothing", "roles"]);
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let t = hs256(
+            b"k3y",
+            &format!(
+                r#"{{"sub":"al\"ice","n":42,"admin":false,"roles":["a"],"exp":{exp},"x":{{"y":1}}}}"#
+            ),
+        );
+        let Outcome::Valid(c) = v.check(&req(Some(&format!("Bearer {t}")))) else {
+            panic!("valid token refused");
+        };
+        assert_eq!(c.get("sub"), Some("al\"ice"));
+        assert_eq!(c.get("n"), Some("42"));
+        assert_eq!(c.get("admin"), Some("false"));
+        assert_eq!(c.get("roles"), Some(r#"["a"]"#));
+        assert_eq!(c.get("nothing"), None);
+        assert_eq!(c.get("x"), None, "not a kept claim");
+        assert!(matches!(v.check(&req(None)), Outcome::Missing));
+        assert!(matches!(v.check(&req(Some("Bearer"))), Outcome::Invalid));
+        let old = hs256(b"k3y", &format!(r#"{{"exp":{}}}"#, exp - 7200));
+        assert!(matches!(
+            v.check(&req(Some(&format!("Bearer {old}")))),
+            Outcome::Expired
+        ));
+        let forged = hs256(b"other", r#"{"sub":"x"}"#);
+        assert!(matches!(
+            v.check(&req(Some(&format!("Bearer {forged}")))),
+            Outcome::Invalid
+        ));
+    }
+
+    #[test]
+    fn bearer_values() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer"), Some(&b""[..]));
+        assert_eq!(bearer(b"Bearer "), Some(&b""[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
+    }
+
+    /// What the header and claims parser refuses, beyond the integration tests' cases.
+    #[test]
+    fn strict_header_and_registered_claims() {
+        let v = verifier_for(&[], Some("https://id"), &["shop"]);
+        let now = jsonwebtoken::get_current_timestamp();
+        let check = |t: String| v.check(&req(Some(&format!("Bearer {t}"))));
+        let good = format!(
+            r#"{{"iss":"https://id","aud":["x","shop"],"exp":{}}}"#,
+            now + 60
+        );
+        assert!(matches!(check(hs256(b"k3y", &good)), Outcome::Valid(_)));
+        let float_exp = format!(
+            r#"{{"iss":"https://id","aud":"shop","exp":{}.5}}"#,
+            now + 60
+        );
+        assert!(matches!(
+            check(hs256(b"k3y", &float_exp)),
+            Outcome::Valid(_)
+        ));
+        let no_exp = r#"{"iss":"https://id","aud":"shop"}"#;
+        assert!(matches!(check(hs256(b"k3y", no_exp)), Outcome::Valid(_)));
+        let refused = [
+            r#"{"iss":"https://id","aud":"shop","exp":-5}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","exp":"9999999999"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","nbf":"0"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop","exp":9999999999,"exp":1}"#.to_owned(),
+            r#"{"iss":["https://id"],"aud":"shop"}"#.to_owned(),
+            r#"{"iss":"https://id","aud":[1]}"#.to_owned(),
+            r#"{"iss":"https://id","aud":[]}"#.to_owned(),
+            r#"{"iss":"https://id"}"#.to_owned(),
+            r#"["not", "an", "object"]"#.to_owned(),
+            r#"{"iss":"https://id","aud":"shop"} trailing"#.to_owned(),
+        ];
+        for c in refused {
+            assert!(matches!(check(hs256(b"k3y", &c)), Outcome::Invalid), "{c}");
+        }
+        for h in [
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","b64":false}"#,
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"hs256"}"#,
+            r#"{"typ":"JWT"}"#,
+        ] {
+            let t = signed(h.as_bytes(), b"k3y", no_exp);
+            assert!(matches!(check(t), Outcome::Invalid), "{h}");
+        }
+        let t = hs256(b"k3y", no_exp);
+        assert!(
+            matches!(check(format!("{t}.x")), Outcome::Invalid),
+            "four parts"
+        );
+        assert!(
+            matches!(check(format!("{t}=")), Outcome::Invalid),
+            "padding"
+        );
+    }
+}
