@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::h2::{cert_of, H2};
 use common::raw::*;
 use common::*;
 use std::io::Write;
@@ -560,5 +561,70 @@ fn after_a_connect_failure_the_request_waits_for_a_slot_on_the_next_backend() {
     let r = ok(next);
     assert_eq!(r.backend(), Some("a"));
     assert_eq!(a.gate.max_in_flight(), 1, "the failover respected a's cap");
+    wait_queue(&t, 0);
+}
+
+#[test]
+fn over_http2_requests_wait_in_the_same_queue_and_a_reset_stream_leaves_it() {
+    let fixture = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let b = Gated::start("a");
+    let tls = free_port();
+    let cfg = config(
+        "round_robin",
+        "max_in_flight = 1\nqueue_timeout = \"8s\"",
+        &[("a", &b)],
+    )
+    .replace(
+        "grace_period = \"1s\"\n",
+        &format!(
+            "grace_period = \"1s\"\n[[server.tls]]\nlisten = \"127.0.0.1:{tls}\"\n\
+             certs = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            fixture("cert.pem"),
+            fixture("key.pem")
+        ),
+    );
+    let t = Tether::start(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
+    let cert = cert_of(&fixture("cert.pem"));
+    let connect = move |cert| H2::connect(addr, cert, "localhost", "localhost");
+    let c1 = cert.clone();
+    let held = std::thread::spawn(move || connect(c1).get("/held", &[]));
+    wait_arrivals(&b.gate, 1);
+    let c2 = cert.clone();
+    let waiter = std::thread::spawn(move || connect(c2).get("/waits", &[]));
+    wait_queue(&t, 1);
+    let c3 = cert.clone();
+    let cancelled = std::thread::spawn(move || {
+        connect(c3).get_then_cancel("/cancelled", Duration::from_secs(1))
+    });
+    wait_queue(&t, 2);
+    cancelled.join().unwrap();
+    let reset = Instant::now();
+    wait_queue(&t, 1);
+    assert!(
+        reset.elapsed() < Duration::from_secs(4),
+        "left when the stream was reset, not at queue_timeout: {:?}",
+        reset.elapsed()
+    );
+    assert_eq!(
+        t.metric_sum("tether_queue_rejections_total", &[("pool", "p")]),
+        0.0
+    );
+    b.gate.open();
+    assert_eq!(held.join().unwrap().status, 200);
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        b.gate.arrivals(),
+        vec!["/held", "/waits"],
+        "the reset stream never reached it"
+    );
+    assert_eq!(b.gate.max_in_flight(), 1);
     wait_queue(&t, 0);
 }

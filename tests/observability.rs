@@ -103,6 +103,10 @@ interval = "200ms"
 timeout = "150ms"
 rise = 1
 fall = 1
+
+# A cap no test request reaches: the queue's families (DESIGN.md §13) are exported.
+[pool.shop.circuit_breaker]
+max_in_flight = 100
 "#,
     );
     c.push_str(&backend_tables("web", web));

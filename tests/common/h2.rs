@@ -83,6 +83,27 @@ impl H2 {
             .unwrap_or_else(|e| panic!("h2 GET {path}: {e}"))
     }
 
+    /// Sends a GET and, without waiting for its response, resets the stream after `after` (the
+    /// client gives up: `RST_STREAM` with `CANCEL`).
+    pub fn get_then_cancel(&mut self, path: &str, after: Duration) {
+        let uri = format!("https://{}{path}", self.authority);
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(uri)
+            .body(())
+            .expect("request");
+        let send = self.send.clone();
+        self.rt.block_on(async move {
+            let mut send = send.ready().await.expect("connection ready");
+            let (resp, mut stream) = send.send_request(req, true).expect("send request");
+            tokio::time::sleep(after).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(resp);
+            // Let the connection task write the reset.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+
     /// One request on the connection's next stream; the whole response body is read.
     pub fn request(
         &mut self,
