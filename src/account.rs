@@ -38,6 +38,9 @@ pub fn account(
     if let (Some(what), Some((pool, u))) = (end.backend, ex.upstream()) {
         outlier(store, pool, u.pick.backend, what);
     }
+    if let Some((pool, u)) = ex.upstream() {
+        crate::sessions::served(pool, u, req, client, end.backend);
+    }
     let class = code_class(end.status);
     let snap = ex.snap.clone();
     let (route_name, pool, backend, outcome, upstream_time) = match &ex.stage {

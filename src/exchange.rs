@@ -222,6 +222,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             ));
             ex.hold();

@@ -34,7 +34,8 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
+    "tether_hash_overflow_total",
     "tether_outlier_ejections_total",
     "tether_downstream_rejected_total",
     "tether_requests_total",
@@ -78,6 +79,7 @@ pub struct Metrics {
     pub queue_length: IntGaugeVec,
     pub backend_queued: IntGaugeVec,
     pub queue_rejections: IntCounterVec,
+    pub hash_overflow: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -229,6 +231,12 @@ impl Metrics {
                 "Requests refused with 503 by the circuit breaker, by reason (full: the queue was full, timeout: waited past queue_timeout).",
                 &["pool", "reason"],
             ),
+            hash_overflow: counter(
+                &r,
+                "tether_hash_overflow_total",
+                "Requests that bounded-load hashing sent past their key's owner because it had too many in flight, by the skipped owner.",
+                &["pool", "backend"],
+            ),
             registry: r,
         }
     }
@@ -287,11 +295,21 @@ pub struct PoolMetrics {
     /// Indexed like [`OUTCOMES`].
     pub affinity: [IntCounter; 4],
     pub migrations: Migrations,
+    /// `tether_hash_overflow_total` by backend index; empty unless the pool bounds its load.
+    pub hash_overflow: Box<[IntCounter]>,
 }
 
 impl PoolMetrics {
-    pub fn new(m: &Metrics, pool: &str, backends: &[Arc<str>]) -> PoolMetrics {
+    pub fn new(m: &Metrics, pool: &str, backends: &[Arc<str>], bounded: bool) -> PoolMetrics {
         PoolMetrics {
+            hash_overflow: if bounded {
+                backends
+                    .iter()
+                    .map(|b| m.hash_overflow.with_label_values(&[pool, b]))
+                    .collect()
+            } else {
+                Box::default()
+            },
             duration: m.duration.with_label_values(&[pool]),
             retries: m.retries.with_label_values(&[pool]),
             affinity: OUTCOMES.map(|o| m.affinity.with_label_values(&[pool, o])),

@@ -105,6 +105,8 @@ pub struct Decision {
     pub issue: Option<Affinity>,
     /// The session nonce of a sticky request (also on a hit, for failover on connect errors).
     pub session: Option<[u8; NONCE_LEN]>,
+    /// Bounded-load hashing skipped this backend (the key's owner, full) for this request.
+    pub overflow: Option<u32>,
 }
 
 impl Pool {
@@ -122,19 +124,25 @@ impl Pool {
                 outcome: Outcome::None,
                 issue: None,
                 session: None,
+                overflow: None,
             }),
             Policy::RoundRobin => self.round_robin(view).map(|backend| Decision {
                 backend,
                 outcome: Outcome::None,
                 issue: None,
                 session: None,
+                overflow: None,
             }),
-            Policy::Hash if !pinned => self.assign(view, input.key).map(|backend| Decision {
-                backend,
-                outcome: Outcome::None,
-                issue: None,
-                session: None,
-            }),
+            Policy::Hash if !pinned => {
+                self.assign(view, input.key)
+                    .map(|(backend, overflow)| Decision {
+                        backend,
+                        outcome: Outcome::None,
+                        issue: None,
+                        session: None,
+                        overflow,
+                    })
+            }
             Policy::Cookie | Policy::Hash => self.sticky(view, input, new_nonce),
         }
     }
@@ -160,6 +168,7 @@ impl Pool {
                                 outcome: Outcome::Hit,
                                 issue,
                                 session: Some(aff.nonce),
+                                overflow: None,
                             });
                         }
                         Some(&i) => {
@@ -197,12 +206,13 @@ impl Pool {
                             issued: input.now,
                         }),
                         session: Some(aff.nonce),
+                        overflow: None,
                     });
                 }
                 Err(_) => invalid = true,
             }
         }
-        let backend = self.assign(view, input.key)?;
+        let (backend, overflow) = self.assign(view, input.key)?;
         let nonce = new_nonce();
         Some(Decision {
             backend,
@@ -217,14 +227,16 @@ impl Pool {
                 issued: input.now,
             }),
             session: Some(nonce),
+            overflow,
         })
     }
 
-    /// A new assignment: the key's owner, or round-robin without a key.
-    fn assign(&self, view: &View, key: Option<&[u8]>) -> Option<u32> {
+    /// A new assignment: the key's owner (under bounded load, maybe the next one clockwise,
+    /// returned with the skipped owner), or round-robin without a key.
+    fn assign(&self, view: &View, key: Option<&[u8]>) -> Option<(u32, Option<u32>)> {
         match key {
-            Some(k) => owner(view, k),
-            None => self.round_robin(view),
+            Some(k) => self.bounded_owner(view, k),
+            None => self.round_robin(view).map(|b| (b, None)),
         }
     }
 
@@ -264,6 +276,33 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// The key's owner among backends taking new sessions, unless `hash.balance_factor` is on
+    /// and the owner already has the bound B in flight (DESIGN.md §16): then the first backend
+    /// clockwise with fewer. Reads the per-instance in-flight gauges (atomics), and sums the
+    /// pool's only when the owner is busy at all.
+    fn bounded_owner(&self, view: &View, key: &[u8]) -> Option<(u32, Option<u32>)> {
+        let factor = self.conf.hash.as_ref().map_or(0.0, |h| h.balance_factor);
+        let (ring, eligible) = if view.assignable_ring.is_empty() {
+            (&view.serving_ring, &view.serving)
+        } else {
+            (&view.assignable_ring, &view.assignable)
+        };
+        let owner = ring.get(key)?;
+        let load = |i: u32| self.backends[i as usize].state.in_flight().max(0) as u64;
+        if factor == 0.0 || load(owner) == 0 {
+            return Some((owner, None));
+        }
+        let total = self
+            .backends
+            .iter()
+            .map(|b| b.state.in_flight().max(0) as u64)
+            .sum::<u64>()
+            + 1;
+        let n = eligible.iter().filter(|e| **e).count();
+        let b = crate::balance::bounded::bound(factor, total, n);
+        crate::balance::bounded::place(ring.walk(key), load, b)
     }
 
     fn round_robin(&self, view: &View) -> Option<u32> {
