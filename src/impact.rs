@@ -167,6 +167,37 @@ pub fn hash_move_share(before: &[(String, u32)], after: &[(String, u32)]) -> f64
     moved as f64 / (1u128 << 64) as f64
 }
 
+/// What `tether check -c NEW --against OLD` prints: the diff line, then one line per changed
+/// pool (no backend state: every backend counts as in service), then whether the running
+/// `max_reload_move` guard would refuse it.
+pub fn preview(old: &Config, new: &Config) -> Vec<String> {
+    let mut lines = vec![format!(
+        "changes: {}",
+        crate::snapshot::Diff::between(old, new)
+    )];
+    let impacts = between(old, new, &|_, _| false);
+    lines.extend(impacts.iter().map(ToString::to_string));
+    if let Some(max) = guard(old, new) {
+        let over = over(&impacts, max);
+        if !over.is_empty() {
+            lines.push(format!(
+                "a reload would be refused: more than server.max_reload_move = {max} ({:.1}%) moves in {} (POST /reload?force=true applies it anyway)",
+                max * 100.0,
+                over.iter().map(|i| i.pool.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    lines
+}
+
+/// The stricter of the running and the new `max_reload_move`.
+pub fn guard(old: &Config, new: &Config) -> Option<f64> {
+    match (old.server.max_reload_move, new.server.max_reload_move) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The pools whose larger share exceeds `max` (for `max_reload_move`).
 pub fn over<'a>(impacts: &'a [PoolImpact], max: f64) -> Vec<&'a PoolImpact> {
     impacts.iter().filter(|i| i.larger() > max).collect()

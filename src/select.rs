@@ -581,6 +581,45 @@ mod tests {
     }
 
     #[test]
+    fn bounded_load_skips_a_full_owner_and_a_cookie_still_wins() {
+        let s = snapshot(
+            "hash",
+            "[pool.p.hash]\nkey = \"header:x-user\"\npin = true\nbalance_factor = 1.0",
+            SECRET,
+        );
+        let pool = &s.pools[0];
+        let first = pick(&s, None, Some("alice"), 1);
+        assert_eq!(
+            (first.outcome.clone(), first.overflow),
+            (Outcome::New, None)
+        );
+        let owner = first.backend as usize;
+        // The owner holds 2 requests, the others none: B = ceil(1.0 * 3 / 4) = 1.
+        pool.backends[owner].state.metrics.in_flight.add(2);
+        let next = pool
+            .view
+            .load()
+            .assignable_ring
+            .walk(b"alice")
+            .nth(1)
+            .unwrap();
+        let d = pick(&s, None, Some("alice"), 2);
+        assert_eq!(d.backend, next, "the next backend clockwise");
+        assert_eq!(d.overflow, Some(owner as u32));
+        assert_eq!(
+            d.issue.unwrap().backend,
+            pool.backends[next as usize].digest,
+            "pinned there"
+        );
+        // The first session's cookie still goes to its (busy) owner: affinity first.
+        let c = cookie_of(&s, &first);
+        let hit = pick(&s, Some(&c), Some("alice"), 3);
+        assert_eq!((hit.backend as usize, hit.outcome), (owner, Outcome::Hit));
+        pool.backends[owner].state.metrics.in_flight.sub(2);
+        assert_eq!(pick(&s, None, Some("alice"), 4).backend as usize, owner);
+    }
+
+    #[test]
     fn hash_without_pin_follows_the_key_and_falls_back_to_round_robin() {
         let s = snapshot("hash", "[pool.p.hash]\nkey = \"header:x-user\"", SECRET);
         let d = pick(&s, None, Some("alice"), 0);
