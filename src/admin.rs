@@ -135,25 +135,26 @@ impl AdminApp {
                 &format!("unknown action {action:?}: use drain, maint or ready\n"),
             );
         };
-        let deadline =
-            match deadline {
-                None => None,
-                Some(_) if admin != Admin::Drain => {
+        let deadline = match deadline {
+            None => None,
+            Some(_) if admin != Admin::Drain => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "deadline is only for drain (drain?deadline=300s)\n",
+                )
+            }
+            Some(d) => match humantime::parse_duration(d) {
+                Ok(d) => Some(d),
+                Err(e) => {
                     return text(
-                        StatusCode::BAD_REQUEST,
-                        "deadline is only for drain (drain?deadline=300s)\n",
-                    )
-                }
-                Some(d) => match humantime::parse_duration(d) {
-                    Ok(d) => Some(d),
-                    Err(e) => return text(
                         StatusCode::BAD_REQUEST,
                         &format!(
                             "deadline {d:?} is not a duration such as \"300s\" or \"5m\": {e}\n"
                         ),
-                    ),
-                },
-            };
+                    )
+                }
+            },
+        };
         let snap = self.store.load();
         let Some(p) = snap.pool(pool) else {
             return text(StatusCode::NOT_FOUND, &format!("no pool {pool:?}\n"));

@@ -139,8 +139,9 @@ impl Reloader {
                     generation = snap.generation,
                     "configuration reloaded: {summary}"
                 );
+                // The same lines as `tether check --against` prints, each as the whole message.
                 for line in &impact {
-                    tracing::info!(trigger, generation = snap.generation, "{line}");
+                    tracing::info!("{line}");
                 }
                 Ok(Reloaded {
                     generation: snap.generation,
