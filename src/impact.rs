@@ -48,11 +48,7 @@ impl fmt::Display for PoolImpact {
                 self.cookie_sessions * 100.0
             )
         } else {
-            write!(
-                f,
-                "pool {}: no affinity (round-robin), no session moves",
-                self.pool
-            )
+            write!(f, "pool {}: no affinity, no session moves", self.pool)
         }
     }
 }
@@ -199,7 +195,7 @@ pub fn guard(old: &Config, new: &Config) -> Option<f64> {
 }
 
 /// The pools whose larger share exceeds `max` (for `max_reload_move`).
-pub fn over<'a>(impacts: &'a [PoolImpact], max: f64) -> Vec<&'a PoolImpact> {
+pub fn over(impacts: &[PoolImpact], max: f64) -> Vec<&PoolImpact> {
     impacts.iter().filter(|i| i.larger() > max).collect()
 }
 

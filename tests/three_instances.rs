@@ -273,7 +273,10 @@ fn three_instances_agree_on_pins_and_failover_through_failure_recovery_reload_an
     }
 
     // A reload on every instance removes n4.
-    assert!(recovered.iter().any(|b| b == "n4"), "some sessions live on n4");
+    assert!(
+        recovered.iter().any(|b| b == "n4"),
+        "some sessions live on n4"
+    );
     let three: Vec<&Backend> = bs[..3].iter().collect();
     reload_all(&fleet, &config(&three, OLD_SECRET), 2.0);
     let reloaded = phase(&fleet, &mut clients, "n4 removed");
