@@ -9,6 +9,11 @@
 //! home is the owner of its key (the hash key, else the cookie's nonce) on the ring of backends that
 //! take new sessions — the first eligible backend clockwise from the key — so every tether
 //! instance with the same configuration and health view picks the same one.
+//!
+//! Bounded-load hashing (`hash.balance_factor`, DESIGN.md §16) is the one input that is not
+//! shared by instances: a new assignment of a key skips an owner that has the bound in flight
+//! (read from the backends' in-flight gauges, atomics) for the next backend clockwise. It never
+//! applies to a valid cookie (affinity first) nor to failover, so failover targets still agree.
 
 use std::sync::Arc;
 
