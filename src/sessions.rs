@@ -6,15 +6,18 @@
 //! routing: it only observes. Counted whatever the backend's admin state.
 //!
 //! Estimator: seven 10-second buckets (the current one and the six before it, so the window is
-//! 60–70 s), each a HyperLogLog of 128 one-byte registers (896 bytes per backend). Recording is
-//! one hash, one relaxed load and, only when the register grows, one `fetch_max`: no lock, no
-//! allocation. A bucket is cleared by whoever first writes to it in a new slot (a write racing
-//! the clear may be lost: the count is approximate anyway). Estimates use HyperLogLog with
-//! linear counting for small counts (close to exact below a few dozen, ≈ 9 % standard error
-//! above).
+//! 60–70 s). Each bucket keeps the first 32 distinct session hashes exactly (an open-addressing
+//! table of atomics) and every hash in a HyperLogLog of 128 one-byte registers (≈ 2.7 KiB per
+//! backend in all). While no bucket of the window overflowed its table the count is exact (the
+//! case that matters when a drained backend winds down); otherwise it is the HyperLogLog
+//! estimate (≈ 9 % standard error). Recording is one hash, a probe that usually reads one slot
+//! (a CAS only for a session new to the bucket), one relaxed load and, only when the register
+//! grows, one `fetch_max`: no lock, no allocation. A bucket is cleared by whoever first writes
+//! to it in a new slot (a write racing the clear may be lost, and two first sightings of one
+//! session racing each other may count twice: the count is approximate).
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use pingora::http::RequestHeader;
 
@@ -27,11 +30,17 @@ const BUCKETS: usize = 7;
 const SLOT_SECS: u64 = 10;
 const P: u32 = 7;
 const REGS: usize = 1 << P;
+/// Session hashes kept exactly per bucket.
+const EXACT: usize = 32;
 
 struct Bucket {
     /// The 10-s slot (unix seconds / 10) the registers belong to; `u64::MAX`: never used.
     slot: AtomicU64,
     regs: [AtomicU8; REGS],
+    /// Distinct hashes (never 0) by linear probing from `hash % EXACT`; 0 is an empty slot.
+    exact: [AtomicU64; EXACT],
+    /// A hash found no room in `exact`: only the HyperLogLog counts this bucket.
+    overflowed: AtomicBool,
 }
 
 /// Distinct sessions seen by one backend, by 10-s bucket.
@@ -45,6 +54,8 @@ impl Default for RecentSessions {
             buckets: std::array::from_fn(|_| Bucket {
                 slot: AtomicU64::new(u64::MAX),
                 regs: std::array::from_fn(|_| AtomicU8::new(0)),
+                exact: std::array::from_fn(|_| AtomicU64::new(0)),
+                overflowed: AtomicBool::new(false),
             }),
         }
     }
@@ -71,7 +82,12 @@ impl RecentSessions {
             for r in &b.regs {
                 r.store(0, Ordering::Relaxed);
             }
+            for e in &b.exact {
+                e.store(0, Ordering::Relaxed);
+            }
+            b.overflowed.store(false, Ordering::Relaxed);
         }
+        b.remember(hash.max(1));
         let idx = (hash >> (64 - P)) as usize;
         // Rank of the remaining bits: leading zeros + 1, capped by a sentinel bit.
         let rank = ((hash << P) | (1 << (P - 1))).leading_zeros() as u8 + 1;
@@ -81,10 +97,13 @@ impl RecentSessions {
         }
     }
 
-    /// Estimated distinct sessions over the buckets of the last 60–70 s before `now`.
+    /// Distinct sessions over the buckets of the last 60–70 s before `now`: exact while every
+    /// bucket's table held its sessions, else estimated.
     pub fn estimate(&self, now: u64) -> u64 {
         let slot = now / SLOT_SECS;
         let mut merged = [0u8; REGS];
+        let mut seen: Vec<u64> = Vec::new();
+        let mut exact = true;
         for b in &self.buckets {
             let s = b.slot.load(Ordering::Acquire);
             if s == u64::MAX || s > slot || slot - s >= BUCKETS as u64 {
@@ -93,8 +112,44 @@ impl RecentSessions {
             for (m, r) in merged.iter_mut().zip(&b.regs) {
                 *m = (*m).max(r.load(Ordering::Relaxed));
             }
+            exact &= !b.overflowed.load(Ordering::Acquire);
+            seen.extend(
+                b.exact
+                    .iter()
+                    .map(|e| e.load(Ordering::Relaxed))
+                    .filter(|h| *h != 0),
+            );
+        }
+        if exact {
+            seen.sort_unstable();
+            seen.dedup();
+            return seen.len() as u64;
         }
         estimate(&merged)
+    }
+}
+
+impl Bucket {
+    /// Adds `hash` (not 0) to the exact table, or marks the bucket overflowed.
+    fn remember(&self, hash: u64) {
+        let start = (hash % EXACT as u64) as usize;
+        for i in 0..EXACT {
+            let e = &self.exact[(start + i) % EXACT];
+            let cur = e.load(Ordering::Relaxed);
+            if cur == hash {
+                return;
+            }
+            if cur == 0 {
+                match e.compare_exchange(0, hash, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return,
+                    Err(now) if now == hash => return,
+                    Err(_) => {}
+                }
+            }
+        }
+        if !self.overflowed.load(Ordering::Relaxed) {
+            self.overflowed.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -146,7 +201,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_counts_are_close_to_exact_and_repeats_count_once() {
+    fn small_counts_are_exact_and_repeats_count_once() {
         let s = RecentSessions::default();
         let now = 1_000_000;
         assert_eq!(s.estimate(now), 0);
@@ -155,8 +210,11 @@ mod tests {
                 s.record(session_hash(&i.to_le_bytes()), now);
             }
         }
-        let e = s.estimate(now);
-        assert!((18..=22).contains(&e), "estimate {e}");
+        assert_eq!(s.estimate(now), 20);
+        // Spread over several buckets of the window, a session still counts once.
+        s.record(session_hash(&3u32.to_le_bytes()), now + 20);
+        s.record(session_hash(b"another"), now + 20);
+        assert_eq!(s.estimate(now + 20), 21);
     }
 
     #[test]
