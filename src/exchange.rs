@@ -254,6 +254,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             );
             assert!(ex.snap.pools[0].breaker.as_ref().unwrap().try_take(0));
@@ -282,6 +283,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             );
             u.slot = Some(0); // the slot taken above
