@@ -38,6 +38,10 @@ pub fn account(
     if let (Some(what), Some((pool, u))) = (end.backend, ex.upstream()) {
         outlier(store, pool, u.pick.backend, what);
     }
+    let claims = ex.claims.clone();
+    if let Some((pool, u)) = ex.upstream() {
+        crate::sessions::served(pool, u, req, client, claims.as_deref(), end.backend);
+    }
     let class = code_class(end.status);
     let snap = ex.snap.clone();
     let (route_name, pool, backend, outcome, upstream_time) = match &ex.stage {

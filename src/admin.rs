@@ -1,5 +1,7 @@
 //! The admin HTTP service on `server.admin` (DESIGN.md §8): `GET /metrics`, `/healthz`,
-//! `/status`; `POST /reload` and `POST /pools/{pool}/backends/{id}/{drain|maint|ready}`.
+//! `/status`; `POST /reload[?force=true]` and
+//! `POST /pools/{pool}/backends/{id}/{drain|maint|ready}` (also as `/backends/{pool}/{id}/…`;
+//! `drain?deadline=300s` ends the drain in maint at the deadline, DESIGN.md §16).
 //!
 //! Owns: the admin endpoints and their authorization (bearer token from `admin_token_file` for
 //! every POST). Must not touch: the proxy path. State changes go through the registry and the
@@ -27,13 +29,21 @@ impl AdminApp {
         AdminApp { store, reloader }
     }
 
-    /// Serves one request (separate from the trait for unit tests).
+    /// Serves one request (separate from the trait for unit tests). `path` may carry a query.
     pub async fn handle(
         &self,
         method: &Method,
         path: &str,
         auth: Option<&[u8]>,
     ) -> Response<Vec<u8>> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             (&Method::GET | &Method::HEAD, ["metrics"]) => reply(
@@ -48,13 +58,19 @@ impl AdminApp {
                     return denied;
                 }
                 let r = self.reloader.clone();
-                match tokio::task::spawn_blocking(move || r.reload("admin", true)).await {
+                let force = param("force").is_some_and(|v| v == "true" || v == "1");
+                match tokio::task::spawn_blocking(move || r.reload_with("admin", true, force)).await
+                {
                     Ok(Ok(done)) => json_reply(
                         StatusCode::OK,
-                        json!({"result": "success", "generation": done.generation, "changes": done.summary}),
+                        json!({"result": "success", "generation": done.generation, "changes": done.summary, "impact": done.impact}),
                     ),
                     Ok(Err(e)) => json_reply(
-                        StatusCode::UNPROCESSABLE_ENTITY,
+                        if e.too_much_moves {
+                            StatusCode::CONFLICT
+                        } else {
+                            StatusCode::UNPROCESSABLE_ENTITY
+                        },
                         json!({"result": "failure", "generation": self.store.load().generation, "errors": e.errors}),
                     ),
                     Err(e) => json_reply(
@@ -63,15 +79,17 @@ impl AdminApp {
                     ),
                 }
             }
-            (&Method::POST, ["pools", pool, "backends", id, action]) => {
+            (&Method::POST, ["pools", pool, "backends", id, action])
+            | (&Method::POST, ["backends", pool, id, action]) => {
                 if let Some(denied) = self.authorize(auth) {
                     return denied;
                 }
-                self.set_admin(pool, id, action)
+                self.set_admin(pool, id, action, param("deadline"))
             }
             (_, ["metrics" | "healthz" | "status"])
             | (_, ["reload"])
-            | (_, ["pools", _, "backends", _, _]) => {
+            | (_, ["pools", _, "backends", _, _])
+            | (_, ["backends", _, _, _]) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
@@ -104,12 +122,38 @@ impl AdminApp {
         }
     }
 
-    fn set_admin(&self, pool: &str, id: &str, action: &str) -> Response<Vec<u8>> {
+    fn set_admin(
+        &self,
+        pool: &str,
+        id: &str,
+        action: &str,
+        deadline: Option<&str>,
+    ) -> Response<Vec<u8>> {
         let Some(admin) = Admin::parse(action) else {
             return text(
                 StatusCode::NOT_FOUND,
                 &format!("unknown action {action:?}: use drain, maint or ready\n"),
             );
+        };
+        let deadline = match deadline {
+            None => None,
+            Some(_) if admin != Admin::Drain => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "deadline is only for drain (drain?deadline=300s)\n",
+                )
+            }
+            Some(d) => match humantime::parse_duration(d) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "deadline {d:?} is not a duration such as \"300s\" or \"5m\": {e}\n"
+                        ),
+                    )
+                }
+            },
         };
         let snap = self.store.load();
         let Some(p) = snap.pool(pool) else {
@@ -122,19 +166,39 @@ impl AdminApp {
             );
         };
         let state = &p.backends[bi].state;
-        let changed = state.set_admin(admin);
+        let changed = match deadline {
+            Some(after) => {
+                let was = state.admin();
+                crate::drain::drain_until(&self.store, pool, state, after);
+                tracing::info!(
+                    pool,
+                    backend = id,
+                    "admin state set to drain, maint in {}",
+                    humantime::format_duration(after)
+                );
+                was != Admin::Drain
+            }
+            None => state.set_admin(admin),
+        };
         if changed {
-            tracing::info!(pool, backend = id, "admin state set to {}", admin.as_str());
+            if deadline.is_none() {
+                tracing::info!(pool, backend = id, "admin state set to {}", admin.as_str());
+            }
             self.store.refresh_pool(pool);
         }
         json_reply(
             StatusCode::OK,
-            json!({"pool": pool, "backend": id, "admin": admin.as_str(), "state": state.state_name(), "changed": changed}),
+            json!({
+                "pool": pool, "backend": id, "admin": admin.as_str(), "state": state.state_name(), "changed": changed,
+                "drain_started": crate::drain::rfc3339(state.drain.started()),
+                "drain_deadline": crate::drain::rfc3339(state.drain.deadline()),
+            }),
         )
     }
 
     fn status(&self) -> Response<Vec<u8>> {
         let snap = self.store.load();
+        let now = crate::pick::unix_now();
         let pools: Vec<_> = snap
             .pools
             .iter()
@@ -154,6 +218,9 @@ impl AdminApp {
                             "admin": b.state.admin().as_str(),
                             "state": b.state.state_name(),
                             "in_flight": b.state.in_flight(),
+                            "drain_started": crate::drain::rfc3339(b.state.drain.started()),
+                            "drain_deadline": crate::drain::rfc3339(b.state.drain.deadline()),
+                            "recent_sessions": b.state.sessions.estimate(now),
                         })
                     })
                     .collect();
@@ -189,7 +256,10 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let method = req.method.clone();
-        let path = req.uri.path().to_owned();
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_owned(), |p| p.as_str().to_owned());
         let auth = req
             .headers
             .get(http::header::AUTHORIZATION)

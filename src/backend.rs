@@ -89,6 +89,10 @@ pub struct BackendState {
     returned_at_ms: AtomicU64,
     /// When the backend last became eligible (slow start), in [`clock_ms`]; 0: long ago.
     eligible_since_ms: AtomicU64,
+    /// Drain start and deadline (DESIGN.md §16).
+    pub drain: crate::drain::DrainClock,
+    /// Distinct affinity sessions served recently (`recent_sessions` of `/status`).
+    pub sessions: crate::sessions::RecentSessions,
     pub metrics: BackendMetrics,
 }
 
@@ -152,6 +156,8 @@ impl BackendState {
             ejections_in_row: AtomicU32::new(0),
             returned_at_ms: AtomicU64::new(0),
             eligible_since_ms: AtomicU64::new(0),
+            drain: Default::default(),
+            sessions: Default::default(),
             metrics,
         };
         s.publish();
@@ -307,6 +313,7 @@ impl BackendState {
         if old == Admin::Maint as u8 && a != Admin::Maint {
             self.became_eligible();
         }
+        self.drain.on_admin(Admin::from_u8(old), a);
         self.publish();
         old != a as u8
     }
@@ -477,6 +484,7 @@ impl Registry {
             let _ = m.backend_up.remove_label_values(&[p, i]);
             let _ = m.in_flight.remove_label_values(&[p, i]);
             let _ = m.connect_failures.remove_label_values(&[p, i]);
+            let _ = m.hash_overflow.remove_label_values(&[p, i]);
             for s in STATES {
                 let _ = m.backend_state.remove_label_values(&[p, i, s]);
             }

@@ -233,6 +233,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             ));
             ex.hold();
@@ -264,6 +265,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             );
             assert!(ex.snap.pools[0].breaker.as_ref().unwrap().try_take(0));
@@ -292,6 +294,7 @@ mod tests {
                     outcome: Outcome::None,
                     issue: None,
                     session: None,
+                    overflow: None,
                 },
             );
             u.slot = Some(0); // the slot taken above

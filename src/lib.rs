@@ -4,7 +4,7 @@
 //! Module map (DESIGN.md §9): `config` reads and validates the TOML; `snapshot` builds the
 //! immutable routing snapshot and owns its `ArcSwap`; `balance` and `select` make pure
 //! per-request decisions; `backend` is the live registry that outlives snapshots; `health`
-//! runs active checks; `proxy` is the Pingora `ProxyHttp`; `reload` handles SIGHUP, the watcher
+//! runs active checks; `drain` ends drains at their deadline; `impact` previews what a reload moves; `sessions` estimates recent sessions per backend; `proxy` is the Pingora `ProxyHttp`; `reload` handles SIGHUP, the watcher
 //! and admin reloads; `admin` and `metrics` serve operators; `tls` resolves certificates; `app` assembles the process; `demo`
 //! runs the built-in demo.
 //!
@@ -26,12 +26,14 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod exchange;
 pub mod fast;
 pub mod forward;
 pub mod fuzzing;
 pub mod head;
 pub mod health;
+pub mod impact;
 pub mod jwt;
 pub mod limit;
 pub mod metrics;
@@ -44,6 +46,7 @@ pub mod reload;
 pub mod respond;
 pub mod route;
 pub mod select;
+pub mod sessions;
 pub mod snapshot;
 pub mod tls;
 pub mod trace;

@@ -45,6 +45,10 @@ enum Command {
     Check {
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Also preview a reload from this (running) configuration: the diff, and per changed
+        /// pool the share of hash keys and cookie sessions that would move.
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
     },
     /// Start built-in demo backends on loopback and the proxy in front of them.
     Demo,
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
     let sighup = tether::app::trap_sighup();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Check { config }) => return check(config_path(config)),
+        Some(Command::Check { config, against }) => return check(config_path(config), against),
         Some(Command::Demo) => tether::demo::demo(sighup),
         Some(Command::Run(args)) => run(args, sighup),
         None => run(cli.run, sighup),
@@ -74,19 +78,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: PathBuf) -> ExitCode {
-    match tether::config::load(&path) {
-        Ok(c) => {
-            let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
-            println!(
-                "{}: configuration ok: {} pools, {} backends, {} routes",
-                path.display(),
-                c.pools.len(),
-                backends,
-                c.routes.len()
-            );
-            ExitCode::SUCCESS
+fn check(path: PathBuf, against: Option<PathBuf>) -> ExitCode {
+    let Some(c) = load_or_report(&path) else {
+        return ExitCode::FAILURE;
+    };
+    let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+    println!(
+        "{}: configuration ok: {} pools, {} backends, {} routes",
+        path.display(),
+        c.pools.len(),
+        backends,
+        c.routes.len()
+    );
+    if let Some(old_path) = against {
+        let Some(old) = load_or_report(&old_path) else {
+            return ExitCode::FAILURE;
+        };
+        for line in tether::impact::preview(&old, &c) {
+            println!("{line}");
         }
+    }
+    ExitCode::SUCCESS
+}
+
+fn load_or_report(path: &std::path::Path) -> Option<tether::config::Config> {
+    match tether::config::load(path) {
+        Ok(c) => Some(c),
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
@@ -97,7 +114,7 @@ fn check(path: PathBuf) -> ExitCode {
                 errors.0.len(),
                 if errors.0.len() == 1 { "" } else { "s" }
             );
-            ExitCode::FAILURE
+            None
         }
     }
 }

@@ -34,8 +34,9 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     "tether_jwt_total",
+    "tether_hash_overflow_total",
     "tether_outlier_ejections_total",
     "tether_rate_limit_total",
     "tether_rate_limit_store_errors_total",
@@ -87,6 +88,7 @@ pub struct Metrics {
     pub rate_limit_store_errors: IntCounterVec,
     /// `tether_jwt_total{jwt,result}` (DESIGN.md §15).
     pub jwt: IntCounterVec,
+    pub hash_overflow: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -256,6 +258,12 @@ impl Metrics {
                 "Requests on routes that require a JWT, by jwt and result (valid, missing, invalid, expired).",
                 &["jwt", "result"],
             ),
+            hash_overflow: counter(
+                &r,
+                "tether_hash_overflow_total",
+                "Requests that bounded-load hashing sent past their key's owner because it had too many in flight, by the skipped owner.",
+                &["pool", "backend"],
+            ),
             registry: r,
         }
     }
@@ -314,11 +322,21 @@ pub struct PoolMetrics {
     /// Indexed like [`OUTCOMES`].
     pub affinity: [IntCounter; 4],
     pub migrations: Migrations,
+    /// `tether_hash_overflow_total` by backend index; empty unless the pool bounds its load.
+    pub hash_overflow: Box<[IntCounter]>,
 }
 
 impl PoolMetrics {
-    pub fn new(m: &Metrics, pool: &str, backends: &[Arc<str>]) -> PoolMetrics {
+    pub fn new(m: &Metrics, pool: &str, backends: &[Arc<str>], bounded: bool) -> PoolMetrics {
         PoolMetrics {
+            hash_overflow: if bounded {
+                backends
+                    .iter()
+                    .map(|b| m.hash_overflow.with_label_values(&[pool, b]))
+                    .collect()
+            } else {
+                Box::default()
+            },
             duration: m.duration.with_label_values(&[pool]),
             retries: m.retries.with_label_values(&[pool]),
             affinity: OUTCOMES.map(|o| m.affinity.with_label_values(&[pool, o])),

@@ -100,6 +100,11 @@ pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: Client
             if let Some(m) = d.moved() {
                 count(pool, &m);
             }
+            if let Some(owner) = d.overflow {
+                if let Some(c) = pool.metrics.hash_overflow.get(owner as usize) {
+                    c.inc();
+                }
+            }
             let pinned = is_pinned(&d, key.is_some());
             let mut u = Upstream::new(route, d);
             u.has_affinity_cookie = input.cookie.is_some();

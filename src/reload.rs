@@ -18,6 +18,9 @@ use crate::tls::Certs;
 #[derive(Debug)]
 pub struct ReloadError {
     pub errors: Vec<String>,
+    /// Refused by `max_reload_move` (the config itself is valid): `POST /reload` answers 409,
+    /// and `?force=true` overrides it.
+    pub too_much_moves: bool,
 }
 
 impl std::fmt::Display for ReloadError {
@@ -32,6 +35,8 @@ pub struct Reloaded {
     pub summary: String,
     /// Whether the file was unchanged (nothing was swapped).
     pub unchanged: bool,
+    /// One line per changed pool: the shares of sessions the reload moved (DESIGN.md §16).
+    pub impact: Vec<String>,
 }
 
 /// Applies a new log level directive (see `app::init_logging`).
@@ -70,12 +75,24 @@ impl Reloader {
     /// Reloads from the config file. `force`: reload even if the content hash is unchanged
     /// (SIGHUP and the admin API force; the watcher does not).
     pub fn reload(&self, trigger: &str, force: bool) -> Result<Reloaded, ReloadError> {
+        self.reload_with(trigger, force, false)
+    }
+
+    /// [`Reloader::reload`]; `allow_moves` skips the `max_reload_move` guard
+    /// (`POST /reload?force=true`).
+    pub fn reload_with(
+        &self,
+        trigger: &str,
+        force: bool,
+        allow_moves: bool,
+    ) -> Result<Reloaded, ReloadError> {
         let mut last_failed = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = &self.path else {
             return Err(ReloadError {
                 errors: vec![
                     "this instance runs a built-in configuration (demo): nothing to reload".into(),
                 ],
+                too_much_moves: false,
             });
         };
         let current = self.store.load();
@@ -92,15 +109,16 @@ impl Reloader {
                         generation: current.generation,
                         summary: "unchanged".into(),
                         unchanged: true,
+                        impact: Vec::new(),
                     });
                 }
             }
         }
         notify(&[sd_notify::NotifyState::Reloading]);
-        let result = self.try_reload(path, &current.config);
+        let result = self.try_reload(path, &current.config, allow_moves);
         let m = self.store.metrics();
         let out = match result {
-            Ok(new) => {
+            Ok((new, impact)) => {
                 *last_failed = None;
                 let level_changed = new.log.level != current.config.log.level;
                 let level = new.log.level.clone();
@@ -121,13 +139,18 @@ impl Reloader {
                     generation = snap.generation,
                     "configuration reloaded: {summary}"
                 );
+                // The same lines as `tether check --against` prints, each as the whole message.
+                for line in &impact {
+                    tracing::info!("{line}");
+                }
                 Ok(Reloaded {
                     generation: snap.generation,
                     summary,
                     unchanged: false,
+                    impact,
                 })
             }
-            Err((hash, errors)) => {
+            Err((hash, errors, too_much_moves)) => {
                 *last_failed = hash;
                 m.reloads.with_label_values(&["failure"]).inc();
                 m.last_reload_ok.set(0);
@@ -139,30 +162,59 @@ impl Reloader {
                 for e in &errors {
                     tracing::error!("  {e}");
                 }
-                Err(ReloadError { errors })
+                Err(ReloadError {
+                    errors,
+                    too_much_moves,
+                })
             }
         };
         notify(&[sd_notify::NotifyState::Ready]);
         out
     }
 
+    /// The new config and its impact lines, or (content hash, errors, refused for moving too
+    /// much).
     #[allow(clippy::type_complexity)]
     fn try_reload(
         &self,
         path: &std::path::Path,
         old: &Config,
-    ) -> Result<Config, (Option<String>, Vec<String>)> {
-        let new =
-            config::load(path).map_err(|e| (None, e.0.iter().map(|e| e.to_string()).collect()))?;
+        allow_moves: bool,
+    ) -> Result<(Config, Vec<String>), (Option<String>, Vec<String>, bool)> {
+        let new = config::load(path)
+            .map_err(|e| (None, e.0.iter().map(|e| e.to_string()).collect(), false))?;
         let restart = restart_needed(old, &new);
         if !restart.is_empty() {
-            return Err((Some(new.source.hash.clone()), restart));
+            return Err((Some(new.source.hash.clone()), restart, false));
+        }
+        let registry = self.store.registry();
+        let in_maint = |pool: &str, id: &str| {
+            registry
+                .get(pool, id)
+                .is_some_and(|s| s.admin() == crate::backend::Admin::Maint)
+        };
+        let impacts = crate::impact::between(old, &new, &in_maint);
+        let lines: Vec<String> = impacts.iter().map(ToString::to_string).collect();
+        // The guard in force and the one being installed: the stricter of the two applies (a
+        // file cannot lift the guard in the same reload that needs it lifted; force can).
+        if let Some(max) = crate::impact::guard(old, &new).filter(|_| !allow_moves) {
+            let over = crate::impact::over(&impacts, max);
+            if !over.is_empty() {
+                let mut errors = lines;
+                errors.push(format!(
+                    "reload refused: {} move{} more than server.max_reload_move = {max} ({:.1}%) of a pool's sessions; POST /reload?force=true to apply it anyway",
+                    over.iter().map(|i| i.pool.as_str()).collect::<Vec<_>>().join(", "),
+                    if over.len() == 1 { "s" } else { "" },
+                    max * 100.0
+                ));
+                return Err((Some(new.source.hash.clone()), errors, true));
+            }
         }
         // Certificates rotate before the snapshot swap; validation already proved they load.
         self.certs
             .reload(&new.server.tls)
-            .map_err(|e| (Some(new.source.hash.clone()), vec![e]))?;
-        Ok(new)
+            .map_err(|e| (Some(new.source.hash.clone()), vec![e], false))?;
+        Ok((new, lines))
     }
 
     /// Polls the file once a second while `server.watch` is on; reloads when its content hash

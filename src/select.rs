@@ -9,6 +9,11 @@
 //! home is the owner of its key (the hash key, else the cookie's nonce) on the ring of backends that
 //! take new sessions — the first eligible backend clockwise from the key — so every tether
 //! instance with the same configuration and health view picks the same one.
+//!
+//! Bounded-load hashing (`hash.balance_factor`, DESIGN.md §16) is the one input that is not
+//! shared by instances: a new assignment of a key skips an owner that has the bound in flight
+//! (read from the backends' in-flight gauges, atomics) for the next backend clockwise. It never
+//! applies to a valid cookie (affinity first) nor to failover, so failover targets still agree.
 
 use std::sync::Arc;
 
@@ -105,6 +110,8 @@ pub struct Decision {
     pub issue: Option<Affinity>,
     /// The session nonce of a sticky request (also on a hit, for failover on connect errors).
     pub session: Option<[u8; NONCE_LEN]>,
+    /// Bounded-load hashing skipped this backend (the key's owner, full) for this request.
+    pub overflow: Option<u32>,
 }
 
 impl Pool {
@@ -122,19 +129,25 @@ impl Pool {
                 outcome: Outcome::None,
                 issue: None,
                 session: None,
+                overflow: None,
             }),
             Policy::RoundRobin => self.round_robin(view).map(|backend| Decision {
                 backend,
                 outcome: Outcome::None,
                 issue: None,
                 session: None,
+                overflow: None,
             }),
-            Policy::Hash if !pinned => self.assign(view, input.key).map(|backend| Decision {
-                backend,
-                outcome: Outcome::None,
-                issue: None,
-                session: None,
-            }),
+            Policy::Hash if !pinned => {
+                self.assign(view, input.key)
+                    .map(|(backend, overflow)| Decision {
+                        backend,
+                        outcome: Outcome::None,
+                        issue: None,
+                        session: None,
+                        overflow,
+                    })
+            }
             Policy::Cookie | Policy::Hash => self.sticky(view, input, new_nonce),
         }
     }
@@ -160,6 +173,7 @@ impl Pool {
                                 outcome: Outcome::Hit,
                                 issue,
                                 session: Some(aff.nonce),
+                                overflow: None,
                             });
                         }
                         Some(&i) => {
@@ -197,12 +211,13 @@ impl Pool {
                             issued: input.now,
                         }),
                         session: Some(aff.nonce),
+                        overflow: None,
                     });
                 }
                 Err(_) => invalid = true,
             }
         }
-        let backend = self.assign(view, input.key)?;
+        let (backend, overflow) = self.assign(view, input.key)?;
         let nonce = new_nonce();
         Some(Decision {
             backend,
@@ -217,14 +232,16 @@ impl Pool {
                 issued: input.now,
             }),
             session: Some(nonce),
+            overflow,
         })
     }
 
-    /// A new assignment: the key's owner, or round-robin without a key.
-    fn assign(&self, view: &View, key: Option<&[u8]>) -> Option<u32> {
+    /// A new assignment: the key's owner (under bounded load, maybe the next one clockwise,
+    /// returned with the skipped owner), or round-robin without a key.
+    fn assign(&self, view: &View, key: Option<&[u8]>) -> Option<(u32, Option<u32>)> {
         match key {
-            Some(k) => owner(view, k),
-            None => self.round_robin(view),
+            Some(k) => self.bounded_owner(view, k),
+            None => self.round_robin(view).map(|b| (b, None)),
         }
     }
 
@@ -264,6 +281,33 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// The key's owner among backends taking new sessions, unless `hash.balance_factor` is on
+    /// and the owner already has the bound B in flight (DESIGN.md §16): then the first backend
+    /// clockwise with fewer. Reads the per-instance in-flight gauges (atomics), and sums the
+    /// pool's only when the owner is busy at all.
+    fn bounded_owner(&self, view: &View, key: &[u8]) -> Option<(u32, Option<u32>)> {
+        let factor = self.conf.hash.as_ref().map_or(0.0, |h| h.balance_factor);
+        let (ring, eligible) = if view.assignable_ring.is_empty() {
+            (&view.serving_ring, &view.serving)
+        } else {
+            (&view.assignable_ring, &view.assignable)
+        };
+        let owner = ring.get(key)?;
+        let load = |i: u32| self.backends[i as usize].state.in_flight().max(0) as u64;
+        if factor == 0.0 || load(owner) == 0 {
+            return Some((owner, None));
+        }
+        let total = self
+            .backends
+            .iter()
+            .map(|b| b.state.in_flight().max(0) as u64)
+            .sum::<u64>()
+            + 1;
+        let n = eligible.iter().filter(|e| **e).count();
+        let b = crate::balance::bounded::bound(factor, total, n);
+        crate::balance::bounded::place(ring.walk(key), load, b)
     }
 
     fn round_robin(&self, view: &View) -> Option<u32> {
@@ -539,6 +583,45 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Hit);
         assert_eq!(r.backend, d.backend);
         assert!(r.issue.is_some(), "re-issued with the current secret");
+    }
+
+    #[test]
+    fn bounded_load_skips_a_full_owner_and_a_cookie_still_wins() {
+        let s = snapshot(
+            "hash",
+            "[pool.p.hash]\nkey = \"header:x-user\"\npin = true\nbalance_factor = 1.0",
+            SECRET,
+        );
+        let pool = &s.pools[0];
+        let first = pick(&s, None, Some("alice"), 1);
+        assert_eq!(
+            (first.outcome.clone(), first.overflow),
+            (Outcome::New, None)
+        );
+        let owner = first.backend as usize;
+        // The owner holds 2 requests, the others none: B = ceil(1.0 * 3 / 4) = 1.
+        pool.backends[owner].state.metrics.in_flight.add(2);
+        let next = pool
+            .view
+            .load()
+            .assignable_ring
+            .walk(b"alice")
+            .nth(1)
+            .unwrap();
+        let d = pick(&s, None, Some("alice"), 2);
+        assert_eq!(d.backend, next, "the next backend clockwise");
+        assert_eq!(d.overflow, Some(owner as u32));
+        assert_eq!(
+            d.issue.unwrap().backend,
+            pool.backends[next as usize].digest,
+            "pinned there"
+        );
+        // The first session's cookie still goes to its (busy) owner: affinity first.
+        let c = cookie_of(&s, &first);
+        let hit = pick(&s, Some(&c), Some("alice"), 3);
+        assert_eq!((hit.backend as usize, hit.outcome), (owner, Outcome::Hit));
+        pool.backends[owner].state.metrics.in_flight.sub(2);
+        assert_eq!(pick(&s, None, Some("alice"), 4).backend as usize, owner);
     }
 
     #[test]

@@ -374,7 +374,8 @@ fn build_pool(
         _ => Arc::new(View::build(pc, &backends)),
     };
     let ids: Vec<Arc<str>> = backends.iter().map(|b| b.id.clone()).collect();
-    let metrics = PoolMetrics::new(m, &pc.name, &ids);
+    let bounded = pc.hash.as_ref().is_some_and(|h| h.balance_factor > 0.0);
+    let metrics = PoolMetrics::new(m, &pc.name, &ids, bounded);
     let breaker = pc.circuit_breaker.map(|opts| {
         let queue = registry.queues().get_or_create(m, &pc.name, &opts);
         crate::queue::Breaker::new(queue, ids.iter(), opts)
@@ -444,7 +445,7 @@ pub struct Diff {
 }
 
 impl Diff {
-    fn between(old: &Config, new: &Config) -> Diff {
+    pub fn between(old: &Config, new: &Config) -> Diff {
         let mut d = Diff::default();
         for p in &new.pools {
             match old.pools.iter().find(|o| o.name == p.name) {

@@ -7,6 +7,7 @@
 //! the backend registry, health or metrics — callers pass in what is eligible and act on the
 //! answer (counting, re-issuing cookies, failover bookkeeping).
 
+pub mod bounded;
 pub mod cookie;
 pub mod ring;
 pub mod wrr;

@@ -126,6 +126,13 @@ impl Ring {
         self.ring.get(&Key(key)).map(|node| node.idx)
     }
 
+    /// Every virtual node as (position, backend index), sorted by position: a key at position
+    /// k belongs to the first node with position ≥ k, wrapping to the first. For measuring
+    /// ownership (reload impact), off the request path.
+    pub fn points(&self) -> &[(u64, u32)] {
+        &self.points
+    }
+
     /// True when the ring has no virtual nodes (no eligible backend).
     pub fn is_empty(&self) -> bool {
         self.ring.is_empty()

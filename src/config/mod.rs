@@ -95,6 +95,8 @@ pub struct Server {
     pub engine: Engine,
     /// Downstream limits and timeouts (DESIGN.md §12).
     pub limits: Limits,
+    /// Refuse a reload that moves a larger share than this of any pool's sessions (§16).
+    pub max_reload_move: Option<f64>,
 }
 
 /// What a client may send and how long it may take (DESIGN.md §12).
@@ -329,6 +331,8 @@ pub struct HashOpts {
     pub key: KeySpec,
     pub fallback: Fallback,
     pub pin: bool,
+    /// Bounded-load hashing (DESIGN.md §16): 0 = off, else ≥ 1.0.
+    pub balance_factor: f64,
 }
 
 #[derive(Debug, Clone)]

@@ -262,19 +262,20 @@ impl Cx<'_> {
                 }
             },
         };
-        if let Some(f) = h.balance_factor {
-            if f != 0.0 {
-                self.error(
-                    &kp.key("balance_factor"),
-                    Some(f.to_string()),
-                    "bounded-load hashing is not supported yet; remove balance_factor or set it to 0",
-                );
-            }
+        let mut balance_factor = h.balance_factor.unwrap_or(0.0);
+        if balance_factor != 0.0 && !(balance_factor.is_finite() && balance_factor >= 1.0) {
+            self.error(
+                &kp.key("balance_factor"),
+                Some(balance_factor.to_string()),
+                "must be 0 (off) or at least 1.0 (each backend may take up to factor × the average in-flight load, e.g. 1.25)",
+            );
+            balance_factor = 0.0;
         }
         HashOpts {
             key,
             fallback,
             pin: h.pin.unwrap_or(false),
+            balance_factor,
         }
     }
 

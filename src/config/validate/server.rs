@@ -127,7 +127,20 @@ impl Cx<'_> {
             max_headers: self.int(&p.key("max_headers"), s.max_headers, 100usize, 1..=1000),
         };
 
+        let max_reload_move = s.max_reload_move.filter(|m| {
+            let ok = m.is_finite() && (0.0..=1.0).contains(m);
+            if !ok {
+                self.error(
+                    &p.key("max_reload_move"),
+                    Some(m.to_string()),
+                    "must be a share between 0 and 1 (e.g. 0.3: refuse a reload that moves more than 30% of a pool's sessions)",
+                );
+            }
+            ok
+        });
+
         Server {
+            max_reload_move,
             limits,
             engine,
             listen,

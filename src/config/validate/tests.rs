@@ -546,7 +546,7 @@ fn hash_rules() {
     );
     let e = errs(&with(&HASH_POOL.replace(
         "key = \"header:X-User\"",
-        "key = \"header\"\nfallback = \"random\"\nbalance_factor = 1.25\npin = true",
+        "key = \"header\"\nfallback = \"random\"\nbalance_factor = 0.5\npin = true",
     )));
     has(
         &e,
@@ -559,8 +559,8 @@ fn hash_rules() {
     has(
         &e,
         &[
-            "pool.sessions.hash.balance_factor = 1.25",
-            "bounded-load hashing is not supported yet",
+            "pool.sessions.hash.balance_factor = 0.5",
+            "must be 0 (off) or at least 1.0",
         ],
     );
     has(
@@ -595,6 +595,19 @@ fn hash_rules() {
         "key = \"header:X-User\"",
         "key = \"path\"\nbalance_factor = 0",
     )));
+    let c = ok(&with(&HASH_POOL.replace(
+        "key = \"header:X-User\"",
+        "key = \"path\"\nbalance_factor = 1.25",
+    )));
+    assert_eq!(c.pools[0].hash.as_ref().unwrap().balance_factor, 1.25);
+    let e = errs(&with(&HASH_POOL.replace(
+        "key = \"header:X-User\"",
+        "key = \"path\"\nbalance_factor = inf",
+    )));
+    has(
+        &e,
+        &["pool.sessions.hash.balance_factor = inf", "at least 1.0"],
+    );
 }
 
 #[test]
@@ -877,4 +890,25 @@ addr = "10.0.0.1:80"
     let e = errs(&with("[jwt.d]\nsecret_file = \"/nonexistent/x\"\n"));
     has(&e, &["jwt.d.algorithms", "missing required key"]);
     has(&e, &["jwt.d.secret_file", "cannot read"]);
+}
+
+#[test]
+fn max_reload_move_is_a_share() {
+    let c = ok(BASE);
+    assert_eq!(c.server.max_reload_move, None);
+    let c = ok(&BASE.replace("[server]\n", "[server]\nmax_reload_move = 0.3\n"));
+    assert_eq!(c.server.max_reload_move, Some(0.3));
+    for (bad, shown) in [("2", "2"), ("-0.1", "-0.1"), ("nan", "NaN")] {
+        let e = errs(&BASE.replace(
+            "[server]\n",
+            &format!("[server]\nmax_reload_move = {bad}\n"),
+        ));
+        has(
+            &e,
+            &[
+                &format!("server.max_reload_move = {shown} (line 3)"),
+                "must be a share between 0 and 1",
+            ],
+        );
+    }
 }
