@@ -72,11 +72,12 @@ fn require_tool(tool: &str, package: &str) -> PathBuf {
 /// A config with two pools: `web` (round-robin, no health checks) under `/web` and `shop`
 /// (cookie, active health checks) under `/shop`. Any other path has no route (404).
 fn two_pool_config(web: &[&Backend], shop: &[&Backend]) -> String {
-    let mut c = String::from(
+    let jwt_key = repo("tests/fixtures/jwt/rsa.pub.pem");
+    let mut c = format!(
         r#"
 [server]
-listen = ["{LISTEN}"]
-admin = "{ADMIN}"
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
 threads = 1
 grace_period = "1s"
 
@@ -90,6 +91,46 @@ pool = "web"
 [[route]]
 path_prefix = "/shop"
 pool = "shop"
+
+# The gateway stages (DESIGN.md §14, §15), so that their families are exported: a limit no test
+# request reaches, a Redis limit whose Redis is not there (allowed, counted as a store error),
+# a JWT route, and a bounded-load hash pool (§16) on the web backends.
+[[route]]
+path_prefix = "/web/limited"
+pool = "web"
+rate_limits = ["generous"]
+
+[[route]]
+path_prefix = "/web/fleet"
+pool = "web"
+rate_limits = ["fleet"]
+
+[[route]]
+path_prefix = "/web/api"
+pool = "web"
+jwt = "users"
+
+[[route]]
+path_prefix = "/hashed"
+pool = "hashed"
+
+[rate_limit.generous]
+rate = 1000000
+per = "1s"
+
+[rate_limit.fleet]
+rate = 1000000
+per = "1s"
+store = "redis"
+on_store_error = "allow"
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+timeout = "50ms"
+
+[jwt.users]
+key_file = "{jwt_key}"
+algorithms = ["RS256"]
 
 [pool.web]
 policy = "round_robin"
@@ -107,10 +148,18 @@ fall = 1
 # A cap no test request reaches: the queue's families (DESIGN.md §13) are exported.
 [pool.shop.circuit_breaker]
 max_in_flight = 100
+
+[pool.hashed]
+policy = "hash"
+[pool.hashed.hash]
+key = "header:X-User"
+balance_factor = 1.25
 "#,
+        jwt_key = jwt_key.display()
     );
     c.push_str(&backend_tables("web", web));
     c.push_str(&backend_tables("shop", shop));
+    c.push_str(&backend_tables("hashed", web));
     c
 }
 
@@ -124,6 +173,14 @@ fn exercise_every_family(t: &Tether) {
     }
     let r = get(&t.url("/nowhere"), &[]);
     assert_eq!(r.status, 404, "a path without a route: {r:?}");
+
+    // The gateway stages: a limit that allows, a Redis limit whose store is down (allowed by
+    // on_store_error = "allow"), a JWT route without a token (401), a hashed request.
+    assert_eq!(get(&t.url("/web/limited"), &[]).status, 200);
+    assert_eq!(get(&t.url("/web/fleet"), &[]).status, 200);
+    let r = get(&t.url("/web/api"), &[]);
+    assert_eq!(r.status, 401, "a JWT route without a token: {r:?}");
+    assert_eq!(get(&t.url("/hashed/x"), &[("X-User", "u1")]).status, 200);
 
     // A new session, a hit, a tampered cookie.
     let first = get(&t.url("/shop/cart"), &[]);
