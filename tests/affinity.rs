@@ -10,6 +10,28 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "test-secret-0123456789abcdefghij";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// base64url without padding, as tether encodes cookies.
+fn base64url_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => panic!("not base64url: {s}"),
+    };
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for c in s.bytes() {
+        acc = (acc << 6) | u32::from(val(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
 fn backends(n: usize) -> Vec<Backend> {
     (1..=n).map(|i| Backend::start(&format!("s{i}"))).collect()
 }
@@ -75,7 +97,11 @@ fn with_cookie(t: &Tether, name: &str, value: &str) -> Resp {
 
 #[test]
 fn cookie_pins_sessions_with_opaque_signed_values() {
-    let bs = backends(3);
+    // Ids long enough that random cookie bytes cannot spell one by chance.
+    let bs: Vec<Backend> = ["shop-one", "shop-two", "shop-three"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
     let t = Tether::start(&cookie_config(
         &bs,
         "[pool.shop.cookie]\nname = \"sid\"\nmax_age = \"1h\"\nsecure = true\nsame_site = \"Strict\"\ndomain = \"example.com\"\npath = \"/\"\ncache_private = true",
@@ -103,7 +129,15 @@ fn cookie_pins_sessions_with_opaque_signed_values() {
     let value = first.set_cookie("sid").unwrap();
     let home = first.backend().unwrap().to_owned();
     for b in &bs {
+        // Neither as text nor inside the decoded bytes.
         assert!(!value.contains(b.name()), "cookie names no backend id");
+        let decoded = base64url_decode(&value);
+        assert!(
+            !decoded
+                .windows(b.name().len())
+                .any(|w| w == b.name().as_bytes()),
+            "cookie names no backend id"
+        );
         assert!(
             !value.contains(&b.addr().port().to_string()),
             "cookie reveals no address"

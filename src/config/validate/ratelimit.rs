@@ -267,7 +267,10 @@ mod tests {
                 "\"local\" or \"redis\"",
             ],
         );
-        has(&e, &["rate_limit.b.rate", "missing required key"]);
+        // The typo `rat` is reported with a suggestion, not again as a missing `rate`.
+        has(&e, &["rate_limit.b.rat", "did you mean \"rate\""]);
+        let missing = errs(&text("", "[rate_limit.b]\nburst = 2\n"));
+        has(&missing, &["rate_limit.b.rate", "missing required key"]);
         has(
             &e,
             &[
