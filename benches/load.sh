@@ -47,6 +47,8 @@
 #              port REDIS_PORT=16379)
 #   jwt-hs256  an HS256 JWT check (secret_file), wrk sends a valid Bearer token
 #   jwt-rs256  an RS256 JWT check (key_file, RSA 2048)
+#   rr-bearer  plain /rr sending the same Authorization header (no check): the baseline of the
+#              jwt-* rows when chosen, so the table shows the check, not the longer request head
 #
 # All candidates run side by side (idle ones cost nothing). Per candidate × scenario: a functional
 # check with curl (round-robin reaches all four backends, the cookie/hash key sticks and hashing
@@ -124,7 +126,7 @@ for p in "${ALL_CANDIDATES[@]}"; do [[ $chosen == *" $p "* ]] && PROXIES+=("$p")
 for s in "${SCENS[@]}"; do
     case $s in
         rr | cookie | hash) ;;
-        rl-local | rl-redis | jwt-hs256 | jwt-rs256) GATEWAY=1 ;;
+        rl-local | rl-redis | jwt-hs256 | jwt-rs256 | rr-bearer) GATEWAY=1 ;;
         *) echo "unknown scenario '$s' (rr, cookie, hash, rl-local, rl-redis, jwt-hs256, jwt-rs256)" >&2; exit 2 ;;
     esac
 done
@@ -139,7 +141,7 @@ source "$LOAD_DIR/lib.sh"
 # Whether CANDIDATE serves SCENARIO at all (the floor only round-robins).
 applies() {
     case $2 in
-        rl-* | jwt-*) [[ $1 == tether-* ]] ;;
+        rl-* | jwt-* | rr-bearer) [[ $1 == tether-* ]] ;;
         *) [[ $1 != floor || $2 == rr ]] ;;
     esac
 }
@@ -236,7 +238,7 @@ check_scenario() { # PORT SCENARIO → prints a short verdict
                 echo "ok: no Set-Cookie, sticky on bench_sid"
             fi
             ;;
-        rl-* | jwt-*)
+        rl-* | jwt-* | rr-bearer)
             wrk_args "$scen" "$port"
             for i in 1 2 3 4 5 6 7 8; do seen+="$(body "${WRK_SCRIPT[@]}" "$url")"; done
             local refused
@@ -284,6 +286,7 @@ wrk_args() {
         hash) WRK_SCRIPT=(-s "$LOAD_DIR/hash.lua") ;;
         rl-*) WRK_SCRIPT=(-H "X-User: bench-user") ;;
         jwt-*) WRK_SCRIPT=(-H "Authorization: Bearer ${TOKEN[$1]}") ;;
+        rr-bearer) WRK_SCRIPT=(-H "Authorization: Bearer ${TOKEN[jwt-hs256]}") ;;
     esac
 }
 
@@ -501,7 +504,7 @@ report() {
     for s in "${SCENS[@]}"; do
         for p in "${PROXIES[@]}"; do
             if [[ -n ${SKIPPED[$p]:-} ]]; then
-                echo "| $p | $s | skipped ² | | | | | | | | | |"
+                echo "| $p | $s (− $base) | skipped ² | | | | | | | | | |"
                 continue
             fi
             if ! applies "$p" "$s"; then
@@ -538,12 +541,14 @@ report() {
         echo "| candidate | stage | +CPU µs/req (median) | per round |"
         echo "|---|---|---:|---|"
         for s in "${SCENS[@]}"; do
-            [[ $s == rl-* || $s == jwt-* ]] || continue
+            [[ $s == rl-* || $s == jwt-* || $s == rr-bearer ]] || continue
+            local base=rr
+            [[ $s == jwt-* && " ${SCENS[*]} " == *" rr-bearer "* ]] && base=rr-bearer
             for p in "${PROXIES[@]}"; do
                 [[ $p == tether-* && -z ${SKIPPED[$p]:-} ]] || continue
                 local deltas
                 deltas=$(for ((r = 1; r <= RUNS; r++)); do
-                    awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/rr/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
+                    awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/$base/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
                 done)
                 echo "| $p | $s | $(sort -g <<<"$deltas" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }') | $(tr '\n' ' ' <<<"$deltas") |"
             done

@@ -15,6 +15,9 @@ pub struct Key {
     /// The algorithms this key can verify (before the `algorithms` list narrows them).
     pub algs: Vec<Algorithm>,
     pub decoding: DecodingKey,
+    /// A `secret_file`'s HMAC keys, prepared once per algorithm (ring's key schedule, not per
+    /// request); empty for other keys.
+    pub hmac: Vec<(Algorithm, ring::hmac::Key)>,
 }
 
 impl std::fmt::Debug for Key {
@@ -66,11 +69,20 @@ impl KeySet {
             return Err("the secret is empty".into());
         }
         let decoding = DecodingKey::from_secret(s).map_err(|e| e.to_string())?;
+        use ring::hmac;
+        let hmac = [
+            (Algorithm::HS256, hmac::HMAC_SHA256),
+            (Algorithm::HS384, hmac::HMAC_SHA384),
+            (Algorithm::HS512, hmac::HMAC_SHA512),
+        ]
+        .map(|(a, h)| (a, hmac::Key::new(h, s)))
+        .to_vec();
         Ok(KeySet {
             keys: vec![Key {
                 kid: None,
                 algs: AlgorithmFamily::Hmac.algorithms().to_vec(),
                 decoding,
+                hmac,
             }],
         })
     }
@@ -133,6 +145,7 @@ fn one(decoding: DecodingKey, algs: Vec<Algorithm>) -> KeySet {
             kid: None,
             algs,
             decoding,
+            hmac: Vec::new(),
         }],
     }
 }
@@ -198,6 +211,7 @@ fn from_jwk(jwk: &Jwk) -> Result<Key, String> {
         kid: jwk.common.key_id.as_deref().map(Into::into),
         algs,
         decoding,
+        hmac: Vec::new(),
     })
 }
 
