@@ -51,11 +51,18 @@ impl H2 {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let name = ServerName::try_from(server_name.to_owned()).expect("server name");
         let send = rt.block_on(async {
-            let tcp =
-                tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-                    .await
-                    .expect("connect in time")
-                    .expect("connect");
+            // The TLS listener may come up a moment after the plain one the harness waited
+            // for: poll (bounded) until it accepts.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let tcp = loop {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(tcp) => break tcp,
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        panic!("connect to {addr} within 5 s: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, tcp)
                 .await
