@@ -213,7 +213,7 @@ impl AdminApp {
                             "weight": b.weight,
                             // Slow start: the weight round-robin and new sessions use now.
                             "effective_weight": f64::from(b.state.effective_weight_tenths(b.weight, p.conf.slow_start)) / 10.0,
-                            "ejected": b.state.is_ejected(),
+                            "ejected": b.state.ejection_shown(),
                             "health": if b.state.is_healthy() { "up" } else { "down" },
                             "admin": b.state.admin().as_str(),
                             "state": b.state.state_name(),

@@ -83,6 +83,10 @@ pub struct BackendState {
     /// Outlier detection (DESIGN.md §13): ejected now; responses in a row that were 5xx and
     /// exchanges in a row that failed; ejections in a row and when the last one ended.
     ejected: std::sync::atomic::AtomicBool,
+    /// What `/status` and `tether_backend_state` show: set only once the pool's view routes
+    /// around the ejection ([`BackendState::show_ejection`]), so an operator who sees
+    /// "ejected" never sees a request still sent there.
+    ejected_shown: std::sync::atomic::AtomicBool,
     streak_5xx: AtomicU32,
     streak_failures: AtomicU32,
     ejections_in_row: AtomicU32,
@@ -151,6 +155,7 @@ impl BackendState {
             passive_streak: AtomicU32::new(0),
             addr: Mutex::new(addr),
             ejected: false.into(),
+            ejected_shown: false.into(),
             streak_5xx: AtomicU32::new(0),
             streak_failures: AtomicU32::new(0),
             ejections_in_row: AtomicU32::new(0),
@@ -231,8 +236,18 @@ impl BackendState {
         let d = opts.base_ejection.saturating_mul(n).min(opts.max_ejection);
         self.ejected.store(true, Ordering::Release);
         self.metrics.ejections[why as usize].inc();
-        self.publish();
         d
+    }
+
+    /// Shows the ejection (state `ejected`), once the view no longer routes to the backend.
+    pub fn show_ejection(&self) {
+        self.ejected_shown.store(true, Ordering::Release);
+        self.publish();
+    }
+
+    /// The ejection as `/status` shows it.
+    pub fn ejection_shown(&self) -> bool {
+        self.ejected_shown.load(Ordering::Acquire)
     }
 
     /// Ends an ejection (control runtime only): the backend takes traffic again (if healthy)
@@ -242,6 +257,7 @@ impl BackendState {
         self.streak_failures.store(0, Ordering::Relaxed);
         self.returned_at_ms.store(clock_ms(), Ordering::Relaxed);
         self.ejected.store(false, Ordering::Release);
+        self.ejected_shown.store(false, Ordering::Release);
         self.became_eligible();
         self.publish();
     }
@@ -289,7 +305,7 @@ impl BackendState {
         match (self.is_healthy(), self.admin()) {
             (_, Admin::Maint) => 3,
             (false, _) => 1,
-            _ if self.is_ejected() => 4,
+            _ if self.ejection_shown() => 4,
             (true, Admin::Drain) => 2,
             (true, Admin::Ready) => 0,
         }

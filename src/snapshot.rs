@@ -735,9 +735,10 @@ impl Store {
             return false;
         }
         let d = state.eject(why, &opts);
-        // The view follows at once, before anything that may block (the log line): whoever sees
-        // the backend ejected in /status must not be sent to it by a stale view.
+        // The view follows at once, and only then does /status (and tether_backend_state) show
+        // the ejection: whoever sees the backend ejected is never sent to it by a stale view.
         self.refresh_pool(pool);
+        state.show_ejection();
         tracing::warn!(pool = %pool, backend = %state.id, reason = why.as_str(), "backend ejected for {}", humantime::format_duration(d));
         let (store, pool, state) = (Arc::downgrade(self), pool.clone(), state.clone());
         rt.spawn(async move {
