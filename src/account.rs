@@ -38,9 +38,8 @@ pub fn account(
     if let (Some(what), Some((pool, u))) = (end.backend, ex.upstream()) {
         outlier(store, pool, u.pick.backend, what);
     }
-    let claims = ex.claims.clone();
     if let Some((pool, u)) = ex.upstream() {
-        crate::sessions::served(pool, u, req, client, claims.as_deref(), end.backend);
+        crate::sessions::served(pool, u, end.backend);
     }
     let class = code_class(end.status);
     let snap = ex.snap.clone();

@@ -58,7 +58,10 @@ pub fn authenticate(ex: &mut Exchange, route: usize, req: &RequestHeader) -> Res
     .inc();
     let challenge = match outcome {
         Outcome::Valid(claims) => {
-            ex.claims = Some(Arc::new(claims));
+            // Kept only when a later stage reads a claim: no allocation otherwise.
+            if !claims.is_empty() {
+                ex.claims = Some(Arc::new(claims));
+            }
             return Ok(());
         }
         Outcome::Missing => MISSING,

@@ -65,6 +65,9 @@ pub struct Upstream {
     /// `[circuit_breaker]`): taken by the pick stage, given back by [`Exchange::release`] —
     /// also on drop.
     pub slot: Option<u32>,
+    /// The hash of the request's hash key, taken once by the pick stage (`recent_sessions`
+    /// counts it at the account stage without reading the head again).
+    pub key_hash: Option<u64>,
 }
 
 /// One request, from its head being read to its account.
@@ -173,6 +176,7 @@ impl Upstream {
             upstream_time: None,
             held: None,
             slot: None,
+            key_hash: None,
         }
     }
 

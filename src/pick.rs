@@ -108,6 +108,7 @@ pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: Client
             let pinned = is_pinned(&d, key.is_some());
             let mut u = Upstream::new(route, d);
             u.has_affinity_cookie = input.cookie.is_some();
+            u.key_hash = input.key.map(crate::sessions::session_hash);
             let free = match &pool.breaker {
                 None => true,
                 Some(b) => take_free(pool, b, &view, &mut u, pinned),

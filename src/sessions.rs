@@ -19,11 +19,8 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use pingora::http::RequestHeader;
-
 use crate::backend::Exchanged;
 use crate::exchange::Upstream;
-use crate::head::{hash_key, ClientIp};
 use crate::snapshot::Pool;
 
 const BUCKETS: usize = 7;
@@ -172,23 +169,14 @@ fn estimate(regs: &[u8; REGS]) -> u64 {
 
 /// Account-stage hook: notes the session of a request a backend served — its cookie nonce, or
 /// for hash pools its key. Requests that never got an answer from a backend are not counted.
-pub fn served(
-    pool: &Pool,
-    u: &Upstream,
-    req: &RequestHeader,
-    client: ClientIp,
-    claims: Option<&crate::jwt::Claims>,
-    exchanged: Option<Exchanged>,
-) {
+pub fn served(pool: &Pool, u: &Upstream, exchanged: Option<Exchanged>) {
     if exchanged == Some(Exchanged::Failed) || u.sent_at.is_none() {
         return;
     }
-    let hash = match hash_key(pool, req, client, claims) {
-        Some(k) => session_hash(k.as_bytes()),
-        None => match &u.pick.session {
-            Some(nonce) => session_hash(nonce),
-            None => return,
-        },
+    let hash = match (u.key_hash, &u.pick.session) {
+        (Some(h), _) => h,
+        (None, Some(nonce)) => session_hash(nonce),
+        (None, None) => return,
     };
     let now = crate::pick::unix_now();
     pool.backends[u.pick.backend as usize]

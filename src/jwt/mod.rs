@@ -65,6 +65,11 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Whether tether keeps no claim of this token (nothing reads any).
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
     /// The value of claim `name`, if the token has it and tether keeps it.
     pub fn get(&self, name: &str) -> Option<&str> {
         let i = self.names.iter().position(|n| &**n == name)?;
