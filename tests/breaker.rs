@@ -532,7 +532,7 @@ fn waiters_survive_a_reload_and_a_removed_backend_sends_its_waiters_on() {
 #[test]
 fn after_a_connect_failure_the_request_waits_for_a_slot_on_the_next_backend() {
     let a = Gated::start("a");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = format!("127.0.0.1:{}", free_port_outside_ephemeral_range());
     let cfg = config(
         "round_robin",
         "max_in_flight = 1\nqueue_timeout = \"4s\"",

@@ -132,7 +132,7 @@ fn added_latency_is_relayed_within_read_timeout() {
 #[test]
 fn a_backend_refusing_connections_under_load_costs_no_idempotent_request() {
     let ok = big_answers();
-    let refused = free_port(); // nothing listens: every connect is refused
+    let refused = free_port_outside_ephemeral_range(); // nothing listens: every connect is refused
     let t = Tether::start(&pool_of(
         &[
             ("ok", ok.addr.to_string()),
@@ -164,7 +164,10 @@ fn a_backend_refusing_connections_under_load_costs_no_idempotent_request() {
 
 #[test]
 fn all_backends_down_answer_503_at_once_with_retry_after() {
-    let (a, b) = (free_port(), free_port());
+    let (a, b) = (
+        free_port_outside_ephemeral_range(),
+        free_port_outside_ephemeral_range(),
+    );
     let t = Tether::start(&pool_of(
         &[("a", format!("127.0.0.1:{a}")), ("b", format!("127.0.0.1:{b}"))],
         "[pool.p.health]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1",
@@ -187,7 +190,10 @@ fn all_backends_down_answer_503_at_once_with_retry_after() {
 
 #[test]
 fn when_retries_run_out_on_refused_connections_the_answer_says_when_to_retry() {
-    let (a, b) = (free_port(), free_port());
+    let (a, b) = (
+        free_port_outside_ephemeral_range(),
+        free_port_outside_ephemeral_range(),
+    );
     let t = Tether::start(&pool_of(
         &[
             ("a", format!("127.0.0.1:{a}")),

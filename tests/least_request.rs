@@ -71,7 +71,7 @@ fn a_slow_backend_gets_fewer_requests() {
 #[test]
 fn idle_backends_share_by_weight_and_failover_works() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let dead = free_port();
+    let dead = free_port_outside_ephemeral_range();
     let t = Tether::start(&format!(
         "{}[[pool.p.backend]]\nid = \"dead\"\naddr = \"127.0.0.1:{dead}\"\n",
         config(&[&a, &b], "retries = 2")

@@ -227,7 +227,7 @@ fn sessions_of_an_ejected_backend_migrate_with_reason_ejected() {
 fn consecutive_connection_failures_eject_without_health_checks() {
     let ok = Arc::new(AtomicBool::new(false));
     let live = switchable("live", ok);
-    let dead = free_port(); // nothing listens here
+    let dead = free_port_outside_ephemeral_range(); // nothing listens here
     let t = Tether::start(&config(
         "round_robin",
         "[pool.p.outlier]\nconsecutive_failures = 2\nbase_ejection = \"30s\"\n",

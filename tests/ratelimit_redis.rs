@@ -36,7 +36,7 @@ struct Redis {
 impl Redis {
     fn start() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: free_port_outside_ephemeral_range(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
         };
@@ -44,10 +44,11 @@ impl Redis {
         r
     }
 
-    /// A Redis that is not running yet, on a port nothing listens on.
+    /// A Redis that is not running yet, on a port nothing listens on (and that no outgoing
+    /// connection can take meanwhile: tether dials it while it is down).
     fn stopped() -> Redis {
         Redis {
-            port: free_port(),
+            port: free_port_outside_ephemeral_range(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
         }
@@ -61,14 +62,23 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        self.child = Some(child);
         let port = self.port;
+        let log = self.dir.path().join("redis.log");
+        let child = self.child.insert(child);
         wait_for("redis-server to answer PING", WAIT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "redis-server on port {port} exited before answering PING ({status}):\n{log}"
+                );
+            }
             command(port, &["PING"]).is_ok_and(|r| r == "+PONG")
         });
     }

@@ -83,6 +83,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free 127.0.0.1 port below the kernel's ephemeral range, for a server that must come back
+/// on the same port after it is stopped (a restarted Redis).
+///
+/// [`free_port`] hands out an ephemeral port, which the kernel may give to any outgoing
+/// connection meanwhile — even one dialling that very port, which then connects to itself and
+/// keeps the server from binding it. A port below the range is only ever taken by an explicit
+/// bind.
+pub fn free_port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12000 {
+        (10000, low - 1)
+    } else {
+        (1024, low.max(1025) - 1)
+    };
+    for _ in 0..200 {
+        let port = fastrand::u16(from..=to);
+        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {from}..={to} after 200 tries");
+}
+
 // ---------------------------------------------------------------------------------------------
 // In-process backends
 // ---------------------------------------------------------------------------------------------
