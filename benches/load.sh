@@ -22,6 +22,9 @@
 #                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for wrk and backends
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output) for inspection
+#   PERF_RECORD=1 also `perf record -g` the proxy over each measured run (implies KEEP_TMP=1):
+#                 $TMP/perf-<candidate>-<scenario>-<run>.data, for `perf report -i` or `perf diff`
+#                 (sampling costs the proxy a little CPU: compare such runs only with each other)
 #   H2=1          then the HTTP/2 comparison: benches/h2load.sh (h2load over TLS, ALPN h2) on the
 #                 chosen candidates it knows (haproxy, tether-fast, tether-pingora), with the same
 #                 DURATION, WARMUP, RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's
@@ -95,6 +98,7 @@ SCENARIOS=rr,cookie,hash
 GATEWAY=0
 REDIS_PORT=${REDIS_PORT:-16379}
 OUT=
+[[ -z ${PERF_RECORD:-} ]] || KEEP_TMP=1
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 while (($#)); do
@@ -312,12 +316,18 @@ measure() { # CANDIDATE SCENARIO RUN
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${WRK_SCRIPT[@]}" "$url" "${WRK_SCRIPT_ARGS[@]}" >/dev/null
     out=$TMP/wrk-$proxy-$scen-$run.txt
     log "run $run/$RUNS $proxy $scen: wrk -t1 -c$CONNS -d${DURATION}s --latency ${WRK_SCRIPT[*]} $url ${WRK_SCRIPT_ARGS[*]}"
-    local t0 t1 w0 w1
+    local t0 t1 w0 w1 perf_pid=
+    if [[ -n ${PERF_RECORD:-} ]]; then
+        taskset -c "$CLIENT_CPU" perf record -q -F 2999 -g -p "$pid" -o "$TMP/perf-$proxy-$scen-$run.data" \
+            -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     t0=$(cpu_ticks "$pid")
     w0=$(date +%s.%N)
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_SCRIPT[@]}" "$url" "${WRK_SCRIPT_ARGS[@]}" >"$out"
     w1=$(date +%s.%N)
     t1=$(cpu_ticks "$pid")
+    [[ -z $perf_pid ]] || wait "$perf_pid" || true
 
     local reqs rps p50 p99 errs
     reqs=$(awk '/ requests in /{print $1; exit}' "$out")

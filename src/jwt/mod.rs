@@ -203,25 +203,37 @@ impl Verifier {
     }
 
     /// Header, key, signature, then claims — in that order: nothing of the payload is trusted
-    /// before its signature is checked.
+    /// before its signature is checked. On bytes throughout (a byte outside base64url fails its
+    /// decode), with the decoded header and claims on the stack unless they are unusually large.
     fn verify(&self, token: &[u8], set: &KeySet, remote: Option<&Arc<Remote>>) -> Outcome {
-        let Ok(token) = std::str::from_utf8(token) else {
+        let Some(d1) = token.iter().position(|&b| b == b'.') else {
             return Outcome::Invalid;
         };
-        let mut parts = token.split('.');
-        let (Some(head), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let Some(d2) = token[d1 + 1..]
+            .iter()
+            .position(|&b| b == b'.')
+            .map(|i| d1 + 1 + i)
         else {
             return Outcome::Invalid;
         };
-        let message = &token[..head.len() + 1 + payload.len()];
-        let Some((alg, kid)) = claims::header(head) else {
+        let (head, payload, signature) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
+        if signature.contains(&b'.') {
+            return Outcome::Invalid;
+        }
+        let message = &token[..d2];
+        let mut stack = [0u8; 512];
+        let mut heap = Vec::new();
+        let Some(json) = b64(head, &mut stack, &mut heap) else {
             return Outcome::Invalid;
         };
+        let Some((alg, kid)) = claims::header(json) else {
+            return Outcome::Invalid;
+        };
+        let kid = kid.as_deref();
         if !self.algorithms.contains(&alg) {
             return Outcome::Invalid;
         }
-        if let (Some(kid), Some(r)) = (&kid, remote) {
+        if let (Some(kid), Some(r)) = (kid, remote) {
             if !set.has_kid(kid) {
                 // Rotation: the key may be new. The refetch runs on the control runtime; this
                 // request is refused now rather than waiting for it.
@@ -234,8 +246,8 @@ impl Verifier {
             .iter()
             .filter(|k| {
                 k.allows(alg)
-                    && match (&kid, &k.kid) {
-                        (Some(want), Some(have)) => **want == **have,
+                    && match (kid, &k.kid) {
+                        (Some(want), Some(have)) => want == &**have,
                         _ => true,
                     }
             })
@@ -248,30 +260,35 @@ impl Verifier {
                     match base64::engine::general_purpose::URL_SAFE_NO_PAD
                         .decode_slice(signature, &mut sig)
                     {
-                        Ok(n) => ring::hmac::verify(key, message.as_bytes(), &sig[..n]).is_ok(),
+                        Ok(n) => ring::hmac::verify(key, message, &sig[..n]).is_ok(),
                         Err(_) => false,
                     }
                 }
-                None => {
-                    jsonwebtoken::crypto::verify(signature, message.as_bytes(), &k.decoding, alg)
-                        .unwrap_or(false)
-                }
+                // jsonwebtoken takes the signature as text; base64url is ASCII.
+                None => match std::str::from_utf8(signature) {
+                    Ok(signature) => {
+                        jsonwebtoken::crypto::verify(signature, message, &k.decoding, alg)
+                            .unwrap_or(false)
+                    }
+                    Err(_) => false,
+                },
             });
         if !signed {
             return Outcome::Invalid;
         }
-        self.validate(payload)
+        let mut stack = [0u8; 1024];
+        let mut heap = Vec::new();
+        match b64(payload, &mut stack, &mut heap) {
+            Some(json) => self.validate(json),
+            None => Outcome::Invalid,
+        }
     }
 
-    /// The registered claims (`exp`, `nbf`, `iss`, `aud`) of a signed payload, and the kept
-    /// claims, from one parse.
-    fn validate(&self, payload: &str) -> Outcome {
-        use base64::Engine;
-        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
-            return Outcome::Invalid;
-        };
+    /// The registered claims (`exp`, `nbf`, `iss`, `aud`) of a signed payload's JSON, and the
+    /// kept claims, from one parse.
+    fn validate(&self, json: &[u8]) -> Outcome {
         let mut values = vec![None; self.claim_names.len()];
-        let Some(std) = claims::scan(&json, &self.claim_names, &mut values) else {
+        let Some(std) = claims::scan(json, &self.claim_names, &mut values) else {
             return Outcome::Invalid;
         };
         let now = jsonwebtoken::get_current_timestamp();
@@ -311,6 +328,20 @@ impl Verifier {
     }
 }
 
+/// `part` base64url-decoded (no padding, RFC 7515 §2) into `stack`, or into `heap` when it does
+/// not fit; `None` when it is not base64url.
+fn b64<'b>(part: &[u8], stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    use base64::Engine;
+    let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    if base64::decoded_len_estimate(part.len()) <= stack.len() {
+        let n = engine.decode_slice(part, stack).ok()?;
+        Some(&stack[..n])
+    } else {
+        engine.decode_vec(part, heap).ok()?;
+        Some(heap)
+    }
+}
+
 /// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110 §11.1);
 /// `None` for another scheme.
 fn bearer(v: &[u8]) -> Option<&[u8]> {
@@ -337,11 +368,11 @@ mod claims {
 
     use jsonwebtoken::Algorithm;
 
-    /// `alg` and `kid` of a base64url JOSE header. `None` (a refusal) for anything malformed, an
-    /// unknown or `none` algorithm, and any `crit` or `b64` member: tether implements no JWS
-    /// extension (RFC 7515 §4.1.11), and an unencoded payload (RFC 7797) is never accepted.
-    pub fn header(b64: &str) -> Option<(Algorithm, Option<Box<str>>)> {
-        use base64::Engine;
+    /// `alg` and `kid` of a JOSE header (its decoded JSON). `None` (a refusal) for anything
+    /// malformed, an unknown or `none` algorithm, and any `crit` or `b64` member: tether
+    /// implements no JWS extension (RFC 7515 §4.1.11), and an unencoded payload (RFC 7797) is
+    /// never accepted. The `kid` borrows from `json` unless it has escapes.
+    pub fn header(json: &[u8]) -> Option<(Algorithm, Option<Cow<'_, str>>)> {
         #[derive(serde::Deserialize)]
         struct Head<'a> {
             #[serde(borrow)]
@@ -353,15 +384,12 @@ mod claims {
             #[serde(default)]
             b64: Option<IgnoredAny>,
         }
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(b64)
-            .ok()?;
-        let h: Head = serde_json::from_slice(&json).ok()?;
+        let h: Head = serde_json::from_slice(json).ok()?;
         if h.crit.is_some() || h.b64.is_some() {
             return None;
         }
         let alg = Algorithm::from_str(&h.alg).ok()?;
-        Some((alg, h.kid.map(|k| k.as_ref().into())))
+        Some((alg, h.kid))
     }
 
     /// A registered time claim (`exp`, `nbf`).
