@@ -186,10 +186,17 @@ impl AdminApp {
             }
             self.store.refresh_pool(pool);
         }
+        // The state as the (refreshed) view routes by it, like /status shows it.
+        let shown = self
+            .store
+            .load()
+            .pool(pool)
+            .and_then(|p| Some(p.view.load().shown[p.backend_index(id)?]))
+            .unwrap_or_else(|| state.shown());
         json_reply(
             StatusCode::OK,
             json!({
-                "pool": pool, "backend": id, "admin": admin.as_str(), "state": state.state_name(), "changed": changed,
+                "pool": pool, "backend": id, "admin": admin.as_str(), "state": shown.state_name(), "changed": changed,
                 "drain_started": crate::drain::rfc3339(state.drain.started()),
                 "drain_deadline": crate::drain::rfc3339(state.drain.deadline()),
             }),
@@ -203,20 +210,23 @@ impl AdminApp {
             .pools
             .iter()
             .map(|p| {
+                // States as the view that routes requests was built from them (backend::Shown).
+                let view = p.view.load();
                 let backends: Vec<_> = p
                     .backends
                     .iter()
-                    .map(|b| {
+                    .zip(view.shown.iter())
+                    .map(|(b, shown)| {
                         json!({
                             "id": &*b.id,
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
                             // Slow start: the weight round-robin and new sessions use now.
                             "effective_weight": f64::from(b.state.effective_weight_tenths(b.weight, p.conf.slow_start)) / 10.0,
-                            "ejected": b.state.ejection_shown(),
-                            "health": if b.state.is_healthy() { "up" } else { "down" },
-                            "admin": b.state.admin().as_str(),
-                            "state": b.state.state_name(),
+                            "ejected": shown.ejected,
+                            "health": shown.health(),
+                            "admin": shown.admin.as_str(),
+                            "state": shown.state_name(),
                             "in_flight": b.state.in_flight(),
                             "drain_started": crate::drain::rfc3339(b.state.drain.started()),
                             "drain_deadline": crate::drain::rfc3339(b.state.drain.deadline()),

@@ -83,10 +83,6 @@ pub struct BackendState {
     /// Outlier detection (DESIGN.md §13): ejected now; responses in a row that were 5xx and
     /// exchanges in a row that failed; ejections in a row and when the last one ended.
     ejected: std::sync::atomic::AtomicBool,
-    /// What `/status` and `tether_backend_state` show: set only once the pool's view routes
-    /// around the ejection ([`BackendState::show_ejection`]), so an operator who sees
-    /// "ejected" never sees a request still sent there.
-    ejected_shown: std::sync::atomic::AtomicBool,
     streak_5xx: AtomicU32,
     streak_failures: AtomicU32,
     ejections_in_row: AtomicU32,
@@ -127,6 +123,55 @@ pub enum Exchanged {
     Failed,
 }
 
+/// One backend's state as operators see it (`/status`, `tether_backend_up`,
+/// `tether_backend_state`, a migration's `reason`): what the pool's view was built from, so that
+/// what is shown is what requests are routed by — a backend shown down, in maintenance or
+/// ejected is one no request is sent to any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub healthy: bool,
+    pub admin: Admin,
+    pub ejected: bool,
+}
+
+impl Shown {
+    /// Index into [`STATES`]: maint over down over ejected over drain over ready.
+    pub fn state_index(&self) -> usize {
+        match (self.healthy, self.admin) {
+            (_, Admin::Maint) => 3,
+            (false, _) => 1,
+            _ if self.ejected => 4,
+            (true, Admin::Drain) => 2,
+            (true, Admin::Ready) => 0,
+        }
+    }
+
+    /// The name in `/status` and the `state` label of `tether_backend_state`.
+    pub fn state_name(&self) -> &'static str {
+        STATES[self.state_index()]
+    }
+
+    /// `/status`'s `health`.
+    pub fn health(&self) -> &'static str {
+        if self.healthy {
+            "up"
+        } else {
+            "down"
+        }
+    }
+}
+
+impl BackendMetrics {
+    /// Sets `tether_backend_up` and `tether_backend_state` to `shown`.
+    pub fn publish(&self, shown: Shown) {
+        self.up.set(shown.healthy as i64);
+        let cur = shown.state_index();
+        for (i, g) in self.state.iter().enumerate() {
+            g.set((i == cur) as i64);
+        }
+    }
+}
+
 /// Milliseconds on a monotonic clock that starts with the process (never 0 after start).
 pub fn clock_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -155,7 +200,6 @@ impl BackendState {
             passive_streak: AtomicU32::new(0),
             addr: Mutex::new(addr),
             ejected: false.into(),
-            ejected_shown: false.into(),
             streak_5xx: AtomicU32::new(0),
             streak_failures: AtomicU32::new(0),
             ejections_in_row: AtomicU32::new(0),
@@ -165,7 +209,7 @@ impl BackendState {
             sessions: Default::default(),
             metrics,
         };
-        s.publish();
+        s.metrics.publish(s.shown());
         s
     }
 
@@ -239,17 +283,6 @@ impl BackendState {
         d
     }
 
-    /// Shows the ejection (state `ejected`), once the view no longer routes to the backend.
-    pub fn show_ejection(&self) {
-        self.ejected_shown.store(true, Ordering::Release);
-        self.publish();
-    }
-
-    /// The ejection as `/status` shows it.
-    pub fn ejection_shown(&self) -> bool {
-        self.ejected_shown.load(Ordering::Acquire)
-    }
-
     /// Ends an ejection (control runtime only): the backend takes traffic again (if healthy)
     /// and starts over its streaks.
     pub fn return_from_ejection(&self) {
@@ -257,9 +290,7 @@ impl BackendState {
         self.streak_failures.store(0, Ordering::Relaxed);
         self.returned_at_ms.store(clock_ms(), Ordering::Relaxed);
         self.ejected.store(false, Ordering::Release);
-        self.ejected_shown.store(false, Ordering::Release);
         self.became_eligible();
-        self.publish();
     }
 
     /// Notes that the backend just became eligible (slow start starts now).
@@ -296,27 +327,20 @@ impl BackendState {
         }
     }
 
-    /// The state name shown in `/status` and `tether_backend_state`.
+    /// Health, admin state and ejection as they are now. What operators are shown comes from
+    /// the pool's view instead (`snapshot::View::shown`), taken when the view that routes by them
+    /// was built.
+    pub fn shown(&self) -> Shown {
+        Shown {
+            healthy: self.is_healthy(),
+            admin: self.admin(),
+            ejected: self.is_ejected(),
+        }
+    }
+
+    /// The state name of [`BackendState::shown`], now.
     pub fn state_name(&self) -> &'static str {
-        STATES[self.state_index()]
-    }
-
-    fn state_index(&self) -> usize {
-        match (self.is_healthy(), self.admin()) {
-            (_, Admin::Maint) => 3,
-            (false, _) => 1,
-            _ if self.ejection_shown() => 4,
-            (true, Admin::Drain) => 2,
-            (true, Admin::Ready) => 0,
-        }
-    }
-
-    fn publish(&self) {
-        self.metrics.up.set(self.is_healthy() as i64);
-        let cur = self.state_index();
-        for (i, g) in self.metrics.state.iter().enumerate() {
-            g.set((i == cur) as i64);
-        }
+        self.shown().state_name()
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -330,7 +354,6 @@ impl BackendState {
             self.became_eligible();
         }
         self.drain.on_admin(Admin::from_u8(old), a);
-        self.publish();
         old != a as u8
     }
 
@@ -363,7 +386,6 @@ impl BackendState {
         if ok {
             self.became_eligible();
         }
-        self.publish();
         true
     }
 
@@ -390,7 +412,6 @@ impl BackendState {
             return false;
         }
         self.streak.store(0, Ordering::Relaxed);
-        self.publish();
         true
     }
 
@@ -400,7 +421,6 @@ impl BackendState {
         self.healthy.store(true, Ordering::Release);
         self.streak.store(0, Ordering::Relaxed);
         self.passive_streak.store(0, Ordering::Relaxed);
-        self.publish();
     }
 
     fn addr(&self) -> SocketAddr {
@@ -536,13 +556,11 @@ mod tests {
         assert!(!s.record(false, 2, 3));
         assert!(s.record(false, 2, 3));
         assert!(!s.is_healthy());
-        assert_eq!(s.metrics.up.get(), 0);
         assert_eq!(s.state_name(), "down");
         assert!(!s.record(true, 2, 3));
         assert!(s.record(true, 2, 3));
         assert!(s.is_healthy());
-        assert_eq!(s.metrics.state[0].get(), 1);
-        assert_eq!(s.metrics.state[1].get(), 0);
+        assert_eq!(s.state_name(), "up");
     }
 
     #[test]

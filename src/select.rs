@@ -178,9 +178,12 @@ impl Pool {
                         }
                         Some(&i) => {
                             let b = &self.backends[i as usize];
-                            let reason = if b.state.admin() == Admin::Maint {
+                            // Why, as the view that does not serve it was built (and /status
+                            // shows it): not the live state, which may have moved on since.
+                            let shown = view.shown[i as usize];
+                            let reason = if shown.admin == Admin::Maint {
                                 Reason::Maint
-                            } else if b.state.is_healthy() && b.state.is_ejected() {
+                            } else if shown.healthy && shown.ejected {
                                 Reason::Ejected
                             } else {
                                 Reason::Down
@@ -535,6 +538,65 @@ mod tests {
             }
         }
         assert_eq!(moved, 50);
+    }
+
+    #[test]
+    fn what_is_shown_is_what_the_view_routes_by() {
+        let s = snapshot("cookie", "", SECRET);
+        let pool = &s.pools[0];
+        let d = pick(&s, None, None, 1);
+        let c = cookie_of(&s, &d);
+        let b = &pool.backends[d.backend as usize];
+        let gauge = |state: usize| b.state.metrics.state[state].get();
+        while b.state.is_healthy() {
+            b.state.record(false, 1, 1);
+        }
+        // Marked down, the view not rebuilt yet: still shown (and routed) as up.
+        let shown = pool.view.load().shown[d.backend as usize];
+        assert_eq!((shown.state_name(), shown.health()), ("up", "up"));
+        assert_eq!((b.state.metrics.up.get(), gauge(0), gauge(1)), (1, 1, 0));
+        assert_eq!(pick(&s, Some(&c), None, 2).outcome, Outcome::Hit);
+        pool.refresh();
+        let shown = pool.view.load().shown[d.backend as usize];
+        assert_eq!((shown.state_name(), shown.health()), ("down", "down"));
+        assert_eq!((b.state.metrics.up.get(), gauge(0), gauge(1)), (0, 0, 1));
+        assert!(matches!(
+            pick(&s, Some(&c), None, 3).outcome,
+            Outcome::Migrated {
+                reason: Reason::Down,
+                ..
+            }
+        ));
+        // Ejected: the reason and the state come from the view too.
+        while !b.state.is_healthy() {
+            b.state.record(true, 1, 1);
+        }
+        let opts = crate::config::OutlierOpts {
+            consecutive_5xx: 1,
+            consecutive_failures: 0,
+            base_ejection: std::time::Duration::from_secs(30),
+            max_ejection: std::time::Duration::from_secs(300),
+            max_ejected_percent: 50,
+        };
+        b.state.eject(crate::backend::Ejection::FiveXx, &opts);
+        pool.refresh();
+        assert_eq!(
+            pool.view.load().shown[d.backend as usize].state_name(),
+            "ejected"
+        );
+        b.state.return_from_ejection();
+        // Returned, not yet rebuilt: the view still says ejected, and so does the reason.
+        assert!(matches!(
+            pick(&s, Some(&c), None, 4).outcome,
+            Outcome::Migrated {
+                reason: Reason::Ejected,
+                ..
+            }
+        ));
+        assert_eq!(gauge(4), 1);
+        pool.refresh();
+        assert_eq!(gauge(4), 0);
+        assert_eq!(pick(&s, Some(&c), None, 5).outcome, Outcome::Hit);
     }
 
     #[test]

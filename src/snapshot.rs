@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::backend::{BackendState, Ejection, Registry};
+use crate::backend::{Admin, BackendState, Ejection, Registry, Shown};
 use crate::balance::cookie::{backend_digest, BackendDigest, CookieCodec};
 use crate::balance::ring::Ring;
 use crate::balance::wrr::Wrr;
@@ -109,25 +109,54 @@ pub struct View {
     /// `least_request` pools: the backends round-robin would pick from, with their (effective)
     /// weights; empty for other policies.
     pub candidates: Box<[(u32, u32)]>,
+    /// Each backend's state as this view was built from it: what `/status` and the backend
+    /// gauges show, so that they never show a state the routing has not followed yet.
+    pub shown: Box<[Shown]>,
+}
+
+/// What a view is built from: the backends' states and the masks derived from them.
+struct Masks {
+    serving: Box<[bool]>,
+    assignable: Box<[bool]>,
+    failed_open: bool,
+    shown: Box<[Shown]>,
 }
 
 impl View {
-    /// (serving, assignable, failed_open) from the backends' current states.
-    fn build_masks(pool: &config::Pool, backends: &[Backend]) -> (Box<[bool]>, Box<[bool]>, bool) {
-        let mut serving: Box<[bool]> = backends.iter().map(|b| b.state.is_serving()).collect();
-        let mut assignable: Box<[bool]> =
-            backends.iter().map(|b| b.state.is_assignable()).collect();
+    /// The backends' current states (each read once) and the masks they make.
+    fn masks(pool: &config::Pool, backends: &[Backend]) -> Masks {
+        let shown: Box<[Shown]> = backends.iter().map(|b| b.state.shown()).collect();
+        let serving_of = |s: &Shown| s.healthy && !s.ejected && s.admin != Admin::Maint;
+        let mut serving: Box<[bool]> = shown.iter().map(serving_of).collect();
+        let mut assignable: Box<[bool]> = shown
+            .iter()
+            .map(|s| serving_of(s) && s.admin == Admin::Ready)
+            .collect();
         let mut failed_open = false;
         if pool.fail_open && !serving.iter().any(|s| *s) {
             serving.iter_mut().for_each(|s| *s = true);
             assignable.iter_mut().for_each(|s| *s = true);
             failed_open = true;
         }
-        (serving, assignable, failed_open)
+        Masks {
+            serving,
+            assignable,
+            failed_open,
+            shown,
+        }
     }
 
     fn build(pool: &config::Pool, backends: &[Backend]) -> View {
-        let (serving, assignable, failed_open) = View::build_masks(pool, backends);
+        View::from_masks(pool, backends, View::masks(pool, backends))
+    }
+
+    fn from_masks(pool: &config::Pool, backends: &[Backend], masks: Masks) -> View {
+        let Masks {
+            serving,
+            assignable,
+            failed_open,
+            shown,
+        } = masks;
         let hashes = matches!(pool.policy, Policy::Cookie | Policy::Hash);
         let ring_of = |set: &[bool]| {
             if !hashes {
@@ -170,6 +199,7 @@ impl View {
         };
         View {
             candidates,
+            shown,
             serving_ring: ring_of(&serving),
             assignable_ring: ring_of(&assignable),
             wrr,
@@ -183,13 +213,22 @@ impl View {
     pub fn any_serving(&self) -> bool {
         self.serving.iter().any(|s| *s)
     }
+
+    /// Sets the backend gauges to what this view shows.
+    fn publish(&self, backends: &[Backend]) {
+        for (b, s) in backends.iter().zip(self.shown.iter()) {
+            b.state.metrics.publish(*s);
+        }
+    }
 }
 
 impl Pool {
     /// Rebuilds the live view from the backends' current states.
     pub fn refresh(&self) {
-        self.view
-            .store(Arc::new(View::build(&self.conf, &self.backends)));
+        let view = Arc::new(View::build(&self.conf, &self.backends));
+        self.view.store(view.clone());
+        // After the store: a gauge never shows a state requests are not yet routed by.
+        view.publish(&self.backends);
         // Waiters pinned to a backend that stopped serving re-pick; one that came back takes
         // waiters in.
         if let Some(b) = &self.breaker {
@@ -364,15 +403,21 @@ fn build_pool(
     let view = match prev {
         Some(old) if same_members(old, pc, &backends) => {
             let old_view = old.view.load_full();
-            let fresh = View::build_masks(pc, &backends);
-            if fresh.0 == old_view.serving && fresh.1 == old_view.assignable {
+            let fresh = View::masks(pc, &backends);
+            if fresh.serving == old_view.serving
+                && fresh.assignable == old_view.assignable
+                && fresh.shown == old_view.shown
+            {
                 old_view
             } else {
-                Arc::new(View::build(pc, &backends))
+                Arc::new(View::from_masks(pc, &backends, fresh))
             }
         }
         _ => Arc::new(View::build(pc, &backends)),
     };
+    // A new snapshot's views are shown once it is stored; a reload's few microseconds between
+    // this and the swap are not a window anyone routes by.
+    view.publish(&backends);
     let ids: Vec<Arc<str>> = backends.iter().map(|b| b.id.clone()).collect();
     let bounded = pc.hash.as_ref().is_some_and(|h| h.balance_factor > 0.0);
     let metrics = PoolMetrics::new(m, &pc.name, &ids, bounded);
@@ -735,10 +780,8 @@ impl Store {
             return false;
         }
         let d = state.eject(why, &opts);
-        // The view follows at once, and only then does /status (and tether_backend_state) show
-        // the ejection: whoever sees the backend ejected is never sent to it by a stale view.
+        // The view follows at once; /status and tether_backend_state show the ejection from it.
         self.refresh_pool(pool);
-        state.show_ejection();
         tracing::warn!(pool = %pool, backend = %state.id, reason = why.as_str(), "backend ejected for {}", humantime::format_duration(d));
         let (store, pool, state) = (Arc::downgrade(self), pool.clone(), state.clone());
         rt.spawn(async move {
