@@ -43,15 +43,16 @@
 #                        consistent) instead — marked in the table
 #   hash    GET /hash    consistent hash of "X-User: user-<random>" (benches/load/hash.lua)
 # Gateway scenarios (tether only; --scenarios rr,rl-local,...): the rr pool behind one more stage
-# (benches/load/tether-gateway.toml); the report adds each one's CPU µs/req minus rr's in the same
-# round (median over rounds) — the cost of that stage:
+# (benches/load/tether-gateway.toml). All of them send the same request head (X-User and an HS256
+# Bearer token); the report adds each one's CPU µs/req minus the baseline's in the same round
+# (median over rounds) — the cost of that stage:
 #   rl-local   a local rate limit keyed on X-User (never refusing)
 #   rl-redis   the same limit with store = "redis" (a redis-server the script starts on CLIENT_CPU,
 #              port REDIS_PORT=16379)
-#   jwt-hs256  an HS256 JWT check (secret_file), wrk sends a valid Bearer token
-#   jwt-rs256  an RS256 JWT check (key_file, RSA 2048)
-#   rr-bearer  plain /rr sending the same Authorization header (no check): the baseline of the
-#              jwt-* rows when chosen, so the table shows the check, not the longer request head
+#   jwt-hs256  an HS256 JWT check (secret_file) of the valid Bearer token
+#   jwt-rs256  an RS256 JWT check (key_file, RSA 2048; wrk sends an RS256 token instead)
+#   rr-bearer  the plain /rr route with the same request head: the baseline of the others when
+#              chosen (else rr), so the table shows the stage, not the longer request head
 #
 # All candidates run side by side (idle ones cost nothing). Per candidate × scenario: a functional
 # check with curl (round-robin reaches all four backends, the cookie/hash key sticks and hashing
@@ -288,9 +289,11 @@ wrk_args() {
             WRK_SCRIPT_ARGS=(-- "$(bench_cookie "$2")")
             ;;
         hash) WRK_SCRIPT=(-s "$LOAD_DIR/hash.lua") ;;
-        rl-*) WRK_SCRIPT=(-H "X-User: bench-user") ;;
-        jwt-*) WRK_SCRIPT=(-H "Authorization: Bearer ${TOKEN[$1]}") ;;
-        rr-bearer) WRK_SCRIPT=(-H "Authorization: Bearer ${TOKEN[jwt-hs256]}") ;;
+        # Every gateway scenario sends the same request head (an X-User and an HS256 Bearer
+        # token; jwt-rs256 its RS256 token instead), so that rr-bearer, which sends it to the
+        # plain /rr route, is the baseline of each: the difference is the stage, not the head.
+        rl-* | jwt-hs256 | rr-bearer) WRK_SCRIPT=(-H "X-User: bench-user" -H "Authorization: Bearer ${TOKEN[jwt-hs256]}") ;;
+        jwt-rs256) WRK_SCRIPT=(-H "X-User: bench-user" -H "Authorization: Bearer ${TOKEN[jwt-rs256]}") ;;
     esac
 }
 
@@ -546,21 +549,23 @@ report() {
     echo "errors: non-2xx responses + socket errors, summed over all $RUNS measured run(s)."
     echo
     if ((GATEWAY)) && [[ " ${SCENS[*]} " == *" rr "* ]]; then
-        echo "Gateway stage cost: CPU µs/req of the scenario minus rr's, same candidate and round, median over the $RUNS round(s) (${VERSION[redis]:-})"
+        local base=rr
+        [[ " ${SCENS[*]} " == *" rr-bearer "* ]] && base=rr-bearer
+        echo "Gateway stage cost: CPU µs/req of the scenario minus that of the baseline (rr-bearer — the same request head to the plain /rr route — when measured, else rr), same candidate and round, median over the $RUNS round(s) (${VERSION[redis]:-})"
         echo
-        echo "| candidate | stage | +CPU µs/req (median) | per round |"
-        echo "|---|---|---:|---|"
+        echo "| candidate | stage | baseline | +CPU µs/req (median) | per round |"
+        echo "|---|---|---|---:|---|"
         for s in "${SCENS[@]}"; do
             [[ $s == rl-* || $s == jwt-* || $s == rr-bearer ]] || continue
-            local base=rr
-            [[ $s == jwt-* && " ${SCENS[*]} " == *" rr-bearer "* ]] && base=rr-bearer
+            local b=$base
+            [[ $s == rr-bearer ]] && b=rr
             for p in "${PROXIES[@]}"; do
                 [[ $p == tether-* && -z ${SKIPPED[$p]:-} ]] || continue
                 local deltas
                 deltas=$(for ((r = 1; r <= RUNS; r++)); do
-                    awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/$base/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
+                    awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/$b/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
                 done)
-                echo "| $p | $s | $(sort -g <<<"$deltas" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }') | $(tr '\n' ' ' <<<"$deltas") |"
+                echo "| $p | $s | $b | $(sort -g <<<"$deltas" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }') | $(tr '\n' ' ' <<<"$deltas") |"
             done
         done
         echo

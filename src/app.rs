@@ -84,14 +84,8 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<SetLevel> {
     }))
 }
 
-/// Sends STOPPING=1 to systemd before Pingora's own shutdown handling, and on a graceful
-/// terminate ends the process as soon as no request is in progress (Pingora itself always
-/// sleeps the whole grace period). A graceful upgrade keeps Pingora's sequence: the listeners
-/// must be handed over first.
-struct NotifyingShutdown {
-    grace: std::time::Duration,
-    pid_file: PathBuf,
-}
+/// Sends STOPPING=1 to systemd before Pingora's own shutdown handling (and logs the signal).
+struct NotifyingShutdown;
 
 #[async_trait]
 impl ShutdownSignalWatch for NotifyingShutdown {
@@ -101,22 +95,6 @@ impl ShutdownSignalWatch for NotifyingShutdown {
         // STOPPING=1 would make systemd stop the whole unit (new process included).
         if !matches!(s, ShutdownSignal::GracefulUpgrade) {
             notify(&[sd_notify::NotifyState::Stopping]);
-        }
-        match s {
-            ShutdownSignal::GracefulTerminate => {
-                let (grace, pid_file) = (self.grace, self.pid_file.clone());
-                std::thread::spawn(move || {
-                    exit_when_idle(grace, pid_file, Duration::from_millis(100))
-                });
-            }
-            ShutdownSignal::GracefulUpgrade => {
-                // Pingora hands the listeners over as soon as this returns (milliseconds when
-                // the new process waits for them); after that, nothing new arrives here, and
-                // the process may end as soon as its last request has.
-                let (grace, pid_file) = (self.grace, self.pid_file.clone());
-                std::thread::spawn(move || exit_when_idle(grace, pid_file, Duration::from_secs(1)));
-            }
-            ShutdownSignal::FastShutdown => {}
         }
         tracing::info!(
             "shutting down ({})",
@@ -130,8 +108,13 @@ impl ShutdownSignalWatch for NotifyingShutdown {
     }
 }
 
-/// Exits once no request has been in progress for two consecutive polls (after the listeners
-/// stopped accepting), or lets Pingora finish when the grace period runs out first.
+/// Exits once no request has been in progress for two consecutive polls, or lets Pingora finish
+/// when the grace period runs out first (Pingora itself always sleeps the whole grace period).
+/// Started when Pingora has told its listeners to stop accepting: at once on SIGTERM, and on
+/// SIGQUIT only after the hand-over's close timeout, during which this process still accepts
+/// connections next to the new one — ending earlier would cut those off. A connection that has
+/// been accepted but has not sent its first request yet counts as a request in progress
+/// (`exchange::ACTIVE_REQUESTS`).
 fn exit_when_idle(grace: Duration, pid_file: PathBuf, settle: Duration) {
     use std::sync::atomic::Ordering;
     use std::time::Instant;
@@ -315,10 +298,24 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     extra(&mut server);
 
     let mut phases = server.watch_execution_phase();
-    let pid_file = server_cfg.pid_file.clone();
+    let (pid_file, grace) = (server_cfg.pid_file.clone(), server_cfg.grace_period);
     control.spawn(async move {
-        while let Ok(phase) = phases.recv().await {
-            if matches!(phase, pingora::server::ExecutionPhase::Running) {
+        use pingora::server::ExecutionPhase;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let phase = match phases.recv().await {
+                Ok(p) => p,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            };
+            if matches!(phase, ExecutionPhase::ShutdownStarted) {
+                // The listeners were just told to stop accepting; give them a moment to.
+                let (grace, pid_file) = (grace, pid_file.clone());
+                std::thread::spawn(move || {
+                    exit_when_idle(grace, pid_file, Duration::from_millis(100))
+                });
+            }
+            if matches!(phase, ExecutionPhase::Running) {
                 // Pingora writes its pid file only when it daemonizes; systemd's PIDFile= (how
                 // it adopts the new process of a graceful upgrade) needs it in the foreground.
                 if let Err(e) = write_pid_file(&pid_file) {
@@ -331,10 +328,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     });
 
     server.run(RunArgs {
-        shutdown_signal: Box::new(NotifyingShutdown {
-            grace: server_cfg.grace_period,
-            pid_file: server_cfg.pid_file.clone(),
-        }),
+        shutdown_signal: Box::new(NotifyingShutdown),
     });
     health.stop();
     control.shutdown_background();

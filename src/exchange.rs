@@ -14,15 +14,17 @@ use crate::select::Decision;
 use crate::snapshot::{Pool, Route, Snapshot};
 use crate::trace::Trace;
 
-/// Requests in progress, process-wide: lets a graceful shutdown end as soon as nothing is in
-/// progress instead of always waiting the whole grace period.
+/// Requests in progress, process-wide — and, on the fast engine, accepted connections whose
+/// first request has not been answered yet: lets a graceful shutdown end as soon as nothing is
+/// in progress instead of always waiting the whole grace period, without cutting off a client
+/// that connected just before the listener closed.
 pub static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
 /// One count in [`ACTIVE_REQUESTS`] for as long as it lives.
-struct Active;
+pub struct Active;
 
 impl Active {
-    fn new() -> Active {
+    pub fn begin() -> Active {
         ACTIVE_REQUESTS.fetch_add(1, Ordering::Relaxed);
         Active
     }
@@ -95,7 +97,7 @@ impl Exchange {
             id,
             stage: Stage::Read,
             claims: None,
-            _active: Active::new(),
+            _active: Active::begin(),
         }
     }
 

@@ -129,23 +129,39 @@ impl Fast {
     /// Serves HTTP/1.x requests on one client connection until it closes.
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut prefix: Option<BytesMut> = None;
+        // A new connection is a request on its way: until that first request is answered it
+        // counts as one in progress (a graceful shutdown waits for it), and its first bytes are
+        // read even when the shutdown began after it was accepted.
+        let mut fresh = Some(crate::exchange::Active::begin());
         loop {
             let limits = self.store.limits();
             // The next request's first bytes (unless pipelined ones are waiting): an idle
             // keep-alive connection holds only its stream until they come.
             let head = match prefix.take() {
                 Some(p) => p,
-                None => match first_bytes(&mut stream, shutdown, limits.keepalive_timeout).await {
-                    Some(b) => b,
-                    None => return,
-                },
+                None => {
+                    let wait = first_bytes(
+                        &mut stream,
+                        shutdown,
+                        limits.keepalive_timeout,
+                        fresh.is_some(),
+                    );
+                    match wait.await {
+                        Some(b) => b,
+                        None => return,
+                    }
+                }
             };
             // Everything about the request lives in its own allocation, freed when it is done:
             // the connection's task keeps only the small state of the wait above. (Boxed in a
             // statement of its own: a temporary in the awaited expression would be kept in
             // this future's state, making every idle connection as large as a request.)
             let request = Box::pin(self.request(stream, head, limits, shutdown));
-            match request.await {
+            let next = request.await;
+            // The first request is done: from here on the connection is an idle keep-alive one
+            // between requests, which a shutdown closes.
+            fresh = None;
+            match next {
                 Some((st, p)) => {
                     stream = st;
                     prefix = p;
@@ -655,10 +671,10 @@ async fn first_bytes(
     stream: &mut Stream,
     shutdown: &ShutdownWatch,
     keepalive: Duration,
+    fresh: bool,
 ) -> Option<BytesMut> {
-    if *shutdown.borrow() {
-        return None;
-    }
+    // Bytes that are already there are a request sent before the connection was closed: read
+    // them, shutdown or not.
     let ready = {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         read::poll_first_read(stream, &mut cx)
@@ -666,13 +682,31 @@ async fn first_bytes(
     if let std::task::Poll::Ready(r) = ready {
         return r.ok().flatten();
     }
+    if *shutdown.borrow() && !fresh {
+        return None;
+    }
     let mut shutdown = shutdown.clone();
+    // An idle keep-alive connection is closed when the shutdown starts (a client retries a
+    // request on a reused connection that closes); a new one was accepted for a request that
+    // may still be on its way, and gets FIRST_REQUEST_AFTER_SHUTDOWN for it.
+    let stop = async move {
+        if !*shutdown.borrow_and_update() {
+            let _ = shutdown.changed().await;
+        }
+        if fresh {
+            pingora::time::fast_timeout::fast_sleep(FIRST_REQUEST_AFTER_SHUTDOWN).await;
+        }
+    };
     tokio::select! {
         r = std::future::poll_fn(|cx| read::poll_first_read(stream, cx)) => r.ok().flatten(),
         _ = pingora::time::fast_timeout::fast_sleep(keepalive) => None,
-        _ = shutdown.changed() => None,
+        _ = stop => None,
     }
 }
+
+/// How long a connection accepted before a graceful shutdown began still waits for its first
+/// request once it has: a client that connected just before the listener closed is served.
+const FIRST_REQUEST_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// After a `101`: bytes flow both ways until both sides are done. Each direction ends on its
 /// own (a half-close is passed on), and the tunnel lasts until both have: a backend that

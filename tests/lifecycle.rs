@@ -200,6 +200,70 @@ fn sigterm_lets_in_flight_requests_finish() {
     );
 }
 
+/// A client that connected just before SIGTERM and sends its request only after the listener
+/// closed is served (and the process still ends without waiting out its grace period); an
+/// idle keep-alive connection is closed at once. The fast engine's behaviour (pingora-proxy
+/// drops both kinds when it shuts down), so it runs with `engine = "fast"` whatever
+/// `TETHER_ENGINE` says.
+#[test]
+fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
+    use std::io::Read;
+    let (a, b) = (named("a"), named("b"));
+    let mut t = Tether::start_with(&config(&a, &b, "20s"), &[], &[("TETHER_ENGINE", "fast")]);
+    let connect = || {
+        let s = std::net::TcpStream::connect(t.listen()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // An idle keep-alive connection: one request answered, then nothing.
+    let mut idle = connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "idle connection's first answer"
+    );
+    // A new connection that has not sent anything yet; accepted by tether meanwhile.
+    let mut fresh = connect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    t.signal("TERM");
+    // The listener closes; then the request arrives.
+    let closed = eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(t.listen()).is_err()
+    });
+    assert!(closed, "the listener closes on SIGTERM");
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = fresh.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the connection accepted before SIGTERM is answered: {answer:?}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "and told that the connection ends: {answer:?}"
+    );
+    // The idle keep-alive connection was closed by the shutdown.
+    assert_eq!(
+        idle.read(&mut buf).ok(),
+        Some(0),
+        "the idle connection is closed"
+    );
+    let status = t.wait_exit(Duration::from_secs(15)).expect("tether exits");
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "exits once nothing is in progress, not at the end of grace_period ({:?})",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn sighup_every_200ms_with_one_config_in_three_invalid_loses_no_request() {
     let (a, b) = (named("a"), named("b"));
