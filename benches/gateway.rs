@@ -36,13 +36,17 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// The token load.sh sends: `{"alg":…,"typ":"JWT"}` and `{"sub":"bench-user","exp":…}`.
 fn token(alg: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    token_of(alg, "bench-user", sign)
+}
+
+fn token_of(alg: &str, sub: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
     let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 31_536_000;
-    let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"bench-user","exp":{exp}}}"#));
+    let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}","exp":{exp}}}"#));
     let msg = format!("{head}.{claims}");
     let s = sign(msg.as_bytes());
     format!("{msg}.{}", URL_SAFE_NO_PAD.encode(s))
@@ -108,7 +112,7 @@ fn jwt(c: &mut Criterion) {
         &std::fs::read_to_string(fixture("rsa.key")).unwrap(),
     ))
     .unwrap();
-    let rs_req = request(&token("RS256", |m| {
+    let rs_sign = |m: &[u8]| {
         let mut out = vec![0; rsa.public().modulus_len()];
         rsa.sign(
             &sig::RSA_PKCS1_SHA256,
@@ -118,16 +122,49 @@ fn jwt(c: &mut Criterion) {
         )
         .unwrap();
         out
-    }));
+    };
+    let rs_req = request(&token("RS256", rs_sign));
     assert!(matches!(hs.check(&hs_req), Outcome::Valid(_)));
     assert!(matches!(rs.check(&rs_req), Outcome::Valid(_)));
 
-    c.bench_function("jwt/check/HS256", |b| {
+    // The same token on every request (one client's session): after the first, a hit of the
+    // verified-token cache, which re-checks only exp/nbf.
+    c.bench_function("jwt/check/HS256, same token (cached)", |b| {
         b.iter(|| black_box(hs.check(black_box(&hs_req))).label())
     });
-    c.bench_function("jwt/check/RS256 (2048)", |b| {
+    c.bench_function("jwt/check/RS256 (2048), same token (cached)", |b| {
         b.iter(|| black_box(rs.check(black_box(&rs_req))).label())
     });
+    // Twice as many distinct tokens as the cache has slots, in turn: every check verifies the
+    // signature and parses the claims.
+    let many: Vec<RequestHeader> = (0..2048)
+        .map(|i| {
+            request(&token_of("HS256", &format!("user-{i}"), |m| {
+                ring::hmac::sign(&key, m).as_ref().to_vec()
+            }))
+        })
+        .collect();
+    let mut i = 0usize;
+    c.bench_function("jwt/check/HS256, a new token each time (verified)", |b| {
+        b.iter(|| {
+            i = (i + 1) & 2047;
+            black_box(hs.check(black_box(&many[i]))).label()
+        })
+    });
+    // RSA signing takes ~1 ms here: 2048 tokens are two seconds of set-up.
+    let many_rs: Vec<RequestHeader> = (0..2048)
+        .map(|i| request(&token_of("RS256", &format!("user-{i}"), rs_sign)))
+        .collect();
+    let mut i = 0usize;
+    c.bench_function(
+        "jwt/check/RS256 (2048), a new token each time (verified)",
+        |b| {
+            b.iter(|| {
+                i = (i + 1) & 2047;
+                black_box(rs.check(black_box(&many_rs[i]))).label()
+            })
+        },
+    );
 }
 
 fn rate_limit(c: &mut Criterion) {

@@ -7,8 +7,6 @@
 //! Owns: the refusal (status, header, body), `tether_jwt_total`, the claim headers upstream.
 //! Must not touch: token cryptography or key sets (`jwt`), selection, sockets.
 
-use std::sync::Arc;
-
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
@@ -58,9 +56,9 @@ pub fn authenticate(ex: &mut Exchange, route: usize, req: &RequestHeader) -> Res
     .inc();
     let challenge = match outcome {
         Outcome::Valid(claims) => {
-            // Kept only when a later stage reads a claim: no allocation otherwise.
+            // Kept only when a later stage reads a claim.
             if !claims.is_empty() {
-                ex.claims = Some(Arc::new(claims));
+                ex.claims = Some(claims);
             }
             return Ok(());
         }

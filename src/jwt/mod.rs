@@ -10,6 +10,7 @@
 //! responses or metrics' registration (the authenticate stage answers and counts); the request
 //! path never does IO or takes a lock here: a `jwks_url` key set is one `ArcSwap` load.
 
+mod cache;
 pub mod fetch;
 pub mod keys;
 mod provider;
@@ -32,7 +33,7 @@ pub fn init() {
 
 /// What the check of one request found (the `result` label of `tether_jwt_total`).
 pub enum Outcome {
-    Valid(Claims),
+    Valid(Arc<Claims>),
     /// No token: no `Authorization` header, one that is not `Bearer`, or no cookie.
     Missing,
     /// Malformed, badly signed, not yet valid, wrong issuer or audience, algorithm not listed,
@@ -103,6 +104,8 @@ pub struct Verifier {
     pub forward: Vec<(usize, HeaderName)>,
     /// `tether_jwt_total` by [`RESULTS`] order.
     pub counters: [IntCounter; 4],
+    /// Tokens found valid, so that a session's next requests need no signature check.
+    cache: cache::Cache,
 }
 
 enum From {
@@ -161,6 +164,7 @@ impl Verifier {
             claim_names,
             forward,
             counters,
+            cache: cache::Cache::default(),
         }
     }
 
@@ -182,12 +186,48 @@ impl Verifier {
             return Outcome::Invalid;
         }
         match &self.keys {
-            Keys::Static(set) => self.verify(token, set, None),
+            Keys::Static(set) => self.cached_or_verify(token, set, None),
             Keys::Remote(r) => {
                 let set = r.keys.load();
-                self.verify(token, &set, Some(r))
+                self.cached_or_verify(token, &set, Some(r))
             }
         }
+    }
+
+    /// A token this verifier found valid with this key set before needs only its time claims
+    /// checked again (`cache`); any other is verified in full, and kept when valid.
+    fn cached_or_verify(
+        &self,
+        token: &[u8],
+        set: &Arc<KeySet>,
+        remote: Option<&Arc<Remote>>,
+    ) -> Outcome {
+        if let Some(hit) = self.cache.get(token, set) {
+            return match self.timely(hit.exp, hit.nbf) {
+                Ok(()) => Outcome::Valid(hit.claims),
+                Err(refused) => refused,
+            };
+        }
+        match self.verify(token, set, remote) {
+            Ok((exp, nbf, claims)) => {
+                let claims = Arc::new(claims);
+                self.cache.put(token, set, exp, nbf, claims.clone());
+                Outcome::Valid(claims)
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// `exp` and `nbf` against the clock, with `leeway`.
+    fn timely(&self, exp: Option<u64>, nbf: Option<u64>) -> Result<(), Outcome> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if exp.is_some_and(|exp| exp < now.saturating_sub(self.leeway)) {
+            return Err(Outcome::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(Outcome::Invalid);
+        }
+        Ok(())
     }
 
     /// The token's bytes; `None` when the request carries none.
@@ -205,40 +245,40 @@ impl Verifier {
     /// Header, key, signature, then claims — in that order: nothing of the payload is trusted
     /// before its signature is checked. On bytes throughout (a byte outside base64url fails its
     /// decode), with the decoded header and claims on the stack unless they are unusually large.
-    fn verify(&self, token: &[u8], set: &KeySet, remote: Option<&Arc<Remote>>) -> Outcome {
+    fn verify(&self, token: &[u8], set: &KeySet, remote: Option<&Arc<Remote>>) -> Verified {
         let Some(d1) = token.iter().position(|&b| b == b'.') else {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         };
         let Some(d2) = token[d1 + 1..]
             .iter()
             .position(|&b| b == b'.')
             .map(|i| d1 + 1 + i)
         else {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         };
         let (head, payload, signature) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
         if signature.contains(&b'.') {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         }
         let message = &token[..d2];
         let mut stack = [0u8; 512];
         let mut heap = Vec::new();
         let Some(json) = b64(head, &mut stack, &mut heap) else {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         };
         let Some((alg, kid)) = claims::header(json) else {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         };
         let kid = kid.as_deref();
         if !self.algorithms.contains(&alg) {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         }
         if let (Some(kid), Some(r)) = (kid, remote) {
             if !set.has_kid(kid) {
                 // Rotation: the key may be new. The refetch runs on the control runtime; this
                 // request is refused now rather than waiting for it.
                 r.want_refetch();
-                return Outcome::Invalid;
+                return Err(Outcome::Invalid);
             }
         }
         let signed = set
@@ -274,42 +314,35 @@ impl Verifier {
                 },
             });
         if !signed {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         }
         let mut stack = [0u8; 1024];
         let mut heap = Vec::new();
         match b64(payload, &mut stack, &mut heap) {
             Some(json) => self.validate(json),
-            None => Outcome::Invalid,
+            None => Err(Outcome::Invalid),
         }
     }
 
     /// The registered claims (`exp`, `nbf`, `iss`, `aud`) of a signed payload's JSON, and the
     /// kept claims, from one parse.
-    fn validate(&self, json: &[u8]) -> Outcome {
+    fn validate(&self, json: &[u8]) -> Verified {
         let mut values = vec![None; self.claim_names.len()];
         let Some(std) = claims::scan(json, &self.claim_names, &mut values) else {
-            return Outcome::Invalid;
+            return Err(Outcome::Invalid);
         };
-        let now = jsonwebtoken::get_current_timestamp();
-        match std.exp {
-            claims::Time::Absent => {}
-            claims::Time::Bad => return Outcome::Invalid,
-            claims::Time::At(exp) if exp < now.saturating_sub(self.leeway) => {
-                return Outcome::Expired
-            }
-            claims::Time::At(_) => {}
-        }
-        match std.nbf {
-            claims::Time::Bad => return Outcome::Invalid,
-            claims::Time::At(nbf) if nbf > now.saturating_add(self.leeway) => {
-                return Outcome::Invalid
-            }
-            _ => {}
-        }
+        let time = |t: claims::Time| match t {
+            claims::Time::Absent => Ok(None),
+            claims::Time::Bad => Err(Outcome::Invalid),
+            claims::Time::At(t) => Ok(Some(t)),
+        };
+        let exp = time(std.exp)?;
+        self.timely(exp, None)?;
+        let nbf = time(std.nbf)?;
+        self.timely(None, nbf)?;
         if let Some(want) = &self.issuer {
             if std.iss.as_deref() != Some(&**want) {
-                return Outcome::Invalid;
+                return Err(Outcome::Invalid);
             }
         }
         if !self.audience.is_empty() {
@@ -318,15 +351,23 @@ impl Verifier {
                 .as_ref()
                 .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|w| **w == **a)));
             if !ok {
-                return Outcome::Invalid;
+                return Err(Outcome::Invalid);
             }
         }
-        Outcome::Valid(Claims {
-            names: self.claim_names.clone(),
-            values,
-        })
+        Ok((
+            exp,
+            nbf,
+            Claims {
+                names: self.claim_names.clone(),
+                values,
+            },
+        ))
     }
 }
+
+/// A token that passed every check: its `exp` and `nbf` (to check again when it comes back,
+/// see `cache`) and the kept claims; or the refusal.
+type Verified = Result<(Option<u64>, Option<u64>, Claims), Outcome>;
 
 /// `part` base64url-decoded (no padding, RFC 7515 §2) into `stack`, or into `heap` when it does
 /// not fit; `None` when it is not base64url.
@@ -680,5 +721,65 @@ mod tests {
             matches!(check(format!("{t}=")), Outcome::Invalid),
             "padding"
         );
+    }
+
+    /// The verified-token cache: a valid token is kept and later requests with it are valid
+    /// without a signature check — but only the exact token, only under the key set that
+    /// verified it, and never past its `exp`.
+    #[test]
+    fn cached_tokens_are_rechecked_for_time_and_bound_to_their_key_set() {
+        let v = verifier(&["sub"]);
+        let now = jsonwebtoken::get_current_timestamp();
+        let t = hs256(b"k3y", &format!(r#"{{"sub":"ann","exp":{}}}"#, now + 600));
+        let check = |t: &str| v.check(&req(Some(&format!("Bearer {t}"))));
+        assert!(v.cache.is_empty());
+        assert!(matches!(check(&t), Outcome::Valid(_)));
+        assert_eq!(v.cache.len(), 1, "a valid token is kept");
+        let Outcome::Valid(c) = check(&t) else {
+            panic!("kept token refused");
+        };
+        assert_eq!(c.get("sub"), Some("ann"), "claims come back from the cache");
+        // Refused tokens are never kept.
+        let forged = hs256(b"other", r#"{"sub":"x"}"#);
+        assert!(matches!(check(&forged), Outcome::Invalid));
+        assert!(matches!(check(&forged), Outcome::Invalid));
+        assert_eq!(v.cache.len(), 1);
+
+        let Keys::Static(set) = &v.keys else {
+            unreachable!()
+        };
+        let claims = Arc::new(Claims::default());
+        // An entry past its exp (beyond the 60 s leeway) is expired, though its signature was
+        // good; one whose nbf is ahead is invalid.
+        let late = signed(br#"{"alg":"HS256"}"#, b"k3y", r#"{"a":1}"#);
+        v.cache
+            .put(late.as_bytes(), set, Some(now - 61), None, claims.clone());
+        assert!(matches!(check(&late), Outcome::Expired));
+        let early = signed(br#"{"alg":"HS256"}"#, b"k3y", r#"{"a":2}"#);
+        v.cache
+            .put(early.as_bytes(), set, None, Some(now + 61), claims.clone());
+        assert!(matches!(check(&early), Outcome::Invalid));
+
+        // An entry answers only for the key set that verified it: a token kept under another
+        // set (a JWKS refresh replaced it) is verified again — and this one was never signed
+        // by any key of the current set.
+        let unsigned = format!("{}.{}.", b64(br#"{"alg":"HS256"}"#), b64(br#"{"a":3}"#));
+        let old_set = Arc::new(KeySet::from_secret(b"gone").unwrap());
+        v.cache
+            .put(unsigned.as_bytes(), &old_set, None, None, claims.clone());
+        assert!(matches!(check(&unsigned), Outcome::Invalid));
+        v.cache.put(unsigned.as_bytes(), set, None, None, claims);
+        assert!(
+            matches!(check(&unsigned), Outcome::Valid(_)),
+            "the entry of the current set is what answers"
+        );
+        // The whole token is compared: one changed byte is another token.
+        let mut other = t.clone().into_bytes();
+        let last = other.len() - 1;
+        other[last] = if other[last] == b'A' { b'B' } else { b'A' };
+        assert!(matches!(
+            check(std::str::from_utf8(&other).unwrap()),
+            Outcome::Invalid
+        ));
     }
 }

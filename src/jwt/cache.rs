@@ -1,0 +1,111 @@
+//! The verified-token cache of one `[jwt.NAME]` (as Envoy's `jwt_authn` keeps one): a client
+//! sends the same token with every request of its session, and the signature and claims of a
+//! token already found valid need not be checked again — only its time claims, which change
+//! verdict with the clock, are (`exp`, `nbf`, with `leeway`, on every request).
+//!
+//! A hit needs the very same token bytes (compared in full, never by hash alone) *and* the very
+//! same key set that verified it: a `jwks_url` refresh that drops a key makes every token it
+//! signed a miss, and the miss verifies again against the new set. Only valid tokens are kept;
+//! a refused token is checked in full every time. Bounded: a fixed number of slots (direct-mapped
+//! by a hash with a per-process random key, so a client cannot aim its tokens at one slot),
+//! tokens longer than [`MAX_TOKEN`] are never kept. Lock-free: a slot is one `ArcSwapOption`.
+//!
+//! Owns: the slots and what an entry must match. Must not touch: signature checks, claims
+//! parsing (the verifier's).
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::keys::KeySet;
+use super::Claims;
+
+/// Slots per verifier (a power of two).
+pub const SLOTS: usize = 1024;
+/// Longer tokens are verified every time (an entry holds its token).
+pub const MAX_TOKEN: usize = 4096;
+
+/// A token found valid, with what a later request still has to check.
+struct Entry {
+    token: Box<[u8]>,
+    /// The key set that verified it (held, so its identity cannot be reused by another set).
+    keys: Arc<KeySet>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    claims: Arc<Claims>,
+}
+
+/// What a kept token still has to pass (its time claims), and its claims.
+pub struct Hit {
+    pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+    pub claims: Arc<Claims>,
+}
+
+pub struct Cache {
+    slots: Box<[ArcSwapOption<Entry>]>,
+    hasher: RandomState,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Cache {
+    fn slot(&self, token: &[u8]) -> &ArcSwapOption<Entry> {
+        let h = self.hasher.hash_one(token) as usize;
+        &self.slots[h & (SLOTS - 1)]
+    }
+
+    /// The time claims and kept claims of `token` verified by `keys`, if it is kept.
+    pub fn get(&self, token: &[u8], keys: &Arc<KeySet>) -> Option<Hit> {
+        if token.len() > MAX_TOKEN {
+            return None;
+        }
+        let slot = self.slot(token).load();
+        let e = slot.as_ref()?;
+        (Arc::ptr_eq(&e.keys, keys) && *e.token == *token).then(|| Hit {
+            exp: e.exp,
+            nbf: e.nbf,
+            claims: e.claims.clone(),
+        })
+    }
+
+    /// Keeps `token`, just verified by `keys` (replacing whatever shared its slot).
+    pub fn put(
+        &self,
+        token: &[u8],
+        keys: &Arc<KeySet>,
+        exp: Option<u64>,
+        nbf: Option<u64>,
+        claims: Arc<Claims>,
+    ) {
+        if token.len() > MAX_TOKEN {
+            return;
+        }
+        self.slot(token).store(Some(Arc::new(Entry {
+            token: token.into(),
+            keys: keys.clone(),
+            exp,
+            nbf,
+            claims,
+        })));
+    }
+
+    /// Entries held (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.load().is_some()).count()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
