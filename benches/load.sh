@@ -50,6 +50,9 @@
 #   rl-redis   the same limit with store = "redis" (a redis-server the script starts on CLIENT_CPU,
 #              port REDIS_PORT=16379)
 #   jwt-hs256  an HS256 JWT check (secret_file) of the valid Bearer token
+#   jwt-hs256-new  the same route, each request with the next of 4,096 valid HS256 tokens
+#              (benches/load/tokens.lua; python3 makes them): four times the verified-token
+#              cache's slots, so nearly every check verifies the signature — the cost of a new token
 #   jwt-rs256  an RS256 JWT check (key_file, RSA 2048; wrk sends an RS256 token instead)
 #   rr-bearer  the plain /rr route with the same request head: the baseline of the others when
 #              chosen (else rr), so the table shows the stage, not the longer request head
@@ -131,8 +134,8 @@ for p in "${ALL_CANDIDATES[@]}"; do [[ $chosen == *" $p "* ]] && PROXIES+=("$p")
 for s in "${SCENS[@]}"; do
     case $s in
         rr | cookie | hash) ;;
-        rl-local | rl-redis | jwt-hs256 | jwt-rs256 | rr-bearer) GATEWAY=1 ;;
-        *) echo "unknown scenario '$s' (rr, cookie, hash, rl-local, rl-redis, jwt-hs256, jwt-rs256)" >&2; exit 2 ;;
+        rl-local | rl-redis | jwt-hs256 | jwt-hs256-new | jwt-rs256 | rr-bearer) GATEWAY=1 ;;
+        *) echo "unknown scenario '$s' (rr, cookie, hash, rl-local, rl-redis, jwt-hs256, jwt-hs256-new, jwt-rs256, rr-bearer)" >&2; exit 2 ;;
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
@@ -245,7 +248,16 @@ check_scenario() { # PORT SCENARIO → prints a short verdict
             ;;
         rl-* | jwt-* | rr-bearer)
             wrk_args "$scen" "$port"
-            for i in 1 2 3 4 5 6 7 8; do seen+="$(body "${WRK_SCRIPT[@]}" "$url")"; done
+            local hdrs=("${WRK_SCRIPT[@]}")
+            # The many-token scenario's wrk script: curl sends its tokens in turn instead.
+            [[ $scen == jwt-hs256-new ]] && mapfile -t -n 8 hdrs < <(sed 's/^/Authorization: Bearer /' "${WRK_SCRIPT_ARGS[1]}")
+            for i in 1 2 3 4 5 6 7 8; do
+                if [[ $scen == jwt-hs256-new ]]; then
+                    seen+="$(body -H "X-User: bench-user" -H "${hdrs[i - 1]}" "$url")"
+                else
+                    seen+="$(body "${hdrs[@]}" "$url")"
+                fi
+            done
             local refused
             refused=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "$url" || true)
             if ! all_backends "$seen"; then
@@ -294,6 +306,10 @@ wrk_args() {
         # plain /rr route, is the baseline of each: the difference is the stage, not the head.
         rl-* | jwt-hs256 | rr-bearer) WRK_SCRIPT=(-H "X-User: bench-user" -H "Authorization: Bearer ${TOKEN[jwt-hs256]}") ;;
         jwt-rs256) WRK_SCRIPT=(-H "X-User: bench-user" -H "Authorization: Bearer ${TOKEN[jwt-rs256]}") ;;
+        jwt-hs256-new)
+            WRK_SCRIPT=(-s "$LOAD_DIR/tokens.lua")
+            WRK_SCRIPT_ARGS=(-- "$TMP/gateway/hs256-tokens.txt")
+            ;;
     esac
 }
 
@@ -454,6 +470,18 @@ gateway_setup() {
     head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
     TOKEN[jwt-hs256]="$head.$payload.$(printf '%s' "$head.$payload" |
         openssl dgst -sha256 -mac HMAC -macopt "key:$(cat "$gw/hs256.secret")" -binary | b64url)"
+    need_tools python3
+    python3 - "$gw/hs256.secret" "$gw/hs256-tokens.txt" <<'PY'
+import base64, hmac, hashlib, json, sys, time
+secret = open(sys.argv[1], "rb").read()
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(b'{"alg":"HS256","typ":"JWT"}')
+exp = int(time.time()) + 31536000
+with open(sys.argv[2], "w") as out:
+    for i in range(4096):
+        msg = head + "." + b64(json.dumps({"sub": "user-%04d" % i, "exp": exp}, separators=(",", ":")).encode())
+        out.write(msg + "." + b64(hmac.new(secret, msg.encode(), hashlib.sha256).digest()) + "\n")
+PY
     head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
     TOKEN[jwt-rs256]="$head.$payload.$(printf '%s' "$head.$payload" |
         openssl dgst -sha256 -sign "$gw/rs256.pem" -binary | b64url)"
@@ -548,7 +576,7 @@ report() {
     echo
     echo "errors: non-2xx responses + socket errors, summed over all $RUNS measured run(s)."
     echo
-    if ((GATEWAY)) && [[ " ${SCENS[*]} " == *" rr "* ]]; then
+    if ((GATEWAY)) && [[ " ${SCENS[*]} " == *" rr "* || " ${SCENS[*]} " == *" rr-bearer "* ]]; then
         local base=rr
         [[ " ${SCENS[*]} " == *" rr-bearer "* ]] && base=rr-bearer
         echo "Gateway stage cost: CPU µs/req of the scenario minus that of the baseline (rr-bearer — the same request head to the plain /rr route — when measured, else rr), same candidate and round, median over the $RUNS round(s) (${VERSION[redis]:-})"
@@ -558,7 +586,10 @@ report() {
         for s in "${SCENS[@]}"; do
             [[ $s == rl-* || $s == jwt-* || $s == rr-bearer ]] || continue
             local b=$base
-            [[ $s == rr-bearer ]] && b=rr
+            if [[ $s == rr-bearer ]]; then
+                [[ " ${SCENS[*]} " == *" rr "* ]] || continue
+                b=rr
+            fi
             for p in "${PROXIES[@]}"; do
                 [[ $p == tether-* && -z ${SKIPPED[$p]:-} ]] || continue
                 local deltas
