@@ -43,6 +43,9 @@ impl Key {
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
     pub keys: Vec<Key>,
+    /// Content hash of the file the keys were read from (empty for a fetched set): tells a
+    /// reload's summary that a key file changed, without keeping its secret anywhere else.
+    pub source_hash: String,
 }
 
 impl KeySet {
@@ -84,6 +87,7 @@ impl KeySet {
                 decoding,
                 hmac,
             }],
+            source_hash: String::new(),
         })
     }
 
@@ -135,7 +139,13 @@ impl KeySet {
                 Err(e) => skipped.push(format!("{name}: {e}")),
             }
         }
-        Ok((KeySet { keys }, skipped))
+        Ok((
+            KeySet {
+                keys,
+                source_hash: String::new(),
+            },
+            skipped,
+        ))
     }
 }
 
@@ -147,6 +157,7 @@ fn one(decoding: DecodingKey, algs: Vec<Algorithm>) -> KeySet {
             decoding,
             hmac: Vec::new(),
         }],
+        source_hash: String::new(),
     }
 }
 

@@ -244,7 +244,7 @@ impl Cx<'_> {
                 }
             }),
         };
-        let set = match parsed {
+        let mut set = match parsed {
             Ok(s) => s,
             Err(e) => {
                 self.error(&path, quoted(value), format!("{}: {e}", file.display()));
@@ -264,6 +264,7 @@ impl Cx<'_> {
                 self.error(&alg_path(a), Some(format!("\"{a:?}\"")), message);
             }
         }
+        set.source_hash = crate::config::content_hash(&bytes);
         Some(JwtKeys::Static(Arc::new(set)))
     }
 
