@@ -31,14 +31,21 @@ struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (TLS).
+    extra: Vec<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(Vec::new())
+    }
+
+    fn start_with(extra: Vec<String>) -> Redis {
         let mut r = Redis {
             port: free_port_outside_ephemeral_range(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            extra,
         };
         r.run();
         r
@@ -51,6 +58,7 @@ impl Redis {
             port: free_port_outside_ephemeral_range(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            extra: Vec::new(),
         }
     }
 
@@ -64,6 +72,7 @@ impl Redis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -377,4 +386,132 @@ fn a_reload_to_another_redis_uses_it() {
         clients.matches(" addr=").count() == 1
     });
     assert!(left, "tether still connected to the old Redis:\n{clients}");
+}
+
+/// A test CA issuing the TLS Redis's server certificate and tether's client certificate (rcgen),
+/// as PEM files in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        };
+        pki.write("ca.pem", &pki.ca.pem());
+        pki
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, contents: &str) -> String {
+        std::fs::write(self.dir.path().join(name), contents).unwrap();
+        self.path(name)
+    }
+
+    /// `NAME.pem` and `NAME.key`: a certificate for `sans` (an IP becomes an IP SAN).
+    fn issue(&self, name: &str, sans: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) {
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        self.write(&format!("{name}.pem"), &cert.pem());
+        self.write(&format!("{name}.key"), &key.serialize_pem());
+    }
+}
+
+/// `[redis] url = "rediss://…"` to a redis-server that speaks only TLS on that port and
+/// requires a client certificate: with the test CA as `ca_file` and a client certificate, the
+/// limit works (burst 1: 200 then 429, the bucket in Redis); a tether that trusts another CA
+/// cannot connect, and its requests follow `on_store_error` (deny: 503, store errors counted).
+#[test]
+fn rediss_with_a_ca_file_and_a_client_certificate() {
+    let pki = Pki::new("tether test redis CA");
+    pki.issue(
+        "server",
+        &["127.0.0.1", "localhost"],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    pki.issue(
+        "client",
+        &["tether"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let tls_port = free_port_outside_ephemeral_range();
+    let redis = Redis::start_with(
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &pki.path("server.pem"),
+            "--tls-key-file",
+            &pki.path("server.key"),
+            "--tls-ca-cert-file",
+            &pki.path("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    let b = Backend::start("web-1");
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let with_tls = |ca: &str| {
+        config(&b, &url, "1s").replacen(
+            "timeout = \"1s\"\n",
+            &format!(
+                "timeout = \"1s\"\nca_file = {ca:?}\ncert = {:?}\nkey = {:?}\n",
+                pki.path("client.pem"),
+                pki.path("client.key")
+            ),
+            1,
+        )
+    };
+    let t = Tether::start(&with_tls(&pki.path("ca.pem")));
+    // Until the TLS connection is up, a request to /deny/ is 503; each probe uses its own key.
+    let mut probe = 0;
+    wait_for("tether to reach Redis over TLS", WAIT, || {
+        probe += 1;
+        status(&t, "/deny/x", &format!("probe-{probe}")) == 200
+    });
+    assert_eq!(status(&t, "/deny/x", "alice"), 200);
+    assert_eq!(status(&t, "/deny/x", "alice"), 429, "burst 1, in Redis");
+    assert_eq!(
+        redis.command(&["EXISTS", "tether:rl:deny:alice"]),
+        ":1",
+        "the bucket is in Redis"
+    );
+
+    // Another CA: every handshake fails; the route's limit denies and counts the errors.
+    let other = Pki::new("another CA");
+    let t2 = Tether::start(&with_tls(&other.path("ca.pem")));
+    let r = get(&t2.url("/deny/x"), &[("x-user", "carol")]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    wait_for("store errors counted", WAIT, || {
+        status(&t2, "/deny/x", "carol") == 503 && store_errors(&t2, "deny") >= 1.0
+    });
+    assert!(
+        status(&t, "/deny/x", "dave") == 200,
+        "the instance that trusts the right CA still works"
+    );
 }

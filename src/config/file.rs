@@ -124,6 +124,9 @@ pub(crate) struct RateLimit {
 pub(crate) struct Redis {
     pub url: Option<String>,
     pub timeout: Option<RawDuration>,
+    pub ca_file: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

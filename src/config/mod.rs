@@ -314,10 +314,31 @@ impl Named for OnStoreError {
 /// `[redis]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConf {
-    /// A `redis://` URL (checked by the redis client's own parser).
+    /// A `redis://` or `rediss://` URL (checked by the redis client's own parser).
     pub url: String,
     /// Each call's deadline; default 50 ms.
     pub timeout: Duration,
+    /// `rediss://` only: the CA bundle and client certificate, read during validation.
+    pub tls: RedisTls,
+}
+
+/// What a `rediss://` connection trusts and presents, as PEM (the redis client's format).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `ca_file`: replaces the system roots.
+    pub ca: Option<Vec<u8>>,
+    /// `cert` and `key`: mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.as_ref().map(|_| "(set)"))
+            .field("client", &self.client.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -222,10 +222,10 @@ impl RateLimits {
             (Some(rc), true) => Some(
                 match prev
                     .and_then(|p| p.redis.as_ref())
-                    .filter(|s| s.url == rc.url)
+                    .filter(|s| s.url == rc.url && s.tls == rc.tls)
                 {
                     Some(s) => s.clone(),
-                    None => RedisStore::start(&rc.url),
+                    None => RedisStore::start(rc),
                 },
             ),
             _ => None,

@@ -90,10 +90,32 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// The client of `[redis]`: a `rediss://` URL with a `ca_file` or a client certificate is
+/// built with them (the CA replaces the system roots); otherwise the URL says it all
+/// (`rediss://` alone verifies against the system roots).
+fn client(conf: &crate::config::RedisConf) -> redis::RedisResult<redis::Client> {
+    let t = &conf.tls;
+    if t.ca.is_none() && t.client.is_none() {
+        return redis::Client::open(conf.url.as_str());
+    }
+    redis::Client::build_with_tls(
+        conf.url.as_str(),
+        redis::TlsCertificates {
+            client_tls: t.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: t.ca.clone(),
+        },
+    )
+}
+
 /// One Redis server's connection, shared by every limit with `store = "redis"`; kept across
 /// reloads while `[redis] url` is unchanged.
 pub struct RedisStore {
     pub url: String,
+    /// `rediss://`'s CA and client certificate (compared, with `url`, to reuse the store).
+    pub tls: crate::config::RedisTls,
     conn: ArcSwapOption<MultiplexedConnection>,
     /// Wakes the keeper after a failed or slow call.
     trouble: tokio::sync::Notify,
@@ -101,15 +123,18 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `url` (validated) whose connection is made, and remade, in the background.
-    pub fn start(url: &str) -> Arc<RedisStore> {
+    /// A store for `[redis]` (validated) whose connection is made, and remade, in the
+    /// background.
+    pub fn start(conf: &crate::config::RedisConf) -> Arc<RedisStore> {
+        let url = conf.url.as_str();
         let store = Arc::new(RedisStore {
             url: url.to_owned(),
+            tls: conf.tls.clone(),
             conn: ArcSwapOption::empty(),
             trouble: tokio::sync::Notify::new(),
             script: redis::Script::new(SCRIPT),
         });
-        match (redis::Client::open(url), RUNTIME.get()) {
+        match (client(conf), RUNTIME.get()) {
             (Ok(client), Some(rt)) => {
                 rt.spawn(keep_connected(Arc::downgrade(&store), client));
             }

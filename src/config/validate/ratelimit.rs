@@ -1,7 +1,7 @@
 //! `[rate_limit.NAME]`, `[redis]` and a route's `rate_limits` (DESIGN.md §14).
 
 use super::*;
-use crate::config::{LimitStore, OnStoreError, RateLimit, RedisConf};
+use crate::config::{LimitStore, OnStoreError, RateLimit, RedisConf, RedisTls};
 
 const DEFAULT_PER: Duration = Duration::from_secs(1);
 const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
@@ -125,7 +125,84 @@ impl Cx<'_> {
             DEFAULT_REDIS_TIMEOUT,
             true,
         );
-        RedisConf { url, timeout }
+        let tls = self.redis_tls(
+            &p,
+            r,
+            r.url.as_deref().is_some_and(|u| u.starts_with("rediss://")),
+        );
+        RedisConf { url, timeout, tls }
+    }
+
+    /// `ca_file`, `cert` and `key` of `[redis]`: PEM files read and checked now, for a
+    /// `rediss://` URL only; `cert` and `key` both or neither.
+    fn redis_tls(&mut self, p: &KeyPath, r: &file::Redis, tls: bool) -> RedisTls {
+        let mut out = RedisTls::default();
+        let given = [("ca_file", &r.ca_file), ("cert", &r.cert), ("key", &r.key)];
+        if !tls {
+            for (k, v) in given {
+                if let Some(v) = v {
+                    self.error(
+                        &p.key(k),
+                        quoted(v),
+                        "only with a rediss:// url (TLS to Redis)",
+                    );
+                }
+            }
+            return out;
+        }
+        if let Some(v) = &r.ca_file {
+            if let Some((file, bytes)) = self.read_file(&p.key("ca_file"), v) {
+                if self.pem_has(&p.key("ca_file"), v, &file, &bytes, "CERTIFICATE") {
+                    out.ca = Some(bytes);
+                }
+            }
+        }
+        match (&r.cert, &r.key) {
+            (Some(c), Some(k)) => {
+                let cert = self.read_file(&p.key("cert"), c).and_then(|(file, bytes)| {
+                    self.pem_has(&p.key("cert"), c, &file, &bytes, "CERTIFICATE")
+                        .then_some(bytes)
+                });
+                let key = self.read_file(&p.key("key"), k).and_then(|(file, bytes)| {
+                    self.pem_has(&p.key("key"), k, &file, &bytes, "PRIVATE KEY")
+                        .then_some(bytes)
+                });
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    out.client = Some((cert, key));
+                }
+            }
+            (Some(c), None) => self.error(&p.key("cert"), quoted(c), "needs key as well"),
+            (None, Some(k)) => self.error(&p.key("key"), quoted(k), "needs cert as well"),
+            (None, None) => {}
+        }
+        out
+    }
+
+    /// Whether `bytes` (of `file`, named by `value` at `path`) hold a PEM block whose label ends
+    /// with `label` ("CERTIFICATE", "PRIVATE KEY": also "RSA PRIVATE KEY", "EC PRIVATE KEY");
+    /// an error otherwise.
+    fn pem_has(
+        &mut self,
+        path: &KeyPath,
+        value: &str,
+        file: &std::path::Path,
+        bytes: &[u8],
+        label: &str,
+    ) -> bool {
+        let text = String::from_utf8_lossy(bytes);
+        let found = text.lines().any(|l| {
+            l.strip_prefix("-----BEGIN ")
+                .and_then(|l| l.strip_suffix("-----"))
+                .is_some_and(|l| l.ends_with(label))
+        });
+        if !found {
+            self.error(
+                path,
+                quoted(value),
+                format!("no {label} found in {} (expected PEM)", file.display()),
+            );
+        }
+        found
     }
 
     /// A route's `rate_limits`: indexes into the sorted `limits` names, in the route's order.
@@ -157,14 +234,19 @@ impl Cx<'_> {
     }
 }
 
-/// A `redis://` URL the redis client accepts.
+/// A `redis://` or `rediss://` URL the redis client accepts.
 fn redis_url(url: &str) -> Result<(), String> {
-    if !url.starts_with("redis://") {
-        return Err(if url.starts_with("rediss://") {
-            "TLS to Redis (rediss://) is not supported yet: use redis://".to_owned()
-        } else {
-            "must be a redis:// URL, e.g. \"redis://127.0.0.1:6379/0\"".to_owned()
-        });
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err(
+            "must be a redis:// URL (rediss:// for TLS), e.g. \"redis://127.0.0.1:6379/0\""
+                .to_owned(),
+        );
+    }
+    if url.contains("#insecure") {
+        return Err(
+            "#insecure (no certificate check) is not supported: give the server's CA as ca_file"
+                .to_owned(),
+        );
     }
     redis::Client::open(url)
         .map(|_| ())
@@ -289,11 +371,31 @@ mod tests {
             "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\ntimeout = \"1s\"\n",
         ));
         has(&e, &["redis.url", "missing required key"]);
-        let e = errs(&text(
+        // TLS: rediss:// with the system roots, or a CA file (and a client certificate).
+        let c = ok(&text(
             "",
             "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"rediss://h:1\"\n",
         ));
-        has(&e, &["redis.url = \"rediss://h:1\"", "not supported yet"]);
+        assert_eq!(c.redis.unwrap().tls, RedisTls::default());
+        let e = errs(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"rediss://h:1/#insecure\"\n",
+        ));
+        has(&e, &["redis.url", "#insecure", "not supported"]);
+        let e = errs(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"redis://h:1\"\nca_file = \"ca.pem\"\n",
+        ));
+        has(
+            &e,
+            &["redis.ca_file = \"ca.pem\"", "only with a rediss:// url"],
+        );
+        let e = errs(&text(
+            "",
+            "[rate_limit.a]\nrate = 1\nstore = \"redis\"\n[redis]\nurl = \"rediss://h:1\"\ncert = \"c.pem\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        ));
+        has(&e, &["redis.cert = \"c.pem\"", "needs key as well"]);
+        has(&e, &["redis.ca_file", "cannot read /nonexistent/ca.pem"]);
         let e = errs(&text("rate_limits = [\"a\"]", ""));
         has(
             &e,
