@@ -216,8 +216,9 @@ impl AdminApp {
                     .backends
                     .iter()
                     .zip(view.shown.iter())
-                    .map(|(b, shown)| {
-                        json!({
+                    .enumerate()
+                    .map(|(i, (b, shown))| {
+                        let mut j = json!({
                             "id": &*b.id,
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
@@ -231,11 +232,25 @@ impl AdminApp {
                             "drain_started": crate::drain::rfc3339(b.state.drain.started()),
                             "drain_deadline": crate::drain::rfc3339(b.state.drain.deadline()),
                             "recent_sessions": b.state.sessions.estimate(now),
-                        })
+                        });
+                        // Circuit breaker: the slots this backend's requests hold now.
+                        if let Some(br) = &p.breaker {
+                            j["breaker_in_flight"] = json!(br.in_use(i as u32));
+                        }
+                        j
                     })
                     .collect();
                 let policy = crate::config::Named::as_str(p.conf.policy);
-                json!({"name": &*p.name, "policy": policy, "backends": backends})
+                let mut pj = json!({"name": &*p.name, "policy": policy, "backends": backends});
+                if let Some(br) = &p.breaker {
+                    pj["circuit_breaker"] = json!({
+                        "max_in_flight": br.opts.max_in_flight,
+                        "max_queue": br.opts.max_queue,
+                        "queue_timeout": humantime::format_duration(br.opts.queue_timeout).to_string(),
+                        "queue_length": br.queue().len(),
+                    });
+                }
+                pj
             })
             .collect();
         let routes: Vec<_> = snap

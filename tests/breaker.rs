@@ -199,6 +199,13 @@ fn the_cap_holds_at_the_backend_and_waiters_get_in_in_arrival_order() {
         Some(0.0),
         "round-robin waiters are not pinned to a backend"
     );
+    // /status shows the breaker: its limits, the queue and the slots the backend holds.
+    let st = t.status();
+    let pool = &st["pools"][0];
+    assert_eq!(pool["circuit_breaker"]["max_in_flight"], 2, "{pool}");
+    assert_eq!(pool["circuit_breaker"]["queue_timeout"], "4s", "{pool}");
+    assert_eq!(pool["circuit_breaker"]["queue_length"], 4, "{pool}");
+    assert_eq!(pool["backends"][0]["breaker_in_flight"], 2, "{pool}");
     // One request done at a time: the oldest waiter takes its slot.
     for i in 0..4 {
         b.gate.release(1);
