@@ -95,7 +95,19 @@ impl KeySet {
     /// RSA, EC (P-256, P-384) or Ed25519 key.
     pub fn from_pem(pem: &[u8]) -> Result<KeySet, String> {
         if let Ok(d) = DecodingKey::from_rsa_pem(pem) {
-            return Ok(one(d, rsa_algs()));
+            // ring verifies RSA keys of 2048 bits and more: a smaller one would refuse every
+            // token at run time, so it is refused here, at load.
+            let der = d.try_get_as_bytes().unwrap_or_default();
+            match rsa_modulus_bytes(der) {
+                Some(n) if n >= 256 => return Ok(one(d, rsa_algs())),
+                Some(n) => {
+                    return Err(format!(
+                        "an RSA key of {} bits: at least 2048 are needed",
+                        n * 8
+                    ))
+                }
+                None => return Err("a malformed RSA public key".into()),
+            }
         }
         if let Ok(d) = DecodingKey::from_ec_pem(pem) {
             let alg = ec_alg_of_point(d.try_get_as_bytes().unwrap_or_default())
@@ -147,6 +159,37 @@ impl KeySet {
             skipped,
         ))
     }
+}
+
+/// The modulus length in bytes (leading zeros not counted) of a PKCS#1 `RSAPublicKey` DER
+/// (`SEQUENCE { modulus INTEGER, publicExponent INTEGER }`).
+fn rsa_modulus_bytes(der: &[u8]) -> Option<usize> {
+    /// One DER tag-length-value: (tag, contents).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8])> {
+        let tag = *b.first()?;
+        let first = *b.get(1)? as usize;
+        let (len, start) = if first < 0x80 {
+            (first, 2)
+        } else {
+            let n = first & 0x7f;
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = len << 8 | *b.get(2 + i)? as usize;
+            }
+            (len, 2 + n)
+        };
+        Some((tag, b.get(start..start.checked_add(len)?)?))
+    }
+    let (0x30, seq) = tlv(der)? else {
+        return None;
+    };
+    let (0x02, modulus) = tlv(seq)? else {
+        return None;
+    };
+    Some(modulus.iter().skip_while(|b| **b == 0).count())
 }
 
 fn one(decoding: DecodingKey, algs: Vec<Algorithm>) -> KeySet {
@@ -236,6 +279,31 @@ fn jsonwebtoken_b64(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsa_key_files_of_2048_bits_and_more_only() {
+        let fixture = |name: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/jwt")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        for ok in ["rsa.pub.pem", "rsa.cert.pem"] {
+            let set = KeySet::from_pem(&fixture(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(set.keys[0].allows(Algorithm::RS256), "{ok}");
+        }
+        let e = KeySet::from_pem(&fixture("rsa1024.pub.pem")).unwrap_err();
+        assert_eq!(e, "an RSA key of 1024 bits: at least 2048 are needed");
+        assert_eq!(rsa_modulus_bytes(&[0x30, 0x03, 0x02, 0x01, 0x00]), Some(0));
+        assert_eq!(
+            rsa_modulus_bytes(&[0x30, 0x05, 0x02, 0x09]),
+            None,
+            "truncated"
+        );
+        assert_eq!(rsa_modulus_bytes(&[0x04, 0x00]), None, "not a sequence");
+    }
 
     #[test]
     fn a_secret_loses_one_trailing_newline_only() {
