@@ -179,18 +179,23 @@ fn get(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Fetches every `jwks_url` of the current snapshot once, on the calling thread (at start,
-/// before requests are served). Failures are logged; the loop retries.
+/// Fetches every `jwks_url` of the current snapshot once (at start, before requests are
+/// served), all at the same time: the wait is the slowest fetch, at most [`FETCH_TIMEOUT`],
+/// however many URLs there are. Failures are logged; the loop retries.
 pub fn fetch_all(store: &Store) {
     let snap = store.load();
-    for v in &snap.jwts {
-        if let Some(r) = v.remote() {
-            if !r.loaded() && !r.busy.swap(true, Ordering::AcqRel) {
-                r.fetch_now();
-                r.busy.store(false, Ordering::Release);
+    std::thread::scope(|scope| {
+        for v in &snap.jwts {
+            if let Some(r) = v.remote() {
+                if !r.loaded() && !r.busy.swap(true, Ordering::AcqRel) {
+                    scope.spawn(move || {
+                        r.fetch_now();
+                        r.busy.store(false, Ordering::Release);
+                    });
+                }
             }
         }
-    }
+    });
 }
 
 /// Runs the fetch loop on `rt` (the control runtime) for as long as the store lives.
