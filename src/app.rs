@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::ServerApp;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -105,6 +106,32 @@ impl ShutdownSignalWatch for NotifyingShutdown {
             }
         );
         s
+    }
+}
+
+/// pingora-proxy's app for `engine = "pingora"`, with what a graceful shutdown needs of it (the
+/// fast engine does the same in `fast::Fast::serve`): a connection counts as work in progress
+/// (`exchange::ACTIVE_REQUESTS`) for as long as pingora-proxy serves it — a new one before its
+/// first request included — and pingora-proxy is told to drop the connections that wait for a
+/// request (its `cleanup`, at once when the listeners close) only
+/// `fast::FIRST_REQUEST_AFTER_SHUTDOWN` later, so that a client that connected just before the
+/// listener closed gets its request in.
+struct Counted<A>(Arc<A>);
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let _busy = crate::exchange::Active::begin();
+        self.0.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(crate::fast::FIRST_REQUEST_AFTER_SHUTDOWN).await;
+        self.0.cleanup().await;
     }
 }
 
@@ -271,11 +298,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
             server.add_service(svc);
         }
         Engine::Pingora => {
-            let mut proxy = pingora::proxy::http_proxy_service_with_name(
-                &server.configuration,
-                h1,
-                "tether proxy",
-            );
+            let mut app = pingora::proxy::HttpProxy::new(h1, server.configuration.clone());
+            app.handle_init_modules();
+            let mut proxy = Service::new("tether proxy".to_string(), Counted(Arc::new(app)));
             for addr in &server_cfg.listen {
                 proxy.add_tcp(&addr.to_string());
             }

@@ -706,7 +706,7 @@ async fn first_bytes(
 
 /// How long a connection accepted before a graceful shutdown began still waits for its first
 /// request once it has: a client that connected just before the listener closed is served.
-const FIRST_REQUEST_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
+pub const FIRST_REQUEST_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// After a `101`: bytes flow both ways until both sides are done. Each direction ends on its
 /// own (a half-close is passed on), and the tunnel lasts until both have: a backend that

@@ -202,14 +202,13 @@ fn sigterm_lets_in_flight_requests_finish() {
 
 /// A client that connected just before SIGTERM and sends its request only after the listener
 /// closed is served (and the process still ends without waiting out its grace period); an
-/// idle keep-alive connection is closed at once. The fast engine's behaviour (pingora-proxy
-/// drops both kinds when it shuts down), so it runs with `engine = "fast"` whatever
-/// `TETHER_ENGINE` says.
+/// idle keep-alive connection is closed. Both engines (`TETHER_ENGINE=pingora`: pingora-proxy
+/// is told to drop waiting connections a moment after the listeners close, not at once).
 #[test]
 fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
     use std::io::Read;
     let (a, b) = (named("a"), named("b"));
-    let mut t = Tether::start_with(&config(&a, &b, "20s"), &[], &[("TETHER_ENGINE", "fast")]);
+    let mut t = Tether::start(&config(&a, &b, "20s"));
     let connect = || {
         let s = std::net::TcpStream::connect(t.listen()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
