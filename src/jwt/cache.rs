@@ -57,39 +57,44 @@ impl Default for Cache {
     }
 }
 
+/// Where a missed token goes once it is verified: its slot, found by the lookup (so the token
+/// is hashed once), or none when it is too long to keep.
+pub struct Miss(Option<usize>);
+
 impl Cache {
-    fn slot(&self, token: &[u8]) -> &ArcSwapOption<Entry> {
-        let h = self.hasher.hash_one(token) as usize;
-        &self.slots[h & (SLOTS - 1)]
-    }
-
-    /// The time claims and kept claims of `token` verified by `keys`, if it is kept.
-    pub fn get(&self, token: &[u8], keys: &Arc<KeySet>) -> Option<Hit> {
+    /// The time claims and kept claims of `token` verified by `keys`, if it is kept; else
+    /// where to keep it.
+    pub fn get(&self, token: &[u8], keys: &Arc<KeySet>) -> Result<Hit, Miss> {
         if token.len() > MAX_TOKEN {
-            return None;
+            return Err(Miss(None));
         }
-        let slot = self.slot(token).load();
-        let e = slot.as_ref()?;
-        (Arc::ptr_eq(&e.keys, keys) && *e.token == *token).then(|| Hit {
-            exp: e.exp,
-            nbf: e.nbf,
-            claims: e.claims.clone(),
-        })
+        let i = self.hasher.hash_one(token) as usize & (SLOTS - 1);
+        let slot = self.slots[i].load();
+        match slot.as_ref() {
+            Some(e) if Arc::ptr_eq(&e.keys, keys) && *e.token == *token => Ok(Hit {
+                exp: e.exp,
+                nbf: e.nbf,
+                claims: e.claims.clone(),
+            }),
+            _ => Err(Miss(Some(i))),
+        }
     }
 
-    /// Keeps `token`, just verified by `keys` (replacing whatever shared its slot).
+    /// Keeps `token`, just verified by `keys`, where its lookup missed (replacing whatever
+    /// shared its slot).
     pub fn put(
         &self,
+        at: Miss,
         token: &[u8],
         keys: &Arc<KeySet>,
         exp: Option<u64>,
         nbf: Option<u64>,
         claims: Arc<Claims>,
     ) {
-        if token.len() > MAX_TOKEN {
+        let Miss(Some(i)) = at else {
             return;
-        }
-        self.slot(token).store(Some(Arc::new(Entry {
+        };
+        self.slots[i].store(Some(Arc::new(Entry {
             token: token.into(),
             keys: keys.clone(),
             exp,

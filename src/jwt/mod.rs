@@ -202,16 +202,19 @@ impl Verifier {
         set: &Arc<KeySet>,
         remote: Option<&Arc<Remote>>,
     ) -> Outcome {
-        if let Some(hit) = self.cache.get(token, set) {
-            return match self.timely(hit.exp, hit.nbf) {
-                Ok(()) => Outcome::Valid(hit.claims),
-                Err(refused) => refused,
-            };
-        }
+        let miss = match self.cache.get(token, set) {
+            Ok(hit) => {
+                return match self.timely(hit.exp, hit.nbf) {
+                    Ok(()) => Outcome::Valid(hit.claims),
+                    Err(refused) => refused,
+                }
+            }
+            Err(miss) => miss,
+        };
         match self.verify(token, set, remote) {
             Ok((exp, nbf, claims)) => {
                 let claims = Arc::new(claims);
-                self.cache.put(token, set, exp, nbf, claims.clone());
+                self.cache.put(miss, token, set, exp, nbf, claims.clone());
                 Outcome::Valid(claims)
             }
             Err(refused) => refused,
@@ -749,15 +752,20 @@ mod tests {
             unreachable!()
         };
         let claims = Arc::new(Claims::default());
+        // Keeps `token` under `keys` as a verified token would be (its lookup missing first).
+        let put = |token: &str, keys: &Arc<KeySet>, exp, nbf, claims| {
+            let Err(miss) = v.cache.get(token.as_bytes(), keys) else {
+                panic!("{token} is kept already");
+            };
+            v.cache.put(miss, token.as_bytes(), keys, exp, nbf, claims)
+        };
         // An entry past its exp (beyond the 60 s leeway) is expired, though its signature was
         // good; one whose nbf is ahead is invalid.
         let late = signed(br#"{"alg":"HS256"}"#, b"k3y", r#"{"a":1}"#);
-        v.cache
-            .put(late.as_bytes(), set, Some(now - 61), None, claims.clone());
+        put(&late, set, Some(now - 61), None, claims.clone());
         assert!(matches!(check(&late), Outcome::Expired));
         let early = signed(br#"{"alg":"HS256"}"#, b"k3y", r#"{"a":2}"#);
-        v.cache
-            .put(early.as_bytes(), set, None, Some(now + 61), claims.clone());
+        put(&early, set, None, Some(now + 61), claims.clone());
         assert!(matches!(check(&early), Outcome::Invalid));
 
         // An entry answers only for the key set that verified it: a token kept under another
@@ -765,10 +773,9 @@ mod tests {
         // by any key of the current set.
         let unsigned = format!("{}.{}.", b64(br#"{"alg":"HS256"}"#), b64(br#"{"a":3}"#));
         let old_set = Arc::new(KeySet::from_secret(b"gone").unwrap());
-        v.cache
-            .put(unsigned.as_bytes(), &old_set, None, None, claims.clone());
+        put(&unsigned, &old_set, None, None, claims.clone());
         assert!(matches!(check(&unsigned), Outcome::Invalid));
-        v.cache.put(unsigned.as_bytes(), set, None, None, claims);
+        put(&unsigned, set, None, None, claims);
         assert!(
             matches!(check(&unsigned), Outcome::Valid(_)),
             "the entry of the current set is what answers"

@@ -150,23 +150,21 @@ impl Cx<'_> {
             }
             return out;
         }
+        // Checked like every other PEM file of the config; kept as PEM, the redis client's form.
+        let mut certs = |v: &str, kp: KeyPath| {
+            let (file, bytes) = self.read_file(&kp, v)?;
+            self.parse_chain(&kp, v, &file, &bytes).map(|_| bytes)
+        };
         if let Some(v) = &r.ca_file {
-            if let Some((file, bytes)) = self.read_file(&p.key("ca_file"), v) {
-                if self.pem_has(&p.key("ca_file"), v, &file, &bytes, "CERTIFICATE") {
-                    out.ca = Some(bytes);
-                }
-            }
+            out.ca = certs(v, p.key("ca_file"));
         }
         match (&r.cert, &r.key) {
             (Some(c), Some(k)) => {
-                let cert = self.read_file(&p.key("cert"), c).and_then(|(file, bytes)| {
-                    self.pem_has(&p.key("cert"), c, &file, &bytes, "CERTIFICATE")
-                        .then_some(bytes)
-                });
-                let key = self.read_file(&p.key("key"), k).and_then(|(file, bytes)| {
-                    self.pem_has(&p.key("key"), k, &file, &bytes, "PRIVATE KEY")
-                        .then_some(bytes)
-                });
+                let cert = certs(c, p.key("cert"));
+                let kp = p.key("key");
+                let key = self
+                    .read_file(&kp, k)
+                    .and_then(|(file, bytes)| self.parse_key(&kp, k, &file, &bytes).map(|_| bytes));
                 if let (Some(cert), Some(key)) = (cert, key) {
                     out.client = Some((cert, key));
                 }
@@ -176,33 +174,6 @@ impl Cx<'_> {
             (None, None) => {}
         }
         out
-    }
-
-    /// Whether `bytes` (of `file`, named by `value` at `path`) hold a PEM block whose label ends
-    /// with `label` ("CERTIFICATE", "PRIVATE KEY": also "RSA PRIVATE KEY", "EC PRIVATE KEY");
-    /// an error otherwise.
-    fn pem_has(
-        &mut self,
-        path: &KeyPath,
-        value: &str,
-        file: &std::path::Path,
-        bytes: &[u8],
-        label: &str,
-    ) -> bool {
-        let text = String::from_utf8_lossy(bytes);
-        let found = text.lines().any(|l| {
-            l.strip_prefix("-----BEGIN ")
-                .and_then(|l| l.strip_suffix("-----"))
-                .is_some_and(|l| l.ends_with(label))
-        });
-        if !found {
-            self.error(
-                path,
-                quoted(value),
-                format!("no {label} found in {} (expected PEM)", file.display()),
-            );
-        }
-        found
     }
 
     /// A route's `rate_limits`: indexes into the sorted `limits` names, in the route's order.

@@ -312,7 +312,20 @@ impl Cx<'_> {
         value: &str,
     ) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
         let (file, bytes) = self.read_file(kp, value)?;
-        match rustls_pemfile::certs(&mut bytes.as_slice()).collect::<Result<Vec<_>, _>>() {
+        let chain = self.parse_chain(kp, value, &file, &bytes)?;
+        Some((file, chain))
+    }
+
+    /// The PEM certificates in `bytes` (read from `file`, named by `value` at `kp`); an error
+    /// when there are none or they do not parse.
+    pub(super) fn parse_chain(
+        &mut self,
+        kp: &KeyPath,
+        value: &str,
+        file: &Path,
+        bytes: &[u8],
+    ) -> Option<Vec<CertificateDer<'static>>> {
+        match rustls_pemfile::certs(&mut &*bytes).collect::<Result<Vec<_>, _>>() {
             Ok(chain) if chain.is_empty() => {
                 self.error(
                     kp,
@@ -324,7 +337,7 @@ impl Cx<'_> {
                 );
                 None
             }
-            Ok(chain) => Some((file, chain)),
+            Ok(chain) => Some(chain),
             Err(e) => {
                 self.error(
                     kp,
@@ -342,8 +355,21 @@ impl Cx<'_> {
         value: &str,
     ) -> Option<(PathBuf, PrivateKeyDer<'static>)> {
         let (file, bytes) = self.read_file(kp, value)?;
-        match rustls_pemfile::private_key(&mut bytes.as_slice()) {
-            Ok(Some(key)) => Some((file, key)),
+        let key = self.parse_key(kp, value, &file, &bytes)?;
+        Some((file, key))
+    }
+
+    /// The PEM private key in `bytes` (read from `file`, named by `value` at `kp`); an error
+    /// when there is none or it does not parse.
+    pub(super) fn parse_key(
+        &mut self,
+        kp: &KeyPath,
+        value: &str,
+        file: &Path,
+        bytes: &[u8],
+    ) -> Option<PrivateKeyDer<'static>> {
+        match rustls_pemfile::private_key(&mut &*bytes) {
+            Ok(Some(key)) => Some(key),
             Ok(None) => {
                 self.error(
                     kp,
