@@ -14,10 +14,10 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 use ring::signature::{self as sig};
-use tether::backend::Registry;
-use tether::jwt::Outcome;
-use tether::metrics::Metrics;
 use tether::snapshot::Store;
+use tether::state::backend::Registry;
+use tether::state::jwt::Outcome;
+use tether::state::metrics::Metrics;
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123";
 

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tether::backend::Registry;
-use tether::metrics::Metrics;
 use tether::snapshot::Store;
+use tether::state::backend::Registry;
+use tether::state::metrics::Metrics;
 
 fn config_text(weight_of_first: u32) -> String {
     let mut s = String::from(

@@ -20,15 +20,15 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
-use crate::admin::AdminApp;
-use crate::backend::Registry;
 use crate::config::{Config, Engine, LogFormat, Named};
-use crate::fast::Fast;
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::reload::{notify, Reloader, SetLevel};
+use crate::control::admin::AdminApp;
+use crate::control::health::Health;
+use crate::control::reload::{notify, Reloader, SetLevel};
+use crate::engine::fast::Fast;
+use crate::engine::proxy::Proxy;
 use crate::snapshot::Store;
+use crate::state::backend::Registry;
+use crate::state::metrics::Metrics;
 
 /// How to run.
 pub struct RunOpts {
@@ -125,12 +125,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
         stream: pingora::protocols::Stream,
         shutdown: &pingora::server::ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
-        let _busy = crate::exchange::Active::begin();
+        let _busy = crate::path::exchange::Active::begin();
         self.0.process_new(stream, shutdown).await
     }
 
     async fn cleanup(&self) {
-        tokio::time::sleep(crate::fast::FIRST_REQUEST_AFTER_SHUTDOWN).await;
+        tokio::time::sleep(crate::engine::fast::FIRST_REQUEST_AFTER_SHUTDOWN).await;
         self.0.cleanup().await;
     }
 }
@@ -150,7 +150,7 @@ fn exit_when_idle(grace: Duration, pid_file: PathBuf, settle: Duration) {
     // Give Pingora a moment to broadcast the shutdown and close (or hand over) its listeners.
     std::thread::sleep(settle);
     while Instant::now() < deadline {
-        if crate::exchange::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
+        if crate::path::exchange::ACTIVE_REQUESTS.load(Ordering::Relaxed) == 0 {
             idle_polls += 1;
             if idle_polls >= 2 {
                 tracing::info!("no request in progress: exiting");
@@ -199,7 +199,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(metrics));
     let server_cfg = config.server.clone();
-    let certs = Arc::new(crate::tls::Certs::new(&server_cfg.tls)?);
+    let certs = Arc::new(crate::state::tls::Certs::new(&server_cfg.tls)?);
     // The control runtime: health checks, the file watcher, readiness notification and the
     // Redis connection of rate limits. Separate from Pingora's worker runtimes so a slow check
     // never competes with requests for a worker. Made before the first snapshot, whose Redis
@@ -210,14 +210,14 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
-    crate::ratelimit::redis::set_runtime(control.handle());
+    crate::state::ratelimit::redis::set_runtime(control.handle());
     let store = Arc::new(Store::new(config, registry));
     let health = Arc::new(Health::new(store.clone(), control.handle().clone()));
     health.sync(&store.load());
     store.start_refresher(control.handle());
     // `jwks_url` key sets: the first fetch before any request is served, then the loop.
-    crate::jwt::fetch::fetch_all(&store);
-    crate::jwt::fetch::start(&store, control.handle());
+    crate::control::keys::fetch_all(&store);
+    crate::control::keys::start(&store, control.handle());
     let reloader = Arc::new(Reloader::new(
         store.clone(),
         health.clone(),
@@ -255,7 +255,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let ids = Arc::new(crate::route::RequestIds::new());
+    let ids = Arc::new(crate::path::route::RequestIds::new());
     let engine = match std::env::var("TETHER_ENGINE") {
         Ok(e) => Engine::parse(&e)
             .ok_or_else(|| format!("TETHER_ENGINE={e:?}: must be \"fast\" or \"pingora\""))?,

@@ -7,11 +7,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::backend::Registry;
 use crate::balance::cookie::CookieCodec;
 use crate::config::Limits;
-use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::state::backend::Registry;
+use crate::state::metrics::Metrics;
 
 /// The configuration parser and validator: any text gives a config or a list of errors.
 pub fn config(data: &[u8]) {
@@ -70,7 +70,7 @@ pub fn head(data: &[u8]) {
         return;
     };
     let head = &data[..end + 4];
-    if crate::read::check_head(head, &limits).is_ok() {
+    if crate::path::read::check_head(head, &limits).is_ok() {
         assert!(!head.contains(&0));
         for (i, &c) in head.iter().enumerate() {
             if c == b'\r' {

@@ -94,7 +94,7 @@ fn check(path: PathBuf, against: Option<PathBuf>) -> ExitCode {
         let Some(old) = load_or_report(&old_path) else {
             return ExitCode::FAILURE;
         };
-        for line in tether::impact::preview(&old, &c) {
+        for line in tether::balance::impact::preview(&old, &c) {
             println!("{line}");
         }
     }

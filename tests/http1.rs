@@ -385,6 +385,78 @@ fn a_get_on_a_stale_upstream_connection_is_retried_and_a_post_is_not() {
     );
 }
 
+/// Like [`closes_reused_connections`], recording the request line of every head it receives,
+/// answered or dropped.
+fn records_and_closes_reused_connections(seen: Arc<std::sync::Mutex<Vec<String>>>) -> RawBackend {
+    RawBackend::start(move |head, r, w| {
+        let line = |h: &str| h.lines().next().unwrap_or("").to_owned();
+        seen.lock().unwrap().push(line(head));
+        let _ = read_body(head, r);
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        w.flush().unwrap();
+        if let Some(next) = read_head(r) {
+            seen.lock().unwrap().push(line(&next));
+        }
+        false
+    })
+}
+
+/// The resend rule is one (the outcome stage's), on every engine: after a reused connection
+/// turns out closed, a request is sent again only when its method is idempotent and it has no
+/// body. A PUT with a body reaches the backend once (answered, or 502); a DELETE without one is
+/// sent again and answered.
+#[test]
+fn a_put_with_a_body_is_never_sent_twice_and_a_bodiless_delete_is_resent() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = records_and_closes_reused_connections(seen.clone());
+    let t = tether_for(b.addr, "");
+    let (mut s, mut r) = client(&t);
+    let count = |what: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(what))
+            .count()
+    };
+    for i in 0..4 {
+        // Every second request finds the upstream connection the previous one left idle, which
+        // the backend drops on its next request.
+        s.write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, _) = read_response(&mut r, false);
+        assert_eq!(status(&head), 200, "GET {i}: {head}");
+        let put = format!("PUT /doc/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+        s.write_all(put.as_bytes()).unwrap();
+        let (head, _) = read_response(&mut r, false);
+        assert!(matches!(status(&head), 200 | 502), "PUT {i}: {head}");
+        assert_eq!(
+            count(&format!("PUT /doc/{i} ")),
+            1,
+            "PUT {i} reached the backend once"
+        );
+        if status(&head) == 502 {
+            // The connection is closed after a failed request: a new one for the next round.
+            (s, r) = client(&t);
+        }
+    }
+    for i in 0..4 {
+        s.write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, _) = read_response(&mut r, false);
+        assert_eq!(status(&head), 200, "GET {i}: {head}");
+        let del = format!("DELETE /doc/{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(del.as_bytes()).unwrap();
+        let (head, body) = read_response(&mut r, false);
+        assert_eq!(
+            status(&head),
+            200,
+            "DELETE {i} is sent again and answered: {head}"
+        );
+        assert_eq!(body, b"ok");
+    }
+}
+
 #[test]
 fn websocket_tunnels_survive_a_backend_that_writes_right_after_101() {
     // The 101 and the backend's first frame leave in one write: the tunnel must deliver the

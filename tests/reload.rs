@@ -224,7 +224,7 @@ fn watcher_reloads_on_file_change_and_removed_backends_sessions_migrate() {
             "watch = true",
         ),
         &[],
-        &[("RUST_LOG", "info,tether::reload=debug")],
+        &[("RUST_LOG", "info,tether::control::reload=debug")],
     );
     // A session on some backend.
     let r = get(&t.url("/"), &[]);

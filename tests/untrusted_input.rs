@@ -47,8 +47,9 @@ fn route_matching_never_panics_on_odd_hosts() {
         None,
     )
     .unwrap();
-    let registry =
-        tether::backend::Registry::new(std::sync::Arc::new(tether::metrics::Metrics::new()));
+    let registry = tether::state::backend::Registry::new(std::sync::Arc::new(
+        tether::state::metrics::Metrics::new(),
+    ));
     let snap = tether::snapshot::Snapshot::build(std::sync::Arc::new(cfg), &registry, 1, None);
     let hosts: [&[u8]; 8] = [
         b"",

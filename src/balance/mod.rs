@@ -9,5 +9,8 @@
 
 pub mod bounded;
 pub mod cookie;
+pub mod gcra;
+pub mod impact;
 pub mod ring;
+pub mod sessions;
 pub mod wrr;

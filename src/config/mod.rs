@@ -7,8 +7,11 @@
 //! No raw string of the file gets past this module: addresses are `SocketAddr`, durations are
 //! `Duration`, weights are range-checked, secrets and certificates are already read.
 
+pub mod crypto;
+pub mod diff;
 mod error;
 mod file;
+pub mod keys;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -474,7 +477,7 @@ pub enum TokenFrom {
 #[derive(Debug, Clone)]
 pub enum JwtKeys {
     /// `key_file`, `secret_file` or `jwks_file`: read and parsed during validation.
-    Static(std::sync::Arc<crate::jwt::KeySet>),
+    Static(std::sync::Arc<crate::config::keys::KeySet>),
     /// `jwks_url`, fetched at run time every `refresh`.
     Url { url: String, refresh: Duration },
 }

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use super::*;
+use crate::config::keys::KeySet;
 use crate::config::{Jwt, JwtKeys, RateLimit, TokenFrom};
-use crate::jwt::KeySet;
 
 const ALGORITHMS: &str =
     "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA";
@@ -35,7 +35,7 @@ const RESERVED_HEADERS: [&str; 12] = [
 
 impl Cx<'_> {
     pub(super) fn jwt(&mut self, name: &str, j: &file::Jwt) -> Jwt {
-        crate::jwt::init();
+        crate::config::crypto::install();
         let kp = KeyPath::root().key("jwt").key(name);
         if !is_pool_name(name) {
             self.error(

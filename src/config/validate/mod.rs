@@ -90,7 +90,6 @@ fn quoted(s: &str) -> Option<String> {
 
 const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 9901);
-const EXAMPLE_ADDR: &str = "must be an IP address and port, e.g. 10.0.0.11:8080";
 const NEEDS_SECRET: &str = "requires [affinity] secret_file or secret";
 const MIN_SECRET_LEN: usize = 16;
 
@@ -102,13 +101,6 @@ struct Cx<'a> {
     /// Directory relative file paths resolve against.
     base: PathBuf,
     errors: Vec<ConfigError>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AddrUse {
-    /// A listener: port 0 (an ephemeral port) is allowed.
-    Listen,
-    Backend,
 }
 
 /// A listener seen so far, for duplicate detection.

@@ -1,6 +1,19 @@
 //! Value checks (pure): addresses, log levels, paths, host patterns, key specs, names.
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::config::{content_hash, HostMatch, KeySpec};
+
+pub(super) const EXAMPLE_ADDR: &str = "must be an IP address and port, e.g. 10.0.0.11:8080";
+
+/// What an address is for: a listener may take port 0 (an ephemeral port), a backend not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum AddrUse {
+    /// A listener: port 0 (an ephemeral port) is allowed.
+    Listen,
+    Backend,
+}
 
 pub(super) const KEY_SPECS: &str =
     "cookie:NAME, header:NAME, query:NAME, jwt:CLAIM, source_ip or path";

@@ -1,0 +1,340 @@
+//! The admin HTTP service on `server.admin` (DESIGN.md §8): `GET /metrics`, `/healthz`,
+//! `/status`; `POST /reload[?force=true]` and
+//! `POST /pools/{pool}/backends/{id}/{drain|maint|ready}` (also as `/backends/{pool}/{id}/…`;
+//! `drain?deadline=300s` ends the drain in maint at the deadline, DESIGN.md §16).
+//!
+//! Owns: the admin endpoints and their authorization (bearer token from `admin_token_file` for
+//! every POST). Must not touch: the proxy path. State changes go through the registry and the
+//! store, like the health checker's.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::control::reload::Reloader;
+use crate::snapshot::Store;
+use crate::state::backend::Admin;
+
+pub struct AdminApp {
+    store: Arc<Store>,
+    reloader: Arc<Reloader>,
+}
+
+impl AdminApp {
+    pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> AdminApp {
+        AdminApp { store, reloader }
+    }
+
+    /// Serves one request (separate from the trait for unit tests). `path` may carry a query.
+    pub async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        auth: Option<&[u8]>,
+    ) -> Response<Vec<u8>> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        };
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET | &Method::HEAD, ["metrics"]) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.store.metrics().render(),
+            ),
+            (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, ["status"]) => self.status(),
+            (&Method::POST, ["reload"]) => {
+                if let Some(denied) = self.authorize(auth) {
+                    return denied;
+                }
+                let r = self.reloader.clone();
+                let force = param("force").is_some_and(|v| v == "true" || v == "1");
+                match tokio::task::spawn_blocking(move || r.reload_with("admin", true, force)).await
+                {
+                    Ok(Ok(done)) => json_reply(
+                        StatusCode::OK,
+                        json!({"result": "success", "generation": done.generation, "changes": done.summary, "impact": done.impact}),
+                    ),
+                    Ok(Err(e)) => json_reply(
+                        if e.too_much_moves {
+                            StatusCode::CONFLICT
+                        } else {
+                            StatusCode::UNPROCESSABLE_ENTITY
+                        },
+                        json!({"result": "failure", "generation": self.store.load().generation, "errors": e.errors}),
+                    ),
+                    Err(e) => json_reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"result": "failure", "errors": [e.to_string()]}),
+                    ),
+                }
+            }
+            (&Method::POST, ["pools", pool, "backends", id, action])
+            | (&Method::POST, ["backends", pool, id, action]) => {
+                if let Some(denied) = self.authorize(auth) {
+                    return denied;
+                }
+                self.set_admin(pool, id, action, param("deadline"))
+            }
+            (_, ["metrics" | "healthz" | "status"])
+            | (_, ["reload"])
+            | (_, ["pools", _, "backends", _, _])
+            | (_, ["backends", _, _, _]) => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /status, /healthz\n",
+            ),
+        }
+    }
+
+    /// `None` when allowed; a 401 otherwise. Without a token file, POSTs are open (the admin
+    /// listener is then on loopback: validation refuses anything else).
+    fn authorize(&self, auth: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
+        let snap = self.store.load();
+        let Some(token) = &snap.config.server.admin_token else {
+            return None;
+        };
+        let given = auth
+            .and_then(|a| a.strip_prefix(b"Bearer "))
+            .map(|t| t.trim_ascii());
+        let ok = given.is_some_and(|g| constant_time_eq(g, token.as_bytes()));
+        if ok {
+            None
+        } else {
+            let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            Some(r)
+        }
+    }
+
+    fn set_admin(
+        &self,
+        pool: &str,
+        id: &str,
+        action: &str,
+        deadline: Option<&str>,
+    ) -> Response<Vec<u8>> {
+        let Some(admin) = Admin::parse(action) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("unknown action {action:?}: use drain, maint or ready\n"),
+            );
+        };
+        let deadline = match deadline {
+            None => None,
+            Some(_) if admin != Admin::Drain => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "deadline is only for drain (drain?deadline=300s)\n",
+                )
+            }
+            Some(d) => match humantime::parse_duration(d) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "deadline {d:?} is not a duration such as \"300s\" or \"5m\": {e}\n"
+                        ),
+                    )
+                }
+            },
+        };
+        let snap = self.store.load();
+        let Some(p) = snap.pool(pool) else {
+            return text(StatusCode::NOT_FOUND, &format!("no pool {pool:?}\n"));
+        };
+        let Some(bi) = p.backend_index(id) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no backend {id:?} in pool {pool:?}\n"),
+            );
+        };
+        let state = &p.backends[bi].state;
+        let changed = match deadline {
+            Some(after) => {
+                let was = state.admin();
+                crate::control::drain::drain_until(&self.store, pool, state, after);
+                tracing::info!(
+                    pool,
+                    backend = id,
+                    "admin state set to drain, maint in {}",
+                    humantime::format_duration(after)
+                );
+                was != Admin::Drain
+            }
+            None => state.set_admin(admin),
+        };
+        if changed {
+            if deadline.is_none() {
+                tracing::info!(pool, backend = id, "admin state set to {}", admin.as_str());
+            }
+            self.store.refresh_pool(pool);
+        }
+        // The state as the (refreshed) view routes by it, like /status shows it.
+        let shown = self
+            .store
+            .load()
+            .pool(pool)
+            .and_then(|p| Some(p.view.load().shown[p.backend_index(id)?]))
+            .unwrap_or_else(|| state.shown());
+        json_reply(
+            StatusCode::OK,
+            json!({
+                "pool": pool, "backend": id, "admin": admin.as_str(), "state": shown.state_name(), "changed": changed,
+                "drain_started": crate::control::drain::rfc3339(state.drain.started()),
+                "drain_deadline": crate::control::drain::rfc3339(state.drain.deadline()),
+            }),
+        )
+    }
+
+    fn status(&self) -> Response<Vec<u8>> {
+        let snap = self.store.load();
+        let now = crate::state::clock::unix_now();
+        let pools: Vec<_> = snap
+            .pools
+            .iter()
+            .map(|p| {
+                // States as the view that routes requests was built from them (backend::Shown).
+                let view = p.view.load();
+                let backends: Vec<_> = p
+                    .backends
+                    .iter()
+                    .zip(view.shown.iter())
+                    .enumerate()
+                    .map(|(i, (b, shown))| {
+                        let mut j = json!({
+                            "id": &*b.id,
+                            "addr": b.addr.to_string(),
+                            "weight": b.weight,
+                            // Slow start: the weight round-robin and new sessions use now.
+                            "effective_weight": f64::from(b.state.effective_weight_tenths(b.weight, p.conf.slow_start)) / 10.0,
+                            "ejected": shown.ejected,
+                            "health": shown.health(),
+                            "admin": shown.admin.as_str(),
+                            "state": shown.state_name(),
+                            "in_flight": b.state.in_flight(),
+                            "drain_started": crate::control::drain::rfc3339(b.state.drain.started()),
+                            "drain_deadline": crate::control::drain::rfc3339(b.state.drain.deadline()),
+                            "recent_sessions": b.state.sessions.estimate(now),
+                        });
+                        // Circuit breaker: the slots this backend's requests hold now.
+                        if let Some(br) = &p.breaker {
+                            j["breaker_in_flight"] = json!(br.in_use(i as u32));
+                        }
+                        j
+                    })
+                    .collect();
+                let policy = crate::config::Named::as_str(p.conf.policy);
+                let mut pj = json!({"name": &*p.name, "policy": policy, "backends": backends});
+                if let Some(br) = &p.breaker {
+                    pj["circuit_breaker"] = json!({
+                        "max_in_flight": br.opts.max_in_flight,
+                        "max_queue": br.opts.max_queue,
+                        "queue_timeout": humantime::format_duration(br.opts.queue_timeout).to_string(),
+                        "queue_length": br.queue().len(),
+                    });
+                }
+                pj
+            })
+            .collect();
+        let routes: Vec<_> = snap
+            .routes
+            .iter()
+            .map(|r| json!({"name": &*r.name, "path_prefix": r.path_prefix, "pool": &*snap.pools[r.pool].name}))
+            .collect();
+        let m = self.store.metrics();
+        json_reply(
+            StatusCode::OK,
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "generation": snap.generation,
+                "config": {
+                    "path": snap.config.source.path.as_ref().map(|p| p.display().to_string()),
+                    "hash": snap.config.source.hash,
+                    "last_reload_successful": m.last_reload_ok.get() == 1,
+                },
+                "routes": routes,
+                "pools": pools,
+            }),
+        )
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_owned(), |p| p.as_str().to_owned());
+        let auth = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        // Drain any request body so the connection stays usable.
+        while let Ok(Some(_)) = session.read_request_body().await {}
+        let mut resp = self.handle(&method, &path, auth.as_deref()).await;
+        if method == Method::HEAD {
+            resp.body_mut().clear();
+        }
+        resp
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let len = r.body().len();
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
+}
+
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guessed
+/// token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
