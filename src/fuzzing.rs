@@ -1,7 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/` (coverage-guided, cargo-fuzz) and for the
 //! regression test that replays their corpora (`tests/fuzz_corpus.rs`): every parser of
 //! untrusted input, each behind one function over raw bytes that must never panic and whose
-//! results must keep the invariants checked here.
+//! results must keep the invariants checked here. Where an input can take more than one path
+//! (a cookie decodes or not), the function returns the path taken, so the corpus replay can
+//! check that each seed still exercises the path it was written for (the fuzz targets discard
+//! it).
 //!
 //! Owns: nothing of the proxy; only calls into `config`, `balance::cookie`, `snapshot` and `read`.
 
@@ -26,14 +29,19 @@ pub fn config(data: &[u8]) {
 }
 
 /// The affinity cookie decoder: any value decodes or is refused; what decodes re-encodes to
-/// the same value.
-pub fn cookie(data: &[u8]) {
+/// the same value. Returns whether `data` decoded, i.e. whether the round trip ran.
+pub fn cookie(data: &[u8]) -> bool {
     static CODEC: OnceLock<CookieCodec> = OnceLock::new();
     let codec =
         CODEC.get_or_init(|| CookieCodec::new("fuzz", &[b"fuzz-secret-0123456789abcdef".to_vec()]));
     let now = 1_800_000_000;
-    if let Ok((a, 0)) = codec.decode(data, now, Some(3600)) {
-        assert_eq!(codec.encode(&a).as_bytes(), data, "decode and encode agree");
+    match codec.decode(data, now, Some(3600)) {
+        Ok((a, secret)) => {
+            assert_eq!(secret, 0, "the only secret verified");
+            assert_eq!(codec.encode(&a).as_bytes(), data, "decode and encode agree");
+            true
+        }
+        Err(_) => false,
     }
 }
 
