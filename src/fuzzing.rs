@@ -2,9 +2,9 @@
 //! regression test that replays their corpora (`tests/fuzz_corpus.rs`): every parser of
 //! untrusted input, each behind one function over raw bytes that must never panic and whose
 //! results must keep the invariants checked here. Where an input can take more than one path
-//! (a cookie decodes or not), the function returns the path taken, so the corpus replay can
-//! check that each seed still exercises the path it was written for (the fuzz targets discard
-//! it).
+//! (a cookie decodes or not, which route matches), the function returns the path taken, so the
+//! corpus replay can check that each seed still exercises the path it was written for (the fuzz
+//! targets discard it).
 //!
 //! Owns: nothing of the proxy; only calls into `config`, `balance::cookie`, `snapshot` and `read`.
 
@@ -45,8 +45,10 @@ pub fn cookie(data: &[u8]) -> bool {
     }
 }
 
-/// The route matcher over a fixed route table: the first byte splits host from path.
-pub fn route(data: &[u8]) {
+/// The route matcher over a fixed route table: the first byte is the host's length, the rest
+/// host then path. Returns the index of the route matched (0 `shop.example.com` + `/api/`,
+/// 1 `*.example.com`, 2 `/static/`, 3 the catch-all), `None` for no route or no input.
+pub fn route(data: &[u8]) -> Option<usize> {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     let snap = SNAP.get_or_init(|| {
         let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n\
@@ -59,15 +61,14 @@ pub fn route(data: &[u8]) {
         let registry = Registry::new(Arc::new(Metrics::new()));
         Snapshot::build(Arc::new(config), &registry, 1, None)
     });
-    let Some((&split, rest)) = data.split_first() else {
-        return;
-    };
+    let (&split, rest) = data.split_first()?;
     let (host, path) = rest.split_at((split as usize).min(rest.len()));
     let r = snap.route(host, path);
     // A catch-all route (path prefix "/") exists: every absolute path routes somewhere.
     if path.starts_with(b"/") {
         assert!(r.is_some());
     }
+    r
 }
 
 /// The read stage's head rules: any bytes are accepted or refused; an accepted head has no NUL,

@@ -1,9 +1,9 @@
 //! Replays the committed seed corpora of the fuzz targets (`fuzz/corpus/<target>/`) through the
 //! same entry points the fuzzers call (`tether::fuzzing`), so every input that once mattered
 //! (seeds, and crashes found and fixed) stays a regression test under plain `cargo test`.
-//! Where an entry point says what an input reached (a cookie decoded), the named seeds below
-//! must reach what they were written for: a seed that no longer exercises its path fails here
-//! instead of passing vacuously.
+//! Where an entry point says what an input reached (a cookie decoded, a route matched), the
+//! named seeds below must reach what they were written for: a seed that no longer exercises its
+//! path fails here instead of passing vacuously.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,9 +81,27 @@ fn cookie_corpus() {
     );
 }
 
+/// Each seed reaches the route it was written for (0 `shop.example.com` + `/api/`,
+/// 1 `*.example.com`, 2 `/static/`, 3 the catch-all).
 #[test]
 fn route_corpus() {
-    replay("route", tether::fuzzing::route);
+    let results = replay("route", tether::fuzzing::route);
+    expect(
+        "route",
+        &results,
+        &[
+            ("exact", Some(0)),
+            // www.example.com, /
+            ("wildcard", Some(1)),
+            // WWW.EXAMPLE.COM, /: host names match case-insensitively.
+            ("wildcard-upper", Some(1)),
+            // shop.example.com, /cart: the exact host outside /api/ falls to the wildcard.
+            ("wildcard-exact-host", Some(1)),
+            // example.com, /: the wildcard needs a label before .example.com.
+            ("apex", Some(3)),
+            ("path", Some(2)),
+        ],
+    );
 }
 
 #[test]
