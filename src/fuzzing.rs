@@ -2,9 +2,9 @@
 //! regression test that replays their corpora (`tests/fuzz_corpus.rs`): every parser of
 //! untrusted input, each behind one function over raw bytes that must never panic and whose
 //! results must keep the invariants checked here. Where an input can take more than one path
-//! (a cookie decodes or not, which route matches), the function returns the path taken, so the
-//! corpus replay can check that each seed still exercises the path it was written for (the fuzz
-//! targets discard it).
+//! (a cookie decodes or not, which route matches, a head accepted or refused), the function
+//! returns the path taken, so the corpus replay can check that each seed still exercises the
+//! path it was written for (the fuzz targets discard it).
 //!
 //! Owns: nothing of the proxy; only calls into `config`, `balance::cookie`, `snapshot` and `read`.
 
@@ -72,22 +72,41 @@ pub fn route(data: &[u8]) -> Option<usize> {
 }
 
 /// The read stage's head rules: any bytes are accepted or refused; an accepted head has no NUL,
-/// no bare CR or LF, and a Host unless it is HTTP/1.0.
-pub fn head(data: &[u8]) {
+/// no bare CR or LF, and exactly one Host field unless it is HTTP/1.0 (then at most one).
+/// Returns `None` when `data` holds no complete head (no CRLF CRLF), else whether the head (up
+/// to the first CRLF CRLF) was accepted.
+pub fn head(data: &[u8]) -> Option<bool> {
     let limits = Limits::default();
-    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return;
-    };
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = &data[..end + 4];
-    if crate::read::check_head(head, &limits).is_ok() {
-        assert!(!head.contains(&0));
+    let accepted = crate::read::check_head(head, &limits).is_ok();
+    if accepted {
+        assert!(!head.contains(&0), "no NUL");
         for (i, &c) in head.iter().enumerate() {
             if c == b'\r' {
-                assert_eq!(head.get(i + 1), Some(&b'\n'));
+                assert_eq!(head.get(i + 1), Some(&b'\n'), "no bare CR");
             }
             if c == b'\n' {
-                assert!(i > 0 && head[i - 1] == b'\r');
+                assert!(i > 0 && head[i - 1] == b'\r', "no bare LF");
             }
         }
+        // Lines end in CRLF (checked above); the first is the request line, the others fields.
+        let mut lines = head[..end]
+            .split(|&c| c == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let http10 = lines.next().is_some_and(|l| l.ends_with(b" HTTP/1.0"));
+        let hosts = lines
+            .filter(|l| {
+                l.split(|&c| c == b':')
+                    .next()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(b"host"))
+            })
+            .count();
+        if http10 {
+            assert!(hosts <= 1, "an HTTP/1.0 head has at most one Host");
+        } else {
+            assert_eq!(hosts, 1, "a head other than HTTP/1.0 has exactly one Host");
+        }
     }
+    Some(accepted)
 }

@@ -1,9 +1,9 @@
 //! Replays the committed seed corpora of the fuzz targets (`fuzz/corpus/<target>/`) through the
 //! same entry points the fuzzers call (`tether::fuzzing`), so every input that once mattered
 //! (seeds, and crashes found and fixed) stays a regression test under plain `cargo test`.
-//! Where an entry point says what an input reached (a cookie decoded, a route matched), the
-//! named seeds below must reach what they were written for: a seed that no longer exercises its
-//! path fails here instead of passing vacuously.
+//! Where an entry point says what an input reached (a cookie decoded, a route matched, a head
+//! accepted), the named seeds below must reach what they were written for: a seed that no
+//! longer exercises its path fails here instead of passing vacuously.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,7 +104,28 @@ fn route_corpus() {
     );
 }
 
+/// The head rules of DESIGN.md §12: each seed is accepted or refused as it should be (`None`:
+/// no complete head).
 #[test]
 fn head_corpus() {
-    replay("head", tether::fuzzing::head);
+    let results = replay("head", tether::fuzzing::head);
+    expect(
+        "head",
+        &results,
+        &[
+            ("get", Some(true)),
+            ("upgrade", Some(true)),
+            // Two Content-Length fields with the same value (3 and 003).
+            ("dupcl", Some(true)),
+            // HTTP/1.0 needs no Host.
+            ("http10", Some(true)),
+            ("http10-host", Some(true)),
+            ("http11-no-host", Some(false)),
+            ("two-hosts", Some(false)),
+            ("http10-two-hosts", Some(false)),
+            ("clte", Some(false)),
+            ("tecl", Some(false)),
+            ("tete", Some(false)),
+        ],
+    );
 }
