@@ -1,7 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/` (coverage-guided, cargo-fuzz) and for the
 //! regression test that replays their corpora (`tests/fuzz_corpus.rs`): every parser of
 //! untrusted input, each behind one function over raw bytes that must never panic and whose
-//! results must keep the invariants checked here.
+//! results must keep the invariants checked here. Where an input can take more than one path
+//! (a cookie decodes or not, which route matches, a head accepted or refused), the function
+//! returns the path taken, so the corpus replay can check that each seed still exercises the
+//! path it was written for (the fuzz targets discard it).
 //!
 //! Owns: nothing of the proxy; only calls into `config`, `balance::cookie`, `snapshot` and `read`.
 
@@ -26,19 +29,26 @@ pub fn config(data: &[u8]) {
 }
 
 /// The affinity cookie decoder: any value decodes or is refused; what decodes re-encodes to
-/// the same value.
-pub fn cookie(data: &[u8]) {
+/// the same value. Returns whether `data` decoded, i.e. whether the round trip ran.
+pub fn cookie(data: &[u8]) -> bool {
     static CODEC: OnceLock<CookieCodec> = OnceLock::new();
     let codec =
         CODEC.get_or_init(|| CookieCodec::new("fuzz", &[b"fuzz-secret-0123456789abcdef".to_vec()]));
     let now = 1_800_000_000;
-    if let Ok((a, 0)) = codec.decode(data, now, Some(3600)) {
-        assert_eq!(codec.encode(&a).as_bytes(), data, "decode and encode agree");
+    match codec.decode(data, now, Some(3600)) {
+        Ok((a, secret)) => {
+            assert_eq!(secret, 0, "the only secret verified");
+            assert_eq!(codec.encode(&a).as_bytes(), data, "decode and encode agree");
+            true
+        }
+        Err(_) => false,
     }
 }
 
-/// The route matcher over a fixed route table: the first byte splits host from path.
-pub fn route(data: &[u8]) {
+/// The route matcher over a fixed route table: the first byte is the host's length, the rest
+/// host then path. Returns the index of the route matched (0 `shop.example.com` + `/api/`,
+/// 1 `*.example.com`, 2 `/static/`, 3 the catch-all), `None` for no route or no input.
+pub fn route(data: &[u8]) -> Option<usize> {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     let snap = SNAP.get_or_init(|| {
         let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"off\"\n\
@@ -51,34 +61,52 @@ pub fn route(data: &[u8]) {
         let registry = Registry::new(Arc::new(Metrics::new()));
         Snapshot::build(Arc::new(config), &registry, 1, None)
     });
-    let Some((&split, rest)) = data.split_first() else {
-        return;
-    };
+    let (&split, rest) = data.split_first()?;
     let (host, path) = rest.split_at((split as usize).min(rest.len()));
     let r = snap.route(host, path);
     // A catch-all route (path prefix "/") exists: every absolute path routes somewhere.
     if path.starts_with(b"/") {
         assert!(r.is_some());
     }
+    r
 }
 
 /// The read stage's head rules: any bytes are accepted or refused; an accepted head has no NUL,
-/// no bare CR or LF, and a Host unless it is HTTP/1.0.
-pub fn head(data: &[u8]) {
+/// no bare CR or LF, and exactly one Host field unless it is HTTP/1.0 (then at most one).
+/// Returns `None` when `data` holds no complete head (no CRLF CRLF), else whether the head (up
+/// to the first CRLF CRLF) was accepted.
+pub fn head(data: &[u8]) -> Option<bool> {
     let limits = Limits::default();
-    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return;
-    };
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = &data[..end + 4];
-    if crate::path::read::check_head(head, &limits).is_ok() {
-        assert!(!head.contains(&0));
+    let accepted = crate::path::read::check_head(head, &limits).is_ok();
+    if accepted {
+        assert!(!head.contains(&0), "no NUL");
         for (i, &c) in head.iter().enumerate() {
             if c == b'\r' {
-                assert_eq!(head.get(i + 1), Some(&b'\n'));
+                assert_eq!(head.get(i + 1), Some(&b'\n'), "no bare CR");
             }
             if c == b'\n' {
-                assert!(i > 0 && head[i - 1] == b'\r');
+                assert!(i > 0 && head[i - 1] == b'\r', "no bare LF");
             }
         }
+        // Lines end in CRLF (checked above); the first is the request line, the others fields.
+        let mut lines = head[..end]
+            .split(|&c| c == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let http10 = lines.next().is_some_and(|l| l.ends_with(b" HTTP/1.0"));
+        let hosts = lines
+            .filter(|l| {
+                l.split(|&c| c == b':')
+                    .next()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(b"host"))
+            })
+            .count();
+        if http10 {
+            assert!(hosts <= 1, "an HTTP/1.0 head has at most one Host");
+        } else {
+            assert_eq!(hosts, 1, "a head other than HTTP/1.0 has exactly one Host");
+        }
     }
+    Some(accepted)
 }

@@ -1,22 +1,46 @@
 //! Replays the committed seed corpora of the fuzz targets (`fuzz/corpus/<target>/`) through the
 //! same entry points the fuzzers call (`tether::fuzzing`), so every input that once mattered
 //! (seeds, and crashes found and fixed) stays a regression test under plain `cargo test`.
+//! Where an entry point says what an input reached (a cookie decoded, a route matched, a head
+//! accepted), the named seeds below must reach what they were written for: a seed that no
+//! longer exercises its path fails here instead of passing vacuously.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-fn replay(target: &str, run: fn(&[u8])) {
+/// Runs every seed of `target` through `run` (none may panic) and returns each seed's result by
+/// file name.
+fn replay<T>(target: &str, run: fn(&[u8]) -> T) -> BTreeMap<String, T> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
         .join(target);
-    let mut n = 0;
+    let mut results = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
         let outcome = std::panic::catch_unwind(|| run(&data));
-        assert!(outcome.is_ok(), "{target}: {} panicked", path.display());
-        n += 1;
+        let Ok(result) = outcome else {
+            panic!("{target}: {} panicked", path.display());
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        results.insert(name, result);
     }
-    assert!(n > 0, "{target}: empty corpus");
+    assert!(!results.is_empty(), "{target}: empty corpus");
+    results
+}
+
+/// Each named seed is in the corpus and gave the expected result.
+fn expect<T: PartialEq + std::fmt::Debug>(
+    target: &str,
+    results: &BTreeMap<String, T>,
+    expected: &[(&str, T)],
+) {
+    for (name, want) in expected {
+        let got = results
+            .get(*name)
+            .unwrap_or_else(|| panic!("{target}: seed {name} is missing"));
+        assert_eq!(got, want, "{target}: seed {name}");
+    }
 }
 
 #[test]
@@ -24,17 +48,84 @@ fn config_corpus() {
     replay("config", tether::fuzzing::config);
 }
 
+/// At least one seed really decodes under the fuzz codec, so the decode → encode round trip
+/// runs; the others cover each way of being refused.
 #[test]
 fn cookie_corpus() {
-    replay("cookie", tether::fuzzing::cookie);
+    let results = replay("cookie", tether::fuzzing::cookie);
+    expect(
+        "cookie",
+        &results,
+        &[
+            // Signed with the fuzz secret, issued a minute before the fuzz clock.
+            ("valid", true),
+            // Issued exactly max_age (3600 s) before the fuzz clock: still valid.
+            ("valid-oldest", true),
+            // Issued 300 s after the fuzz clock: the most skew tolerated.
+            ("valid-future", true),
+            // Signed, but issued 3601 s before the fuzz clock.
+            ("expired", false),
+            // Signed, but issued 301 s after the fuzz clock.
+            ("too-far-future", false),
+            // "valid" with the last character (the tag's last 6 bits) changed.
+            ("bad-tag", false),
+            // Right length and alphabet, signed with another secret.
+            ("shape", false),
+            ("garbage", false),
+            ("empty", false),
+        ],
+    );
+    assert!(
+        results.values().any(|&decoded| decoded),
+        "cookie: no seed decoded, so the round trip never ran"
+    );
 }
 
+/// Each seed reaches the route it was written for (0 `shop.example.com` + `/api/`,
+/// 1 `*.example.com`, 2 `/static/`, 3 the catch-all).
 #[test]
 fn route_corpus() {
-    replay("route", tether::fuzzing::route);
+    let results = replay("route", tether::fuzzing::route);
+    expect(
+        "route",
+        &results,
+        &[
+            ("exact", Some(0)),
+            // www.example.com, /
+            ("wildcard", Some(1)),
+            // WWW.EXAMPLE.COM, /: host names match case-insensitively.
+            ("wildcard-upper", Some(1)),
+            // shop.example.com, /cart: the exact host outside /api/ falls to the wildcard.
+            ("wildcard-exact-host", Some(1)),
+            // example.com, /: the wildcard needs a label before .example.com.
+            ("apex", Some(3)),
+            ("path", Some(2)),
+        ],
+    );
 }
 
+/// The head rules of DESIGN.md §12: each seed is accepted or refused as it should be (`None`:
+/// no complete head).
 #[test]
 fn head_corpus() {
-    replay("head", tether::fuzzing::head);
+    let results = replay("head", tether::fuzzing::head);
+    expect(
+        "head",
+        &results,
+        &[
+            ("get", Some(true)),
+            ("upgrade", Some(true)),
+            // Two Content-Length fields with the same value (3 and 003).
+            ("dupcl", Some(true)),
+            // HTTP/1.0 needs no Host.
+            ("http10", Some(true)),
+            ("http10-host", Some(true)),
+            ("http11-no-host", Some(false)),
+            ("two-hosts", Some(false)),
+            ("http10-two-hosts", Some(false)),
+            ("clte", Some(false)),
+            ("tecl", Some(false)),
+            ("tete", Some(false)),
+        ],
+    );
 }

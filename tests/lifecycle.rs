@@ -9,16 +9,20 @@ mod common;
 use common::raw::*;
 use common::*;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A backend that names itself and takes 3 s for `/slow`.
-fn named(name: &'static str) -> RawBackend {
+/// A backend that names itself and takes 3 s for `/slow`; `slow` counts the `/slow` requests
+/// it has received (shared by the backends of a test, so it can wait until one is in flight).
+fn named(name: &'static str, slow: &Arc<AtomicUsize>) -> RawBackend {
+    let slow = slow.clone();
     RawBackend::start(move |head, r, w| {
         read_body(head, r);
         if head.starts_with("GET /slow ") {
+            slow.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(3));
         }
         write!(
@@ -61,6 +65,37 @@ struct Load {
     ok: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Waits (≤ 10 s) until a backend has received the `/slow` request: from then on it is in flight
+/// in tether.
+fn wait_until_in_flight(slow: &AtomicUsize) {
+    wait_for(
+        "a backend received the /slow request",
+        Duration::from_secs(10),
+        || slow.load(Ordering::SeqCst) >= 1,
+    );
+}
+
+/// Whether the server side of the TCP connection from `client` to `server` (IPv4) has been
+/// accepted by a process: in `/proc/net/tcp` a connection still waiting in the listen backlog
+/// has no socket inode yet (0); `accept` gives it one.
+fn accepted(server: SocketAddr, client: SocketAddr) -> bool {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => panic!("IPv4 only: {a}"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).any(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 9 && f[1] == local && f[2] == remote && f[9] != "0"
+    })
 }
 
 impl Load {
@@ -115,17 +150,36 @@ impl Drop for Upgraded {
 
 #[test]
 fn a_binary_upgrade_under_load_loses_nothing() {
-    let (a, b) = (named("a"), named("b"));
-    let mut old = Tether::start(&config(&a, &b, "10s"));
+    let slow = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (named("a", &slow), named("b", &slow));
+    // Pid file and upgrade socket in the test's own directory, where the test can watch them.
+    let mut old = Tether::start(&config(&a, &b, "10s").replace(
+        "[server]\n",
+        "[server]\npid_file = \"{DIR}/tether.pid\"\nupgrade_sock = \"{DIR}/upgrade.sock\"\n",
+    ));
+    let (pid_file, upgrade_sock) = (old.dir().join("tether.pid"), old.dir().join("upgrade.sock"));
+    let names = |pid: u32| {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim().parse::<u32>().ok() == Some(pid))
+    };
+    let old_pid = old.pid();
+    wait_for(
+        "the pid file names the old process",
+        Duration::from_secs(10),
+        || names(old_pid),
+    );
     let first = get(&old.url("/"), &[]);
     let home = first.backend().unwrap().to_owned();
     let jar = format!("tether_p={}", first.set_cookie("tether_p").unwrap());
     let load = Load::start(old.url("/"), 3);
     // A request that is still in flight when the old process hands over.
     let slow_url = old.url("/slow");
-    let slow = std::thread::spawn(move || try_get(&slow_url, &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    let slow_request = std::thread::spawn(move || try_get(&slow_url, &[]));
+    wait_until_in_flight(&slow);
 
+    assert!(
+        !upgrade_sock.exists(),
+        "no upgrade socket before the new process"
+    );
     let log = std::fs::File::create(old.dir().join("upgraded.log")).unwrap();
     let new = Upgraded(
         Command::new(env!("CARGO_BIN_EXE_tether"))
@@ -144,21 +198,36 @@ fn a_binary_upgrade_under_load_loses_nothing() {
             .unwrap(),
     );
     // The new process waits on the upgrade socket; the old one hands its listeners over on
-    // SIGQUIT. Give the new one a moment to start listening for them.
-    std::thread::sleep(Duration::from_millis(500));
+    // SIGQUIT. The socket file appears when the new one binds it, just before it listens (the
+    // old one retries a refused connection).
+    wait_for(
+        "the new process binds the upgrade socket",
+        Duration::from_secs(15),
+        || upgrade_sock.exists(),
+    );
+    assert!(
+        !slow_request.is_finished(),
+        "the /slow request is still in flight when the old process is told to hand over"
+    );
     old.signal("QUIT");
     let exited = old.wait_exit(Duration::from_secs(15));
     assert!(
         exited.is_some(),
         "the old process exits after the hand-over"
     );
-    let slow = slow.join().unwrap();
+    let slow_request = slow_request.join().unwrap();
     assert_eq!(
-        slow.map(|r| r.status).ok(),
+        slow_request.map(|r| r.status).ok(),
         Some(200),
         "the in-flight request completed"
     );
     // The new process serves: the pid file names it, and the session stays home.
+    let new_pid = new.0.id();
+    wait_for(
+        "the pid file names the new process",
+        Duration::from_secs(10),
+        || names(new_pid),
+    );
     let after = get(&old.url("/"), &[("cookie", &jar)]);
     assert_eq!(after.status, 200);
     assert_eq!(
@@ -166,7 +235,13 @@ fn a_binary_upgrade_under_load_loses_nothing() {
         Some(home.as_str()),
         "cookies map to the same backends"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The load goes on against the new process for a while before it stops.
+    let served = load.ok.load(Ordering::SeqCst);
+    wait_for(
+        "20 more requests of the load served by the new process",
+        Duration::from_secs(10),
+        || load.ok.load(Ordering::SeqCst) >= served + 20,
+    );
     let (ok, failed) = load.finish();
     assert_eq!(
         failed, 0,
@@ -178,14 +253,19 @@ fn a_binary_upgrade_under_load_loses_nothing() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
-    let (a, b) = (named("a"), named("b"));
+    let slow = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (named("a", &slow), named("b", &slow));
     let mut t = Tether::start(&config(&a, &b, "10s"));
     let url = t.url("/slow");
-    let slow = std::thread::spawn(move || try_get(&url, &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    let slow_request = std::thread::spawn(move || try_get(&url, &[]));
+    wait_until_in_flight(&slow);
+    assert!(
+        !slow_request.is_finished(),
+        "the /slow request is in flight at SIGTERM"
+    );
     let start = Instant::now();
     t.signal("TERM");
-    let r = slow.join().unwrap();
+    let r = slow_request.join().unwrap();
     assert_eq!(
         r.map(|r| r.status).ok(),
         Some(200),
@@ -207,7 +287,8 @@ fn sigterm_lets_in_flight_requests_finish() {
 #[test]
 fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
     use std::io::Read;
-    let (a, b) = (named("a"), named("b"));
+    let slow = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (named("a", &slow), named("b", &slow));
     let mut t = Tether::start(&config(&a, &b, "20s"));
     let connect = || {
         let s = std::net::TcpStream::connect(t.listen()).unwrap();
@@ -224,9 +305,14 @@ fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
         buf[..n].starts_with(b"HTTP/1.1 200"),
         "idle connection's first answer"
     );
-    // A new connection that has not sent anything yet; accepted by tether meanwhile.
+    // A new connection that has not sent anything yet, once tether has accepted it.
     let mut fresh = connect();
-    std::thread::sleep(Duration::from_millis(300));
+    let client = fresh.local_addr().unwrap();
+    wait_for(
+        "tether accepts the fresh connection",
+        Duration::from_secs(10),
+        || accepted(t.listen(), client),
+    );
     let start = Instant::now();
     t.signal("TERM");
     // The listener closes; then the request arrives.
@@ -265,7 +351,8 @@ fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
 
 #[test]
 fn sighup_every_200ms_with_one_config_in_three_invalid_loses_no_request() {
-    let (a, b) = (named("a"), named("b"));
+    let slow = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (named("a", &slow), named("b", &slow));
     let good = config(&a, &b, "1s");
     let t = Tether::start(&good);
     let fill = |c: &str| {

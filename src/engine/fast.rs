@@ -304,7 +304,9 @@ impl Fast {
                 if close {
                     s.set_server_keepalive(None);
                 }
-                write_local(s, *local).await.map_err(|e| client_failed(&e))?;
+                write_local(s, *local)
+                    .await
+                    .map_err(|e| client_failed(&e))?;
                 return Ok(if close { Next::Close } else { Next::KeepAlive });
             }
         }
