@@ -3,7 +3,7 @@
 //! of the next request once the bucket is full again.
 //!
 //! Owns: the arithmetic. Pure: no clock (the caller passes `now`), no storage, no IO. The Redis
-//! store runs the same rule server-side (see `redis.rs`'s script); the unit tests here pin it.
+//! store runs the same rule server-side (see `state/ratelimit/redis.rs`'s script); the unit tests here pin it.
 //!
 //! With emission interval T = per / rate and window W = burst × T: a request at `now` against a
 //! stored `tat` is allowed when `max(tat, now) + T - now <= W`, and the new TAT is

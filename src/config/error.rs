@@ -3,7 +3,7 @@
 //! mistakes sees three lines.
 //!
 //! Owns: the error types and their one-line rendering. Must not touch: parsing or validation
-//! (`file.rs`, `validate.rs` produce these values).
+//! (`file/`, `validate/` produce these values).
 
 use std::fmt;
 

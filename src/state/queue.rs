@@ -24,7 +24,7 @@
 //! - **Given back by `Drop`.** A waiter's place is a [`Ticket`]: dropping it (the client went
 //!   away, the request future was dropped, a panic) leaves the queue, and a slot granted to it
 //!   that it never took is handed on. A held slot is released by the exchange's `Drop`
-//!   (`exchange.rs`).
+//!   (`path/exchange.rs`).
 //! - **Across reloads.** [`Queues`] (in the backend registry) keeps one queue per pool name and
 //!   one lane per (pool, backend id): requests of old and new snapshots share the counts, so the
 //!   cap holds during a reload, and the waiters of a pool that keeps its breaker stay in line.

@@ -1,4 +1,4 @@
-//! Layer 2: lowering the file schema (`file.rs`) into the typed, validated [`Config`].
+//! Layer 2: lowering the file schema (`file/`) into the typed, validated [`Config`].
 //!
 //! Owns: every rule of DESIGN §3 — addresses, durations, ranges, cross-references, duplicates —
 //! and reading the files the config points at (secrets, admin token, certificates and keys), so

@@ -1,4 +1,4 @@
-//! The local bucket store: one limit's TATs (see `gcra.rs`) in this process, by key.
+//! The local bucket store: one limit's TATs (see `balance/gcra.rs`) in this process, by key.
 //!
 //! Owns: the map of key → TAT and its memory bound. Must not touch: keys' meaning (the limit
 //! stage extracts them), metrics, IO.

@@ -18,7 +18,7 @@
 //! Redis is back. A dead Redis at startup therefore only means requests follow `on_store_error`
 //! until it comes up.
 //!
-//! The script keeps the TAT (see `gcra.rs`) in microseconds of the Redis server's own clock
+//! The script keeps the TAT (see `balance/gcra.rs`) in microseconds of the Redis server's own clock
 //! (`TIME`), so instances whose clocks disagree still share one consistent bucket, and gives the
 //! key a TTL of exactly the time until its bucket is full again, so idle buckets vanish.
 
