@@ -7,19 +7,10 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 
-use common::h2::{cert_of, H2};
+use common::h2::{cert_of, tls_fixture, H2};
 use common::raw::*;
 use common::*;
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 #[test]
 fn max_request_body_is_413_over_http1_and_http2() {
@@ -40,8 +31,8 @@ pool = "p"
 policy = "round_robin"
 max_request_body = 1000
 {backends}"#,
-        cert = fixture("cert.pem"),
-        key = fixture("key.pem"),
+        cert = tls_fixture("cert.pem"),
+        key = tls_fixture("key.pem"),
         backends = backend_tables("p", std::slice::from_ref(&b)),
     ));
     let rejected = || {
@@ -87,7 +78,12 @@ max_request_body = 1000
 
     // HTTP/2: the same rule on a stream.
     let tls = format!("127.0.0.1:{tls_port}").parse().unwrap();
-    let mut c = H2::connect(tls, cert_of(&fixture("cert.pem")), "localhost", "localhost");
+    let mut c = H2::connect(
+        tls,
+        cert_of(&tls_fixture("cert.pem")),
+        "localhost",
+        "localhost",
+    );
     let hits = b.hits();
     let big = "z".repeat(5000);
     let declared = c

@@ -6,18 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::h2::{cert_of, H2};
+use common::h2::{cert_of, tls_fixture, H2};
 use common::*;
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 struct Setup {
     t: Tether,
@@ -79,8 +69,8 @@ retries = 2
 [pool.hash.hash]
 key = "header:X-User"
 {hash}"#,
-        cert = fixture("cert.pem"),
-        key = fixture("key.pem"),
+        cert = tls_fixture("cert.pem"),
+        key = tls_fixture("key.pem"),
         web = backend_tables("web", &web),
         shop = backend_tables("shop", &shop),
         hash = backend_tables("hash", &hash),
@@ -96,7 +86,12 @@ key = "header:X-User"
 }
 
 fn h2(s: &Setup, authority: &str) -> H2 {
-    H2::connect(s.tls, cert_of(&fixture("cert.pem")), "localhost", authority)
+    H2::connect(
+        s.tls,
+        cert_of(&tls_fixture("cert.pem")),
+        "localhost",
+        authority,
+    )
 }
 
 #[test]

@@ -3,25 +3,18 @@
 
 mod common;
 
+use common::h2::tls_fixture;
+
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
-
 fn load_cert(name: &str) -> CertificateDer<'static> {
-    let pem = std::fs::read(fixture(name)).unwrap();
+    let pem = std::fs::read(tls_fixture(name)).unwrap();
     let cert = rustls_pemfile::certs(&mut pem.as_slice())
         .next()
         .unwrap()
@@ -78,8 +71,8 @@ policy = "round_robin"
 id = "b"
 addr = "{}"
 "#,
-        fixture(cert),
-        fixture(key),
+        tls_fixture(cert),
+        tls_fixture(key),
         backend.addr()
     )
 }

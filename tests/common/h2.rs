@@ -17,6 +17,15 @@ pub struct H2 {
     authority: String,
 }
 
+/// A file of `tests/fixtures/tls/` (the test CA's certificate and key for `localhost`).
+pub fn tls_fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// Reads the first certificate of a PEM file (the tests' self-signed server certificate).
 pub fn cert_of(pem_path: &str) -> CertificateDer<'static> {
     let pem = std::fs::read(pem_path).expect("read certificate");
