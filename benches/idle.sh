@@ -18,6 +18,10 @@
 # Options / environment:
 #   --conns N, CONNS=8000        connections per proxy (needs N + 256 descriptors: ulimit -Hn)
 #   --engines LIST, ENGINES=fast tether engines (TETHER_ENGINE) to measure: fast, pingora
+#   FLOOR=1                      also measure the tokio floor (benches/floor_tokio.rs: a task that
+#                                waits for readability holding only its socket; buffers from a
+#                                per-thread pool only while bytes are in flight), when built:
+#   FLOOR_TOKIO_BIN=$CARGO_TARGET_DIR/release/examples/floor-tokio (--example floor-tokio)
 #   --out FILE                   also write the table (Markdown) to FILE
 #   SETTLE=2                     seconds between the last response and the second RSS reading
 #   TETHER_BIN=$CARGO_TARGET_DIR/release/tether (CARGO_TARGET_DIR defaults to target/)
@@ -37,6 +41,9 @@ PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
+FLOOR=${FLOOR:-1}
+FLOOR_TOKIO_BIN=${FLOOR_TOKIO_BIN:-$TARGET_DIR/release/examples/floor-tokio}
+FLOOR_TOKIO_PORT=${FLOOR_TOKIO_PORT:-18186}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
 BACKEND_PORT=${BACKEND_PORT:-19101}
 HAPROXY_PORT=${HAPROXY_PORT:-18181}
@@ -60,6 +67,11 @@ done
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "--conns must be a positive integer" >&2; exit 2; }
 IFS=, read -ra engines <<<"$ENGINES"
 CANDIDATES=(haproxy)
+if [[ $FLOOR == 1 && -x $FLOOR_TOKIO_BIN ]]; then
+    CANDIDATES+=(floor-tokio)
+elif [[ $FLOOR == 1 ]]; then
+    echo "floor-tokio: $FLOOR_TOKIO_BIN not built (cargo build --release --example floor-tokio): skipped" >&2
+fi
 for e in "${engines[@]}"; do
     case $e in fast | pingora) CANDIDATES+=("tether-$e") ;; *) echo "unknown engine '$e' (fast, pingora)" >&2; exit 2 ;; esac
 done
@@ -75,7 +87,7 @@ if (($(ulimit -n) < CONNS + 256)); then
     die "$CONNS connections need $((CONNS + 256)) descriptors; the hard limit is $(ulimit -Hn) (use --conns)"
 fi
 [[ -x $TETHER_BIN ]] || die "tether binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
-for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_FAST_PORT" "$TETHER_PINGORA_PORT"; do
+for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_FAST_PORT" "$TETHER_PINGORA_PORT" "$FLOOR_TOKIO_PORT"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
 done
 
@@ -137,6 +149,7 @@ EOF
 
 declare -A PORT_OF BEFORE AFTER OK FAILED CLOSED ERRORS SETUP PER ENGINE_LOGGED
 PORT_OF[haproxy]=$HAPROXY_PORT
+PORT_OF[floor-tokio]=$FLOOR_TOKIO_PORT
 PORT_OF[tether-fast]=$TETHER_FAST_PORT
 PORT_OF[tether-pingora]=$TETHER_PINGORA_PORT
 
@@ -149,6 +162,9 @@ measure() { # CANDIDATE
     local c=$1 port=${PORT_OF[$1]} pid i engine
     case $c in
         haproxy) start_bg haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
+        floor-tokio)
+            start_bg floor-tokio "$PROXY_CPU" "$FLOOR_TOKIO_BIN" "127.0.0.1:$port" "127.0.0.1:$BACKEND_PORT"
+            ;;
         tether-*)
             engine=${c#tether-}
             tether_config "$port" "$engine"

@@ -8,6 +8,8 @@
 #   haproxy         HAProxy                       nginx           NGINX as the proxy
 #   floor           benches/floor.rs: bare pingora-proxy round robin, no application logic
 #                   (rr only: marked n/a for cookie and hash)
+#   floor-tokio     benches/floor_tokio.rs: the least a tokio + httparse proxy does per request
+#                   (head forwarded as its own bytes + one header, pooled buffers; rr only)
 #   tether-fast     tether, TETHER_ENGINE=fast    tether-pingora  tether, TETHER_ENGINE=pingora
 #   tether          alias for tether-fast,tether-pingora
 #
@@ -19,6 +21,7 @@
 #                 ±20% here), and the ratios to HAProxy as the median of per-round ratios
 #   TETHER_BIN=$CARGO_TARGET_DIR/release/tether         (cargo build --release --locked)
 #   FLOOR_BIN=$CARGO_TARGET_DIR/release/examples/floor  (cargo build --release --example floor)
+#   FLOOR_TOKIO_BIN=$CARGO_TARGET_DIR/release/examples/floor-tokio  (--example floor-tokio)
 #                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for wrk and backends
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output) for inspection
@@ -31,7 +34,8 @@
 #                 processes are stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its
 #                 report goes to benches/results-h2-<date>.md (see benches/h2load.sh --help)
 #   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether-fast 18083
-#   (admin 18093), tether-pingora 18084 (admin 18094), floor 18085; override with B1_PORT..B4_PORT
+#   (admin 18093), tether-pingora 18084 (admin 18094), floor 18085, floor-tokio 18086; override
+#   with B1_PORT..B4_PORT FLOOR_TOKIO_PORT
 #   HAPROXY_PORT NGINX_PORT TETHER_FAST_PORT TETHER_FAST_ADMIN_PORT TETHER_PINGORA_PORT
 #   TETHER_PINGORA_ADMIN_PORT FLOOR_PORT.
 #
@@ -81,8 +85,10 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
 FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/floor}
+FLOOR_TOKIO_BIN=${FLOOR_TOKIO_BIN:-$TARGET_DIR/release/examples/floor-tokio}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
 case $FLOOR_BIN in /*) ;; *) FLOOR_BIN=$ROOT/$FLOOR_BIN ;; esac
+case $FLOOR_TOKIO_BIN in /*) ;; *) FLOOR_TOKIO_BIN=$ROOT/$FLOOR_TOKIO_BIN ;; esac
 B1_PORT=${B1_PORT:-19001}
 B2_PORT=${B2_PORT:-19002}
 B3_PORT=${B3_PORT:-19003}
@@ -95,8 +101,9 @@ TETHER_FAST_ADMIN_PORT=${TETHER_FAST_ADMIN_PORT:-${TETHER_ADMIN_PORT:-18093}}
 TETHER_PINGORA_PORT=${TETHER_PINGORA_PORT:-18084}
 TETHER_PINGORA_ADMIN_PORT=${TETHER_PINGORA_ADMIN_PORT:-18094}
 FLOOR_PORT=${FLOOR_PORT:-18085}
+FLOOR_TOKIO_PORT=${FLOOR_TOKIO_PORT:-18086}
 
-ALL_CANDIDATES=(haproxy nginx floor tether-fast tether-pingora)
+ALL_CANDIDATES=(haproxy nginx floor floor-tokio tether-fast tether-pingora)
 ONLY=$(IFS=,; echo "${ALL_CANDIDATES[*]}")
 SCENARIOS=rr,cookie,hash
 GATEWAY=0
@@ -123,7 +130,7 @@ IFS=, read -ra SCENS <<<"$SCENARIOS"
 chosen=" "
 for p in "${wanted[@]}"; do
     case $p in
-        haproxy | nginx | floor | tether-fast | tether-pingora) chosen+="$p " ;;
+        haproxy | nginx | floor | floor-tokio | tether-fast | tether-pingora) chosen+="$p " ;;
         tether) chosen+="tether-fast tether-pingora " ;;
         *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]}, tether)" >&2; exit 2 ;;
     esac
@@ -150,7 +157,7 @@ source "$LOAD_DIR/lib.sh"
 applies() {
     case $2 in
         rl-* | jwt-* | rr-bearer) [[ $1 == tether-* ]] ;;
-        *) [[ $1 != floor || $2 == rr ]] ;;
+        *) [[ $1 != floor* || $2 == rr ]] ;;
     esac
 }
 
@@ -415,6 +422,16 @@ start_proxy() { # CANDIDATE
             start_bg floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$PORT" \
                 "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
             ;;
+        floor-tokio)
+            PORT=$FLOOR_TOKIO_PORT
+            if [[ ! -x $FLOOR_TOKIO_BIN ]]; then
+                skip floor-tokio "binary $FLOOR_TOKIO_BIN not found (cargo build --release --example floor-tokio, or set FLOOR_TOKIO_BIN)"
+                return 0
+            fi
+            VERSION[floor-tokio]="benches/floor_tokio.rs ($FLOOR_TOKIO_BIN, built $(date -r "$FLOOR_TOKIO_BIN" '+%F %T'))"
+            start_bg floor-tokio "$PROXY_CPU" "$FLOOR_TOKIO_BIN" "127.0.0.1:$PORT" \
+                "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
+            ;;
         tether-fast | tether-pingora)
             engine=${proxy#tether-}
             if [[ $engine == fast ]]; then
@@ -534,6 +551,7 @@ report() {
     echo "- ${VERSION[haproxy]}; ${VERSION[nginx]}; ${VERSION[wrk]}"
     [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}; tether-fast = TETHER_ENGINE=fast (engine logged: ${ENGINE[tether-fast]:--}), tether-pingora = TETHER_ENGINE=pingora (engine logged: ${ENGINE[tether-pingora]:--})"
     [[ -n ${VERSION[floor]:-} ]] && echo "- floor: ${VERSION[floor]}: bare pingora-proxy round robin (no application logic), rr only"
+    [[ -n ${VERSION[floor-tokio]:-} ]] && echo "- floor-tokio: ${VERSION[floor-tokio]}: tokio + httparse, head forwarded as its own bytes + X-Forwarded-For, pooled buffers, rr only"
     echo "- $RUNS round(s), candidates interleaved; each measured run: wrk -t1 -c$CONNS -d${DURATION}s --latency after ${WARMUP}s warm-up; a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, wrk and four nginx backends on CPU $CLIENT_CPU; all on 127.0.0.1"
     echo "- one worker thread per proxy, upstream keep-alive, no access logs, no health checks; 3-byte body"
     echo "- machine CPU busy before the run: ${BUSY_BEFORE}% (other load skews every number; rerun on an idle machine if high)"

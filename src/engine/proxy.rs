@@ -177,7 +177,7 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let has_body = !session.as_downstream_mut().is_body_empty();
-        let body_sent = has_body || session.as_ref().retry_buffer_truncated();
+        let body_sent = session.as_ref().body_bytes_read() > 0;
         match ctx.as_mut() {
             Some(ex) if outcome::refused_at_connect(&e, client_reused, body_sent) => {
                 let client = client_ip(session);

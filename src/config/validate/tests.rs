@@ -1,3 +1,6 @@
+//! Unit tests of validation: every rule of `validate/` with the error (key path, value, line) it
+//! reports.
+
 use super::*;
 use crate::config::{JwtKeys, TokenFrom};
 
