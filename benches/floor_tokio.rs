@@ -101,10 +101,8 @@ async fn connection(
         if down.readable().await.is_err() {
             return;
         }
-        let i = next.get() % backends.len();
-        next.set(next.get().wrapping_add(1));
         let (mut a, mut b) = (take_buf(), take_buf());
-        let keep = exchange(&mut down, &mut a, &mut b, &xff, i, backends[i]).await;
+        let keep = exchange(&mut down, &mut a, &mut b, &xff, &backends, &next).await;
         give_buf(a);
         give_buf(b);
         if !matches!(keep, Ok(true)) {
@@ -119,8 +117,8 @@ async fn exchange(
     buf: &mut [u8],
     rbuf: &mut [u8],
     xff: &str,
-    i: usize,
-    addr: SocketAddr,
+    backends: &[SocketAddr],
+    next: &Cell<usize>,
 ) -> io::Result<bool> {
     // The request head.
     let mut n = 0;
@@ -145,6 +143,10 @@ async fn exchange(
     if n > head_len + body_len as usize {
         return Ok(false); // pipelined: not handled by the floor
     }
+    // Round robin, once the request is there (a readable close is not a request).
+    let i = next.get() % backends.len();
+    next.set(next.get().wrapping_add(1));
+    let addr = backends[i];
     // Upstream: the head as its own bytes (without its last CRLF) plus one header, one write.
     let (mut up, reused) = match take_idle(i) {
         Some(s) => (s, true),
