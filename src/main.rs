@@ -7,8 +7,50 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 // Measured ≈0.87x the CPU per request of glibc malloc under Pingora (DESIGN.md §10).
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A measurement build's allocator (feature `alloc-count`, `benches/allocs.sh`): mimalloc, plus
+/// one relaxed increment of `tether::state::allocs::ALLOCATIONS` per allocation.
+#[cfg(feature = "alloc-count")]
+struct Counting;
+
+#[cfg(feature = "alloc-count")]
+// SAFETY: every call is forwarded unchanged to mimalloc, which upholds GlobalAlloc's contract.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count();
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { std::alloc::GlobalAlloc::alloc(&mimalloc::MiMalloc, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&mimalloc::MiMalloc, layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::GlobalAlloc::dealloc(&mimalloc::MiMalloc, ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { std::alloc::GlobalAlloc::realloc(&mimalloc::MiMalloc, ptr, layout, new) }
+    }
+}
+
+#[cfg(feature = "alloc-count")]
+fn count() {
+    tether::state::allocs::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const DEFAULT_CONFIG: &str = "/etc/tether/tether.toml";
 

@@ -53,6 +53,14 @@ impl AdminApp {
             ),
             (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, ["status"]) => self.status(),
+            // Measurement builds only (feature `alloc-count`): heap allocations so far.
+            (&Method::GET, ["debug", "allocations"]) if crate::state::allocs::COUNTING => text(
+                StatusCode::OK,
+                &format!(
+                    "{}\n",
+                    crate::state::allocs::ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+                ),
+            ),
             (&Method::POST, ["reload"]) => {
                 if let Some(denied) = self.authorize(auth) {
                     return denied;

@@ -4,6 +4,7 @@
 //! material, and the metric definitions. Built on `config` and the pure algorithms of `balance`;
 //! knows nothing of snapshots, the request path or the engines.
 
+pub mod allocs;
 pub mod backend;
 pub mod clock;
 pub mod drain;
