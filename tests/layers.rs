@@ -304,10 +304,11 @@ fn scan(rel: &str, module: Vec<String>, src: &str) -> File {
             // import of the module they test.
             _ if inline.iter().any(|(_, _, test)| *test) => {}
             (Tok::Ident(k), line) if k == "use" => {
+                // `pub use` or `pub(crate) use` / `pub(super) use`.
                 let public = i > 0 && ident(toks.get(i - 1)) == Some("pub")
                     || i > 3
                         && matches!(toks.get(i - 1), Some((Tok::Punct(')'), _)))
-                        && ident(toks.get(i - 3)) == Some("pub");
+                        && ident(toks.get(i - 4)) == Some("pub");
                 let mut leaves = Vec::new();
                 let end = use_tree(&toks, i + 1, &mut Vec::new(), &mut leaves);
                 for (path, alias, l) in leaves {
@@ -604,7 +605,7 @@ fn the_check_sees_an_up_edge_and_a_cycle() {
     let _ = std::fs::remove_dir_all(&dir);
     for (path, text) in [
         ("lib.rs", "pub mod config; pub mod snapshot; pub mod path;"),
-        ("config/mod.rs", "//! c\nmod model;\npub use model::{Config, Pool as P};\n"),
+        ("config/mod.rs", "//! c\nmod model;\npub use model::Config;\npub(crate) use model::Pool as P;\n"),
         ("config/model.rs", "pub struct Config; pub struct Pool;\n// crate::snapshot::X\nconst S: &str = \"crate::path::y\";\n"),
         ("snapshot/mod.rs", "pub mod a; pub mod b;"),
         ("snapshot/a.rs", "use crate::config::{Config, P};\nuse super::b::B;\npub struct A;"),
