@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory per idle keep-alive client connection (DESIGN.md §10: ≤ 4× HAProxy's): HAProxy vs
+# Memory per idle keep-alive client connection (DESIGN.md §10: ≤ 2× HAProxy's): HAProxy vs
 # tether, one worker thread each, in front of one nginx backend.
 #
 #   benches/idle.sh [--conns N] [--engines fast[,pingora]] [--out FILE]
@@ -232,7 +232,7 @@ report() {
         echo "| $label | ${OK[$c]} | ${BEFORE[$c]} | ${AFTER[$c]} | ${PER[$c]} | $ratio | ${FAILED[$c]} | ${CLOSED[$c]} |"
     done
     echo
-    echo "$CONNS keep-alive connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 4× HAProxy."
+    echo "$CONNS keep-alive connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 2× HAProxy."
 }
 echo
 report | tee ${OUT:+"$OUT"}
