@@ -6,7 +6,8 @@
 //!
 //! Build: `cargo build --release --example floor-tokio` (the release profile's fat LTO applies).
 //! One thread (a current-thread runtime), mimalloc, like tether's one worker. Per client
-//! connection one task that waits for readability holding only its `TcpStream`; when bytes
+//! connection one task that waits for readability holding only its `TcpStream` (the request's
+//! state is boxed while it runs, one allocation per request); when bytes
 //! arrive it takes a 16 KiB buffer from a per-thread pool, reads the request head, forwards it
 //! as its own bytes with one header appended (`X-Forwarded-For`), round-robin over the backends,
 //! on an idle upstream connection from a per-thread list (or a new one), copies a
@@ -102,7 +103,10 @@ async fn connection(
             return;
         }
         let (mut a, mut b) = (take_buf(), take_buf());
-        let keep = exchange(&mut down, &mut a, &mut b, &xff, &backends, &next).await;
+        // Boxed in a statement of its own: the request's state lives in its own allocation, so
+        // the task's future (what an idle connection holds) is only the wait above.
+        let request = Box::pin(exchange(&mut down, &mut a, &mut b, &xff, &backends, &next));
+        let keep = request.await;
         give_buf(a);
         give_buf(b);
         if !matches!(keep, Ok(true)) {
