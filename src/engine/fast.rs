@@ -5,9 +5,10 @@
 //! reuse both connections. No task, channel or watcher per request or idle connection.
 //!
 //! Owns: the order of IO on one downstream connection. Decisions are the stages' (`route`,
-//! `authenticate`, `pick`, `forward`, `respond`, `account`); HTTP/2 (ALPN `h2`) is handed to the
-//! pingora-proxy engine, which calls the same stages. Must not touch: selection rules,
-//! configuration.
+//! `authenticate`, `limit`, `pick`, `forward`, `respond`, `account`), and how a request ends —
+//! its answers, failover statuses, the resend rule, error → status, blame — is `outcome`'s, the
+//! same calls the pingora engine makes; HTTP/2 (ALPN `h2`) is handed to the pingora-proxy
+//! engine. Must not touch: selection rules, configuration.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

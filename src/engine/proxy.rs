@@ -1,7 +1,7 @@
 //! The pingora-proxy engine (`ProxyHttp`): HTTP/2, and whatever the HTTP/1.1 fast path
 //! ([`crate::engine::fast`]) does not take. Glue only: each callback calls a stage (DESIGN.md §11) —
-//! read and route, authenticate, limit, pick, forward, respond, account — and holds no decision
-//! of its own.
+//! read and route, authenticate, limit, pick, forward, respond, account — and how a request ends
+//! is the `outcome` stage's, as on the fast path: it holds no decision of its own.
 //!
 //! Owns: the mapping of Pingora's callbacks onto the stages. Must not touch: configuration,
 //! selection rules or the snapshot store's writes.
