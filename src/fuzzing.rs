@@ -124,7 +124,8 @@ const HOP_BY_HOP: [&[u8]; 6] = [
 
 /// What the writer must send for fields `fields` (name, value) of a head: all but the
 /// hop-by-hop ones and those a `Connection` option names (never `Host`, `Content-Length`,
-/// `Transfer-Encoding`), `Upgrade` kept and `Connection: upgrade` added for an upgrade.
+/// `Transfer-Encoding`), `Upgrade` kept and `Connection: upgrade` added for an upgrade that
+/// has an `Upgrade` field.
 /// Written here from the rules, not from the writer's code.
 fn expected_fields(fields: &[(Vec<u8>, Vec<u8>)], upgrade: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     let options: Vec<Vec<u8>> = fields
@@ -147,7 +148,7 @@ fn expected_fields(fields: &[(Vec<u8>, Vec<u8>)], upgrade: bool) -> Vec<(Vec<u8>
         })
         .cloned()
         .collect();
-    if upgrade {
+    if upgrade && out.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"upgrade")) {
         out.push((b"Connection".to_vec(), b"upgrade".to_vec()));
     }
     out
@@ -184,6 +185,12 @@ pub fn h1_request(data: &[u8]) -> Option<bool> {
         assert!(hosts <= 1);
     } else {
         assert_eq!(hosts, 1);
+    }
+    if v.is_upgrade() || v.expects_continue() {
+        assert!(!v.is_http10());
+    }
+    if v.known(Known::Connection).is_none() {
+        assert_eq!(v.keep_alive(), !v.is_http10());
     }
     let te = v.known_all(Known::TransferEncoding).count();
     let cl = v.known_all(Known::ContentLength).count();

@@ -182,6 +182,8 @@ fn h1_response_corpus() {
             // The interim head only; the final one follows in the buffer.
             ("continue", Some(true)),
             ("switching", Some(true)),
+            // A 101 without Upgrade: no `Connection: upgrade` goes out with it.
+            ("switching-no-upgrade", Some(true)),
             ("hop-by-hop", Some(true)),
             ("no-reason", Some(true)),
             ("partial", None),

@@ -387,33 +387,6 @@ pub fn is_field_vchar(c: u8) -> bool {
     c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80
 }
 
-/// Why a head with no byte fault was refused by httparse, told the way the read stage tells it
-/// (`path::read::check_head`): the first line (after `first_line`) that breaks a rule. Only
-/// called on the error path, so the common path scans the head once.
-pub(crate) fn diagnose_fields(head: &[u8], first_line_end: usize) -> &'static str {
-    let end = head.len().saturating_sub(4).max(first_line_end);
-    let fields = head
-        .get(first_line_end + 2..end)
-        .unwrap_or_default()
-        .split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    for line in fields {
-        if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
-            return "obsolete line folding\n";
-        }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
-            return "header field without a colon\n";
-        };
-        if !is_token(&line[..colon]) {
-            return "invalid header field name\n";
-        }
-        if !line[colon + 1..].iter().all(|&c| is_field_vchar(c)) {
-            return "invalid header field value\n";
-        }
-    }
-    "malformed request head\n"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,8 @@ use std::mem::MaybeUninit;
 use crate::config::Limits;
 
 use super::head::{
-    diagnose_fields, find_head_end, is_token, ByteFault, Field, Fields, Framing, Known,
-    LengthFault, MAX_FIELDS,
+    content_length, find_head_end, is_field_vchar, is_token, trim_ows, ByteFault, Field, Fields,
+    Framing, Known, LengthFault, MAX_FIELDS,
 };
 
 /// Why a request head was refused. Mirrors the read stage's `path::read::Reject` (the engine
@@ -103,6 +103,8 @@ impl RequestHead {
     /// the colon, token names); `Content-Length` all the same valid number; exactly one `Host`
     /// in HTTP/1.1, at most one in HTTP/1.0; `Transfer-Encoding` only in HTTP/1.1, never with
     /// `Content-Length`, and exactly one field whose value is `chunked`.
+    ///
+    /// After an `Err` the head holds nothing valid; after `Ok(None)` it is unchanged.
     pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, Reject> {
         let end = match find_head_end(buf, limits.max_header_size) {
             Err(ByteFault::Nul) => return bad("NUL in the request head\n"),
@@ -138,7 +140,7 @@ impl RequestHead {
             {
                 return bad("malformed request line\n")
             }
-            Err(_) => return bad(diagnose_fields(head, first_line_end)),
+            Err(_) => return bad(diagnose(head, first_line_end)),
         }
         let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
         else {
@@ -248,6 +250,45 @@ fn request_line_ok(line: &[u8]) -> bool {
         && !target.is_empty()
         && target.iter().all(|&c| c > 0x20 && c != 0x7f)
         && (version == b"HTTP/1.0" || version == b"HTTP/1.1")
+}
+
+/// Why a head whose request line is fine was refused by httparse, told the way the read stage
+/// (`path::read::check_head`) tells it: its checks line by line, in its order, `Content-Length`
+/// included (a bad length before a bad line is the reason given), then the value bytes the
+/// codec refuses besides. Only on the error path, so the common path scans the head once.
+fn diagnose(head: &[u8], first_line_end: usize) -> &'static str {
+    let end = head.len().saturating_sub(4).max(first_line_end);
+    let fields = head
+        .get(first_line_end + 2..end)
+        .unwrap_or_default()
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut first_length: Option<&[u8]> = None;
+    for line in fields {
+        if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+            return "obsolete line folding\n";
+        }
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            return "header field without a colon\n";
+        };
+        if !is_token(&line[..colon]) {
+            return "invalid header field name\n";
+        }
+        let value = trim_ows(&line[colon + 1..]);
+        if line[..colon].eq_ignore_ascii_case(b"content-length") {
+            // Every length must equal the first one's: checking each against it is enough.
+            let values = first_length.into_iter().chain(std::iter::once(value));
+            match content_length(values) {
+                Err(LengthFault::Invalid) => return "invalid Content-Length\n",
+                Err(LengthFault::Differing) => return "differing Content-Length values\n",
+                Ok(_) => first_length = first_length.or(Some(value)),
+            }
+        }
+        if !line[colon + 1..].iter().all(|&c| is_field_vchar(c)) {
+            return "invalid header field value\n";
+        }
+    }
+    "malformed request head\n"
 }
 
 /// What a stage reads of a request: the head's spans resolved against its buffer. Borrows
@@ -623,6 +664,85 @@ mod tests {
         assert_eq!(v.known(Known::Cookie), None);
         assert_eq!(v.framing(), Framing::None);
         assert!(v.is_http10());
+    }
+
+    /// Request lines and field lines to build heads from: (line, whether the read stage and the
+    /// codec judge it alike). The read stage leaves the request line and field values to the
+    /// parser after it; the codec refuses a bad one itself, so it is stricter there.
+    const LINES: &[(&str, bool)] = &[
+        ("Host: a", true),
+        ("host: b", true),
+        ("Content-Length: 5", true),
+        ("Content-Length: 05", true),
+        ("Content-Length: 6", true),
+        ("Content-Length: 5, 5", true),
+        ("Content-Length: +5", true),
+        ("Content-Length:", true),
+        ("Transfer-Encoding: chunked", true),
+        ("Transfer-Encoding: Chunked ", true),
+        ("Transfer-Encoding: gzip", true),
+        ("Transfer-Encoding : chunked", true),
+        ("Connection: close", true),
+        ("Upgrade: websocket", true),
+        ("X-A: v", true),
+        ("X-B:", true),
+        (" folded", true),
+        ("\tfolded", true),
+        ("no colon", true),
+        (": x", true),
+        ("X(: y", true),
+        ("X: a\0b", true),
+        ("X: a\rb", true),
+        ("X: a\nb", true),
+        ("X: a\x0bb", false),
+        ("X: a\x7fb", false),
+    ];
+    const REQUEST_LINES: &[(&str, bool)] = &[
+        ("GET / HTTP/1.1", true),
+        ("POST /x?y HTTP/1.1", true),
+        ("GET / HTTP/1.0", true),
+        ("GET  / HTTP/1.1", false),
+        ("GET / HTTP/1.2", false),
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// On heads built from the lines above: the codec never accepts what the read stage
+        /// refuses, and where both judge the lines alike they give the same verdict, status and
+        /// message.
+        #[test]
+        fn built_heads_get_the_read_stages_verdict(
+            first in 0..REQUEST_LINES.len(),
+            lines in proptest::collection::vec(0..LINES.len(), 0..6),
+        ) {
+            let (request_line, mut alike) = REQUEST_LINES[first];
+            let mut head = format!("{request_line}\r\n");
+            for &i in &lines {
+                let (line, same) = LINES[i];
+                alike &= same;
+                head.push_str(line);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            let limits = Limits::default();
+            let theirs = crate::path::read::check_head(head.as_bytes(), &limits);
+            // The read stage is handed a head up to its first CRLF CRLF; so is the codec.
+            let ours = RequestHead::new().parse(head.as_bytes(), &limits);
+            if ours.is_ok_and(|r| r.is_some()) {
+                proptest::prop_assert_eq!(theirs, Ok(()), "{:?}", head);
+            }
+            if alike {
+                match (theirs, ours) {
+                    (Ok(()), Ok(Some(n))) => proptest::prop_assert_eq!(n, head.len()),
+                    (Err(t), Err(o)) => {
+                        proptest::prop_assert_eq!(t.status(), o.status(), "{:?}", head);
+                        proptest::prop_assert_eq!(t.message(), o.message(), "{:?}", head);
+                    }
+                    (t, o) => proptest::prop_assert!(false, "{:?}: read stage {:?}, codec {:?}", head, t, o),
+                }
+            }
+        }
     }
 
     /// The codec and the read stage agree on every seed of the head fuzz corpus, and on the

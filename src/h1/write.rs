@@ -219,7 +219,8 @@ fn finish(
     if let Some(r) = run {
         w.put(r.get(buf))?;
     }
-    if upgrade {
+    // The option goes with the field: not if the caller dropped `Upgrade`.
+    if upgrade && fields.mask(Known::Upgrade) & !dropped != 0 {
         w.put(b"Connection: upgrade\r\n")?;
     }
     for (name, value) in edits.add {
@@ -391,6 +392,17 @@ mod tests {
              Connection: upgrade\r\n\r\n"
         );
         assert!(again.view(&written).is_upgrade());
+        // A caller that drops Upgrade sends no upgrade option either.
+        let edits = Edits {
+            drop_names: &[b"upgrade"],
+            ..Edits::default()
+        };
+        let (written, again) = round_trip(text, &edits);
+        assert_eq!(
+            String::from_utf8(written.clone()).unwrap(),
+            "GET /ws HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\n\r\n"
+        );
+        assert!(!again.view(&written).is_upgrade());
     }
 
     #[test]
@@ -653,7 +665,9 @@ mod tests {
                     })
                     .map(|(n, v)| (n.to_vec(), v.to_vec()))
                     .collect();
-                want.push((b"Connection".to_vec(), b"upgrade".to_vec()));
+                if want.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"upgrade")) {
+                    want.push((b"Connection".to_vec(), b"upgrade".to_vec()));
+                }
             }
             want.extend(add.iter().cloned());
             prop_assert_eq!(pairs(again.view(&out[..n]).headers()), want);
