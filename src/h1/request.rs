@@ -134,13 +134,14 @@ impl RequestHead {
         match req.parse_with_uninit_headers(head, &mut headers[..slots]) {
             Ok(httparse::Status::Complete(n)) if n == end => {}
             Ok(_) => return bad("malformed request head\n"),
-            Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooManyHeaders),
             Err(httparse::Error::Token | httparse::Error::Version | httparse::Error::NewLine)
                 if !request_line_ok(&head[..first_line_end]) =>
             {
                 return bad("malformed request line\n")
             }
-            Err(_) => return bad(diagnose(head, first_line_end)),
+            // Too many fields, or a bad field line: which comes first, as the read stage sees
+            // it (a bad length before the field over the limit is the reason given).
+            Err(_) => return Err(diagnose(head, first_line_end, slots)),
         }
         let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
         else {
@@ -253,10 +254,19 @@ fn request_line_ok(line: &[u8]) -> bool {
 }
 
 /// Why a head whose request line is fine was refused by httparse, told the way the read stage
-/// (`path::read::check_head`) tells it: its checks line by line, in its order, `Content-Length`
-/// included (a bad length before a bad line is the reason given), then the value bytes the
-/// codec refuses besides. Only on the error path, so the common path scans the head once.
-fn diagnose(head: &[u8], first_line_end: usize) -> &'static str {
+/// (`path::read::check_head`) tells it: its checks line by line, in its order — the field
+/// count against `max_fields`, then the line's shape, then `Content-Length` (a bad length
+/// before a bad line is the reason given) — and the value bytes the codec refuses besides.
+/// Only on the error path, so the common path scans the head once.
+fn diagnose(head: &[u8], first_line_end: usize, max_fields: usize) -> Reject {
+    Reject::BadRequest(match diagnose_line(head, first_line_end, max_fields) {
+        Some(why) => why,
+        None => return Reject::TooManyHeaders,
+    })
+}
+
+/// [`diagnose`]'s walk: the first bad line's reason, `None` for too many fields.
+fn diagnose_line(head: &[u8], first_line_end: usize, max_fields: usize) -> Option<&'static str> {
     let end = head.len().saturating_sub(4).max(first_line_end);
     let fields = head
         .get(first_line_end + 2..end)
@@ -264,31 +274,34 @@ fn diagnose(head: &[u8], first_line_end: usize) -> &'static str {
         .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let mut first_length: Option<&[u8]> = None;
-    for line in fields {
+    for (count, line) in fields.enumerate() {
+        if count + 1 > max_fields {
+            return None;
+        }
         if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
-            return "obsolete line folding\n";
+            return Some("obsolete line folding\n");
         }
         let Some(colon) = line.iter().position(|&c| c == b':') else {
-            return "header field without a colon\n";
+            return Some("header field without a colon\n");
         };
         if !is_token(&line[..colon]) {
-            return "invalid header field name\n";
+            return Some("invalid header field name\n");
         }
         let value = trim_ows(&line[colon + 1..]);
         if line[..colon].eq_ignore_ascii_case(b"content-length") {
             // Every length must equal the first one's: checking each against it is enough.
             let values = first_length.into_iter().chain(std::iter::once(value));
             match content_length(values) {
-                Err(LengthFault::Invalid) => return "invalid Content-Length\n",
-                Err(LengthFault::Differing) => return "differing Content-Length values\n",
+                Err(LengthFault::Invalid) => return Some("invalid Content-Length\n"),
+                Err(LengthFault::Differing) => return Some("differing Content-Length values\n"),
                 Ok(_) => first_length = first_length.or(Some(value)),
             }
         }
         if !line[colon + 1..].iter().all(|&c| is_field_vchar(c)) {
-            return "invalid header field value\n";
+            return Some("invalid header field value\n");
         }
     }
-    "malformed request head\n"
+    Some("malformed request head\n")
 }
 
 /// What a stage reads of a request: the head's spans resolved against its buffer. Borrows
@@ -552,6 +565,22 @@ mod tests {
         ok(&h); // 100 fields: the default max
         let more = h.replace("Host: a\r\n", "Host: a\r\nX-100: v\r\n");
         assert_eq!(parse(&more), Err(Reject::TooManyHeaders));
+        // Which comes first decides, as in the read stage: the field over the limit before a
+        // bad line, a bad length before the field over the limit.
+        let folded = h.replace("\r\n\r\n", "\r\n folded\r\n\r\n");
+        assert_eq!(parse(&folded), Err(Reject::TooManyHeaders));
+        let bad_length = more.replace("Host: a\r\n", "Host: a\r\nContent-Length: x\r\n");
+        assert_eq!(
+            parse(&bad_length),
+            Err(Reject::BadRequest("invalid Content-Length\n"))
+        );
+        for head in [&folded, &bad_length] {
+            assert_eq!(
+                crate::path::read::check_head(head.as_bytes(), &Limits::default())
+                    .map_err(|r| r.message()),
+                parse(head).map(|_| ()).map_err(|r| r.message())
+            );
+        }
         let limits = Limits {
             max_headers: 3,
             ..Limits::default()
@@ -715,6 +744,7 @@ mod tests {
         fn built_heads_get_the_read_stages_verdict(
             first in 0..REQUEST_LINES.len(),
             lines in proptest::collection::vec(0..LINES.len(), 0..6),
+            max_headers in 1..8usize,
         ) {
             let (request_line, mut alike) = REQUEST_LINES[first];
             let mut head = format!("{request_line}\r\n");
@@ -725,7 +755,7 @@ mod tests {
                 head.push_str("\r\n");
             }
             head.push_str("\r\n");
-            let limits = Limits::default();
+            let limits = Limits { max_headers, ..Limits::default() };
             let theirs = crate::path::read::check_head(head.as_bytes(), &limits);
             // The read stage is handed a head up to its first CRLF CRLF; so is the codec.
             let ours = RequestHead::new().parse(head.as_bytes(), &limits);
