@@ -10,6 +10,8 @@
 //!   helpers every layer reads requests with: no IO, no clock;
 //! - [`state`]: live state that outlives snapshots — backends, breaker queues, rate-limit stores,
 //!   JWT verifiers and key sets, upstream connections, TLS material, metrics;
+//! - [`h1`]: tether's HTTP/1.1 codec — pooled buffers, heads parsed in place, the head writer,
+//!   the chunked validator: pure, the one place that decides where a message ends;
 //! - [`snapshot`]: the immutable routing `Snapshot` built from a `Config` and the live state,
 //!   selection over a pool, and the `Store` with the only `ArcSwap::store`;
 //! - [`path`]: the per-request exchange and the stages of §11, one file each;
@@ -25,6 +27,7 @@ pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod fuzzing;
+pub mod h1;
 pub mod http;
 pub mod path;
 pub mod snapshot;

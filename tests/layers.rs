@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config"]),
     ("algorithms", &["balance", "http"]),
     ("live state", &["state"]),
+    ("codec", &["h1"]),
     ("snapshot", &["snapshot"]),
     ("request path", &["path"]),
     ("engine", &["engine"]),
