@@ -356,6 +356,7 @@ pub(crate) fn content_length<'a>(
     Ok(length.map(|v| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))))
 }
 
+/// `v` without surrounding spaces and tabs (RFC 9110 OWS).
 pub fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
@@ -368,7 +369,8 @@ pub fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-fn trim_zeros(v: &[u8]) -> &[u8] {
+/// `v` without leading zeros.
+pub fn trim_zeros(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|c| *c != b'0').unwrap_or(v.len());
     &v[start..]
 }

@@ -11,6 +11,7 @@ use pingora::protocols::Stream;
 use tokio::io::AsyncReadExt;
 
 use crate::config::Limits;
+use crate::h1::head::{trim_ows, trim_zeros};
 
 /// Why a request was refused at the edge (the `reason` of `tether_downstream_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,23 +272,6 @@ pub fn content_length(req: &pingora::http::RequestHeader) -> Option<u64> {
     let v = req.headers.get(http::header::CONTENT_LENGTH)?;
     let first = v.as_bytes().split(|&c| c == b',').next()?;
     std::str::from_utf8(trim_ows(first)).ok()?.parse().ok()
-}
-
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|c| *c != b' ' && *c != b'\t')
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|c| *c != b' ' && *c != b'\t')
-        .map_or(start, |e| e + 1);
-    &v[start..end]
-}
-
-fn trim_zeros(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|c| *c != b'0').unwrap_or(v.len());
-    &v[start..]
 }
 
 /// RFC 9110 token characters (header field names).
