@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{
     RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
@@ -286,14 +286,19 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
                 "tether proxy".to_string(),
                 Fast::new(store.clone(), ids, h2),
             );
-            // No L4 read buffer: the HTTP/1 session reads into its own buffer, and an idle
-            // keep-alive connection then holds no 64 KiB of it (DESIGN.md §10).
-            let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+            // No L4 buffers: the codec reads into pooled buffers and writes whole heads (and
+            // flushes), so an idle keep-alive connection holds neither pingora's 64 KiB read
+            // buffer nor its write buffer, and no byte is copied through them (DESIGN.md §19).
+            let buffers = L4BufferSettings::new(0, 0);
             for addr in &server_cfg.listen {
                 svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
             }
             for (addr, settings) in tls_settings {
-                svc.add_listener(ListenerConfig::tcp(addr.to_string()).tls(settings));
+                svc.add_listener(
+                    ListenerConfig::tcp(addr.to_string())
+                        .tls(settings)
+                        .l4_buffer(buffers),
+                );
             }
             server.add_service(svc);
         }

@@ -122,6 +122,10 @@ impl Reloader {
                 *last_failed = None;
                 let level_changed = new.log.level != current.config.log.level;
                 let level = new.log.level.clone();
+                // Counted before the install makes the new generation visible: a scrape that
+                // sees the new generation also sees this reload's success.
+                m.reloads.with_label_values(&["success"]).inc();
+                m.last_reload_ok.set(1);
                 let (snap, diff) = self.store.install(new);
                 self.health.sync(&snap);
                 if level_changed {
@@ -131,8 +135,6 @@ impl Reloader {
                         }
                     }
                 }
-                m.reloads.with_label_values(&["success"]).inc();
-                m.last_reload_ok.set(1);
                 let summary = diff.to_string();
                 tracing::info!(
                     trigger,

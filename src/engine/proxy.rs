@@ -81,16 +81,19 @@ impl ProxyHttp for Proxy {
         let ex = ctx.insert(route::start(&self.store, &self.ids, session.req_header()));
         match outcome::front(&self.store, ex, session.req_header(), client).await? {
             Front::Forward => Ok(false),
-            Front::Queued => match pick::admit(ex, session, client).await {
-                Ok(()) => Ok(false),
-                Err(r) => match outcome::queue_refusal(r) {
-                    None => Err(client_gone()),
-                    Some((status, retry_after)) => {
-                        let l = outcome::local(ex, status, Some(retry_after))?;
-                        write_local(session, l).await
-                    }
-                },
-            },
+            Front::Queued => {
+                let w = pick::waiting(ex, session.req_header(), client);
+                match pick::admit(ex, w, session).await {
+                    Ok(()) => Ok(false),
+                    Err(r) => match outcome::queue_refusal(r) {
+                        None => Err(client_gone()),
+                        Some((status, retry_after)) => {
+                            let l = outcome::local(ex, status, Some(retry_after))?;
+                            write_local(session, l).await
+                        }
+                    },
+                }
+            }
             Front::Answer { local, close } => {
                 if close {
                     session.set_keepalive(None);
@@ -123,7 +126,8 @@ impl ProxyHttp for Proxy {
         let ex = ctx.as_mut().ok_or_else(|| internal("no exchange"))?;
         // After a connect failure, the new backend's circuit-breaker slot (waiting if full).
         let client = client_ip(session);
-        if let Err(r) = pick::admit(ex, session, client).await {
+        let w = pick::waiting(ex, session.req_header(), client);
+        if let Err(r) = pick::admit(ex, w, session).await {
             let Some((status, retry_after)) = outcome::queue_refusal(r) else {
                 return Err(client_gone());
             };
@@ -190,7 +194,13 @@ impl ProxyHttp for Proxy {
                 );
                 e.set_retry(next == AfterFailure::Next);
             }
-            _ if !outcome::may_resend(&session.req_header().method, has_body) => e.set_retry(false),
+            _ if !outcome::may_resend(
+                session.req_header().method.as_str().as_bytes(),
+                has_body,
+            ) =>
+            {
+                e.set_retry(false)
+            }
             _ => e.retry.decide_reuse(client_reused),
         }
         e
@@ -207,7 +217,7 @@ impl ProxyHttp for Proxy {
             client: client_ip(session),
             tls: is_tls(session.digest()),
         };
-        forward::request_headers(ex, upstream, &down, false)
+        forward::request_headers(ex, upstream, &down)
     }
 
     async fn upstream_response_filter(
@@ -312,10 +322,6 @@ fn client_gone() -> Box<Error> {
 /// The client side of a request waiting in the circuit-breaker queue: HTTP/2 sees a reset or
 /// closed stream at any time; HTTP/1 a closed connection once the request body is done.
 impl pick::Client for Session {
-    fn head(&self) -> &RequestHeader {
-        self.req_header()
-    }
-
     async fn gone(&mut self) {
         let d = self.as_downstream_mut();
         if d.as_http2().is_some() {

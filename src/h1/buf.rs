@@ -116,6 +116,30 @@ impl Buf {
         }
     }
 
+    /// Moves the unconsumed bytes into memory of `size` bytes (more than [`BUF_SIZE`]; not
+    /// pooled, freed when dropped): a head larger than a pooled buffer but within its limit.
+    pub fn grow(&mut self, size: usize) {
+        if size <= self.capacity() {
+            return;
+        }
+        let mut mem = vec![0u8; size].into_boxed_slice();
+        let n = self.len();
+        mem[..n].copy_from_slice(self.data());
+        // The old memory goes back to the pool.
+        drop(Buf {
+            mem: self.mem.replace(mem),
+            start: 0,
+            end: 0,
+        });
+        self.start = 0;
+        self.end = n;
+    }
+
+    /// Whether there is no room left to read into (after moving unconsumed bytes to the front).
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
     /// The buffer's memory address (tests check that a buffer is reused).
     pub fn as_ptr(&self) -> *const u8 {
         self.mem().as_ptr()

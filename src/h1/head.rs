@@ -245,6 +245,20 @@ impl Fields {
     }
 
     /// The end of field `i`'s line (the offset of its CR).
+    /// The `n`-th value (from 0) of the fields named `name` (ASCII case-insensitive): by the
+    /// known-name masks where it can, else by comparing names.
+    pub fn nth<'b>(&self, buf: &'b [u8], name: &[u8], n: usize) -> Option<&'b [u8]> {
+        match Known::classify(name) {
+            Some(k) => self.all(k).nth(n).map(|f| f.value.get(buf)),
+            None => self
+                .as_slice()
+                .iter()
+                .filter(|f| f.name.get(buf).eq_ignore_ascii_case(name))
+                .nth(n)
+                .map(|f| f.value.get(buf)),
+        }
+    }
+
     pub fn line_end(&self, i: usize) -> usize {
         match self.table[..self.len].get(i + 1) {
             Some(next) => next.name.start as usize - 2,

@@ -390,6 +390,56 @@ impl<'a> RequestView<'a> {
     }
 }
 
+/// The stages' head view (`http::Head`) over a head this codec parsed: field lookups go by the
+/// known-name masks where they can, spans resolve against the buffer, nothing is copied.
+impl crate::http::Head for RequestView<'_> {
+    fn method(&self) -> &[u8] {
+        RequestView::method(self)
+    }
+
+    fn path_and_query(&self) -> &[u8] {
+        let t = self.target();
+        if t.first() == Some(&b'/') {
+            return t;
+        }
+        // Absolute form (`http://host/p?q`): what follows the authority, `/` when nothing does.
+        match absolute_parts(t) {
+            Some((_, b"")) => b"/",
+            Some((_, rest)) if rest[0] == b'?' => t, // no path: leave as sent
+            Some((_, rest)) => rest,
+            None => t,
+        }
+    }
+
+    fn authority(&self) -> Option<&[u8]> {
+        absolute_parts(self.target()).map(|(a, _)| a)
+    }
+}
+
+impl crate::http::Fields for RequestView<'_> {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        self.head.fields.nth(self.buf, name, n)
+    }
+}
+
+/// An absolute-form target's authority and what follows it (path and query).
+fn absolute_parts(t: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = t.windows(3).position(|w| w == b"://")?;
+    if i == 0
+        || !t[..i]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c))
+    {
+        return None;
+    }
+    let rest = &t[i + 3..];
+    let end = rest
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .unwrap_or(rest.len());
+    Some((&rest[..end], &rest[end..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -273,6 +273,20 @@ impl ResponseHead {
     }
 }
 
+/// A response head with the buffer it was parsed from: its fields by name (`http::Fields`),
+/// for the respond stage.
+#[derive(Clone, Copy)]
+pub struct ResponseView<'a> {
+    pub head: &'a ResponseHead,
+    pub buf: &'a [u8],
+}
+
+impl crate::http::Fields for ResponseView<'_> {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        self.head.fields().nth(self.buf, name, n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

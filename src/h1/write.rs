@@ -14,7 +14,7 @@ use super::request::RequestHead;
 use super::response::ResponseHead;
 
 /// A caller's test of a field line, by (name, value): true to leave it out.
-pub type DropIf<'a> = &'a dyn Fn(&[u8], &[u8]) -> bool;
+pub type DropIf<'a> = &'a (dyn Fn(&[u8], &[u8]) -> bool + Sync);
 
 /// What the caller changes in a head on its way out.
 #[derive(Clone, Copy, Default)]

@@ -1,9 +1,108 @@
-//! Header text helpers (pure): the header names tether reads or writes on every request, the
-//! host of a request, and the byte-level rules for finding a cookie. Below every layer that
-//! reads a request head (JWT tokens in cookies, the stages); borrows and allocates nothing.
+//! Header text helpers (pure): the head view every stage reads a request through ([`Head`]),
+//! the header names tether reads or writes on every request, the host of a request, and the
+//! byte-level rules for finding a cookie. Below every layer that reads a request head (JWT
+//! tokens in cookies, the stages); borrows and allocates nothing.
 
-use http::header;
 use pingora::http::RequestHeader;
+
+/// What a stage reads of a request head, whichever codec parsed it: tether's HTTP/1.1 codec
+/// (`h1::RequestView`, spans into the connection's buffer) or pingora's `RequestHeader`
+/// (HTTP/2). No stage depends on `http::HeaderMap`; nothing here allocates.
+pub trait Head: Fields {
+    /// The method, as sent.
+    fn method(&self) -> &[u8];
+    /// The request target's path and query (`/p?q`; `*` for `OPTIONS *`); an absolute-form
+    /// target's scheme and authority are left out.
+    fn path_and_query(&self) -> &[u8];
+    /// The authority of the target (HTTP/2 `:authority`, an absolute-form target's), if any.
+    fn authority(&self) -> Option<&[u8]>;
+}
+
+/// The header fields of a head (request or response), by name.
+pub trait Fields: Sync {
+    /// The `n`-th value (from 0, in order) of the fields named `name` (ASCII
+    /// case-insensitive; `name` is given in lower case).
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]>;
+}
+
+impl<'h> dyn Fields + 'h {
+    /// The first value of the fields named `name` (lower case).
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.value(name, 0)
+    }
+
+    /// Every value of the fields named `name` (lower case), in order.
+    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (0..).map_while(move |n| self.value(name, n))
+    }
+}
+
+impl<'h> dyn Head + 'h {
+    /// The first value of the fields named `name` (lower case).
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.value(name, 0)
+    }
+
+    /// Whether a field named `name` (lower case) is present.
+    pub fn has(&self, name: &[u8]) -> bool {
+        self.value(name, 0).is_some()
+    }
+
+    /// Every value of the fields named `name` (lower case), in order.
+    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (0..).map_while(move |n| self.value(name, n))
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &[u8] {
+        let pq = self.path_and_query();
+        match pq.iter().position(|&c| c == b'?') {
+            Some(i) => &pq[..i],
+            None => pq,
+        }
+    }
+
+    /// The query, without its `?` (`None` when the target has none).
+    pub fn query(&self) -> Option<&[u8]> {
+        let pq = self.path_and_query();
+        pq.iter().position(|&c| c == b'?').map(|i| &pq[i + 1..])
+    }
+}
+
+impl Fields for RequestHeader {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        map_value(&self.headers, name, n)
+    }
+}
+
+impl Fields for pingora::http::ResponseHeader {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        map_value(&self.headers, name, n)
+    }
+}
+
+fn map_value<'a>(map: &'a http::HeaderMap, name: &[u8], n: usize) -> Option<&'a [u8]> {
+    let name = std::str::from_utf8(name).ok()?;
+    map.get_all(name).iter().nth(n).map(|v| v.as_bytes())
+}
+
+/// pingora's request head (what the HTTP/2 server session gives): the same view.
+impl Head for RequestHeader {
+    fn method(&self) -> &[u8] {
+        self.method.as_str().as_bytes()
+    }
+
+    fn path_and_query(&self) -> &[u8] {
+        match self.uri.path_and_query() {
+            Some(pq) => pq.as_str().as_bytes(),
+            None => b"/",
+        }
+    }
+
+    fn authority(&self) -> Option<&[u8]> {
+        self.uri.authority().map(|a| a.as_str().as_bytes())
+    }
+}
 
 /// Header names tether reads or writes on every request, resolved once (a `&str` name is
 /// parsed and hashed anew at every use).
@@ -20,19 +119,15 @@ pub mod names {
 }
 
 /// The Host header, or the URI authority (HTTP/2), as sent.
-pub fn host_header(req: &RequestHeader) -> &[u8] {
-    match req.headers.get(header::HOST) {
-        Some(h) => h.as_bytes(),
-        None => req
-            .uri
-            .authority()
-            .map(|a| a.as_str().as_bytes())
-            .unwrap_or(b""),
+pub fn host_header(req: &dyn Head) -> &[u8] {
+    match req.header(b"host") {
+        Some(h) => h,
+        None => req.authority().unwrap_or(b""),
     }
 }
 
 /// The host without port, for routing.
-pub fn host(req: &RequestHeader) -> &[u8] {
+pub fn host(req: &dyn Head) -> &[u8] {
     strip_port(host_header(req))
 }
 
@@ -51,9 +146,9 @@ pub fn strip_port(h: &[u8]) -> &[u8] {
 }
 
 /// Value of cookie `name` in the request's Cookie header(s), without allocating.
-pub fn find_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
-    for h in req.headers.get_all(header::COOKIE) {
-        for pair in h.as_bytes().split(|&c| c == b';') {
+pub fn find_cookie<'a>(req: &'a dyn Head, name: &str) -> Option<&'a [u8]> {
+    for h in req.values(b"cookie") {
+        for pair in h.split(|&c| c == b';') {
             let pair = trim(pair);
             if let Some(rest) = pair.strip_prefix(name.as_bytes()) {
                 if let Some(v) = rest.strip_prefix(b"=") {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pingora::http::RequestHeader;
+use crate::http::Head;
 
 use crate::balance::sessions::session_hash;
 use crate::path::exchange::{Exchange, Stage, Upstream};
@@ -29,13 +29,7 @@ pub struct End<'a> {
 }
 
 /// Counts and logs the request, feeds outlier detection, and gives back its in-flight slot.
-pub fn account(
-    store: &Store,
-    ex: &mut Exchange,
-    req: &RequestHeader,
-    client: ClientIp,
-    end: End<'_>,
-) {
+pub fn account(store: &Store, ex: &mut Exchange, req: &dyn Head, client: ClientIp, end: End<'_>) {
     if let (Some(what), Some((pool, u))) = (end.backend, ex.upstream()) {
         outlier(store, pool, u.pick.backend, what);
     }
@@ -89,15 +83,14 @@ pub fn account(
         Outcome::Migrated { from, .. } => &**from,
         _ => "",
     };
-    let client = client.map(|ip| ip.to_string()).unwrap_or_default();
     tracing::info!(
         target: "access",
-        request_id = ex.id.to_str().unwrap_or(""),
+        request_id = ex.id.as_str(),
         trace_id = std::str::from_utf8(&ex.trace.trace_id_hex()).unwrap_or(""),
-        client = %client,
-        method = %req.method,
+        client = %ClientDisplay(client),
+        method = %String::from_utf8_lossy(req.method()),
         host = %String::from_utf8_lossy(host_header(req)),
-        path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        path = %String::from_utf8_lossy(req.path_and_query()),
         status = end.status,
         route = route_name,
         pool = pool.map(|p| &*p.name).unwrap_or(""),
@@ -183,4 +176,16 @@ pub fn served(pool: &Pool, u: &Upstream, exchanged: Option<Exchanged>) {
         .state
         .sessions
         .record(hash, now);
+}
+
+/// The client's address for the log, written as it is formatted (no string of its own).
+struct ClientDisplay(ClientIp);
+
+impl std::fmt::Display for ClientDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
 }

@@ -7,8 +7,8 @@
 //! Owns: the refusal (status, header, body), `tether_jwt_total`, the claim headers upstream.
 //! Must not touch: token cryptography or key sets (`jwt`), selection, sockets.
 
+use crate::http::Head;
 use http::{header, HeaderValue};
-use pingora::http::RequestHeader;
 
 use crate::path::exchange::{Exchange, Stage};
 use crate::path::respond;
@@ -39,7 +39,7 @@ impl Refused {
 
 /// Checks the token of a request routed to `route` when the route requires one. A refused
 /// request becomes [`Stage::Local`] with status 401.
-pub fn authenticate(ex: &mut Exchange, route: usize, req: &RequestHeader) -> Result<(), Refused> {
+pub fn authenticate(ex: &mut Exchange, route: usize, req: &dyn Head) -> Result<(), Refused> {
     let Some(ji) = ex.snap.routes[route].jwt else {
         return Ok(());
     };
@@ -67,26 +67,23 @@ pub fn authenticate(ex: &mut Exchange, route: usize, req: &RequestHeader) -> Res
     Err(Refused { challenge })
 }
 
-/// Upstream request headers from `forward_claims`: every client-sent copy of a claim header is
-/// removed (on every route: a backend must be able to trust them), then the route's validated
-/// claims are written.
-pub fn forward_claims(ex: &Exchange, req: &mut RequestHeader) -> pingora::Result<()> {
-    for h in &ex.snap.claim_headers {
-        if req.headers.contains_key(h) {
-            req.remove_header(h);
-        }
-    }
-    let (Some(claims), Some((_, route, _))) = (&ex.claims, ex.route()) else {
-        return Ok(());
+/// The names of every claim header some route writes (lower case): the client's copies are
+/// removed upstream on every route, so a backend can trust them.
+pub fn claim_header_names(ex: &Exchange) -> impl Iterator<Item = &[u8]> {
+    ex.snap.claim_headers.iter().map(|h| h.as_str().as_bytes())
+}
+
+/// The claim headers of this request's route from its validated token (`forward_claims`), as
+/// (name, value). A claim value that cannot be a header value is not forwarded.
+pub fn claim_fields(ex: &Exchange) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let forward = match (&ex.claims, ex.route()) {
+        (Some(_), Some((_, route, _))) => route.jwt.map(|ji| &ex.snap.jwts[ji].forward[..]),
+        _ => None,
     };
-    let Some(ji) = route.jwt else {
-        return Ok(());
-    };
-    for (i, name) in &ex.snap.jwts[ji].forward {
-        // A claim value that cannot be a header value (control characters) is not forwarded.
-        if let Some(v) = claims.value(*i).and_then(|v| HeaderValue::from_str(v).ok()) {
-            req.insert_header(name.clone(), v)?;
-        }
-    }
-    Ok(())
+    forward.unwrap_or_default().iter().filter_map(|(i, name)| {
+        let v = ex.claims.as_ref()?.value(*i)?;
+        v.bytes()
+            .all(crate::h1::head::is_field_vchar)
+            .then_some((name.as_str().as_bytes(), v.as_bytes()))
+    })
 }

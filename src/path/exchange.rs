@@ -72,13 +72,54 @@ pub struct Upstream {
     pub key_hash: Option<u64>,
 }
 
+/// The most bytes of a client's `X-Request-Id` tether accepts.
+pub const MAX_REQUEST_ID: usize = 200;
+
+/// A request id, held inline: tether's own or the client's (1–[`MAX_REQUEST_ID`] visible ASCII
+/// characters, checked by the route stage).
+#[derive(Clone)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_REQUEST_ID],
+}
+
+impl RequestId {
+    /// The id `b`, if it is 1–[`MAX_REQUEST_ID`] visible ASCII characters.
+    pub fn new(b: &[u8]) -> Option<RequestId> {
+        if b.is_empty() || b.len() > MAX_REQUEST_ID || !b.iter().all(|c| c.is_ascii_graphic()) {
+            return None;
+        }
+        let mut id = RequestId {
+            len: b.len() as u8,
+            bytes: [0; MAX_REQUEST_ID],
+        };
+        id.bytes[..b.len()].copy_from_slice(b);
+        Some(id)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Visible ASCII only (checked in `new`).
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One request, from its head being read to its account.
 pub struct Exchange {
     pub start: Instant,
     pub snap: Arc<Snapshot>,
-    /// `X-Request-Id`: the client's when valid, else generated. Shared (not copied) by the
-    /// upstream request, the response and the log.
-    pub id: http::HeaderValue,
+    /// `X-Request-Id`: the client's when valid, else generated. Inline (no allocation), read
+    /// by the upstream request, the response and the log.
+    pub id: RequestId,
     /// W3C trace context sent upstream and logged (DESIGN.md §18).
     pub trace: Trace,
     pub stage: Stage,
@@ -91,7 +132,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(snap: Arc<Snapshot>, id: http::HeaderValue, trace: Trace) -> Exchange {
+    pub fn new(snap: Arc<Snapshot>, id: RequestId, trace: Trace) -> Exchange {
         Exchange {
             start: Instant::now(),
             snap,
@@ -232,7 +273,7 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut ex = Exchange::new(
                 s,
-                http::HeaderValue::from_static("id"),
+                RequestId::new(b"id").unwrap(),
                 Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
             );
             ex.stage = Stage::Upstream(Upstream::new(
@@ -264,7 +305,7 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut ex = Exchange::new(
                 s,
-                http::HeaderValue::from_static("id"),
+                RequestId::new(b"id").unwrap(),
                 Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
             );
             let mut u = Upstream::new(
@@ -297,7 +338,7 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut ex = Exchange::new(
                 s,
-                http::HeaderValue::from_static("id"),
+                RequestId::new(b"id").unwrap(),
                 Trace::of(&pingora::http::RequestHeader::build("GET", b"/", None).unwrap()),
             );
             let mut u = Upstream::new(

@@ -1,18 +1,27 @@
 //! The forward stage's header work (DESIGN.md §11, §13): what the request looks like on its way
-//! to the backend, and which failures may be retried. Engine-neutral: both engines edit the same
-//! `RequestHeader` with these functions.
+//! to the backend. Codec-neutral: the stage says which fields go and which come ([`Edits`]),
+//! read through the head view; tether's HTTP/1.1 codec writes the client's own bytes with them
+//! applied, and pingora's `RequestHeader` (HTTP/2 on the pingora engine) is edited by
+//! [`request_headers`] from the same edits.
 //!
-//! Owns: `X-Forwarded-*`, `X-Request-Id` and `traceparent` upstream, stripping the affinity cookie, hop-by-hop
-//! headers, and the retry rule. Must not touch: selection or sockets.
+//! Owns: `X-Forwarded-*`, `X-Request-Id` and `traceparent` upstream, stripping the affinity
+//! cookie, the client's copies of forwarded claims. Must not touch: selection, sockets,
+//! hop-by-hop fields (the codec's, or pingora's). Allocation-free on the common path: added
+//! values are written into a per-thread scratch buffer, the lists are inline.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
+use std::ops::Range;
 
-use http::{header, HeaderValue};
 use pingora::http::RequestHeader;
+use smallvec::SmallVec;
 
-use crate::path::exchange::Exchange;
-use crate::path::head::{host_header, names, trim};
+use crate::http::Head;
+use crate::path::authenticate;
+use crate::path::edits::{owned, Edits};
+use crate::path::exchange::{Exchange, Stage};
+use crate::path::head::{host_header, trim};
 
 /// How the request reached tether.
 pub struct Downstream {
@@ -20,120 +29,136 @@ pub struct Downstream {
     pub tls: bool,
 }
 
-/// Edits the request head for the backend. At most one buffer each for `X-Forwarded-For` and
-/// the stripped Cookie header; `X-Forwarded-Host` and `X-Request-Id` share the bytes they copy.
-/// `hop_by_hop` (the fast path, which writes the head itself) drops the client's connection
-/// options: tether keeps its own upstream connections alive, and an upgrade keeps `Connection:
-/// upgrade`.
+thread_local! {
+    /// Added values that are built, not borrowed (`X-Forwarded-For`, `traceparent`, the
+    /// stripped `Cookie`): reused by every request on the thread.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// An added value: borrowed as it is, or built into the scratch buffer.
+enum Val<'a> {
+    Borrowed(&'a [u8]),
+    Built(Range<usize>),
+}
+
+/// Builds the request's upstream edits and hands them to `apply` (which writes or edits the
+/// head). The client's `X-Forwarded-For` values are kept with the client's address appended;
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (the `Host` as sent), `X-Request-Id` and
+/// `traceparent` are tether's (a `tracestate` goes only with a continued trace); the affinity
+/// cookie is taken out of `Cookie`; claim headers are the validated token's or none.
+pub fn request_edits<R>(
+    ex: &Exchange,
+    req: &dyn Head,
+    down: &Downstream,
+    apply: impl FnOnce(&Edits<'_>) -> R,
+) -> R {
+    SCRATCH.with(|scratch| {
+        let mut text = scratch.borrow_mut();
+        text.clear();
+        let mut drop: SmallVec<[&[u8]; 12]> = SmallVec::new();
+        let mut add: SmallVec<[(&[u8], Val<'_>); 12]> = SmallVec::new();
+        drop.extend_from_slice(&[
+            b"x-forwarded-for",
+            b"x-forwarded-proto",
+            b"x-forwarded-host",
+            b"x-request-id",
+            b"traceparent",
+        ]);
+        if let Some(ip) = down.client {
+            let start = text.len();
+            for prev in req.values(b"x-forwarded-for") {
+                let prev = trim(prev);
+                if !prev.is_empty() {
+                    text.extend_from_slice(prev);
+                    text.extend_from_slice(b", ");
+                }
+            }
+            let _ = write!(text, "{ip}");
+            add.push((b"X-Forwarded-For", Val::Built(start..text.len())));
+        }
+        let proto: &[u8] = if down.tls { b"https" } else { b"http" };
+        add.push((b"X-Forwarded-Proto", Val::Borrowed(proto)));
+        let host = host_header(req);
+        if !host.is_empty() {
+            add.push((b"X-Forwarded-Host", Val::Borrowed(host)));
+        }
+        add.push((b"X-Request-Id", Val::Borrowed(ex.id.as_bytes())));
+        let start = text.len();
+        text.extend_from_slice(&ex.trace.header_bytes());
+        add.push((b"traceparent", Val::Built(start..text.len())));
+        if !ex.trace.continued {
+            drop.push(b"tracestate");
+        }
+        // The affinity cookie is the proxy's business: backends never see it (HAProxy's
+        // "indirect"), so it cannot leak into application logs or be echoed back. Whether the
+        // request has it was found once, by the pick stage.
+        if let (Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
+            if u.has_affinity_cookie {
+                drop.push(b"cookie");
+                let start = text.len();
+                strip_cookie(req, &pool.conf.cookie.name, &mut text);
+                if text.len() > start {
+                    add.push((b"Cookie", Val::Built(start..text.len())));
+                }
+            }
+        }
+        // Claim headers: every client-sent copy goes (on every route: a backend must be able to
+        // trust them), then the route's validated claims are written.
+        drop.extend(authenticate::claim_header_names(ex));
+        add.extend(authenticate::claim_fields(ex).map(|(n, v)| (n, Val::Borrowed(v))));
+        let text = &text[..];
+        let add: SmallVec<[(&[u8], &[u8]); 12]> = add
+            .iter()
+            .map(|(n, v)| {
+                let v: &[u8] = match v {
+                    Val::Borrowed(b) => b,
+                    Val::Built(r) => &text[r.clone()],
+                };
+                (*n, v)
+            })
+            .collect();
+        apply(&Edits {
+            drop: &drop,
+            add: &add,
+        })
+    })
+}
+
+/// Edits pingora's request head for the backend (the pingora engine): the same edits the
+/// HTTP/1.1 codec writes.
 pub fn request_headers(
     ex: &Exchange,
     req: &mut RequestHeader,
     down: &Downstream,
-    hop_by_hop: bool,
 ) -> pingora::Result<()> {
-    if hop_by_hop {
-        let upgrade = req.headers.contains_key(header::UPGRADE);
-        for h in [
-            &names::PROXY_CONNECTION,
-            &names::KEEP_ALIVE,
-            &header::TE,
-            &header::TRAILER,
-        ] {
-            if req.headers.contains_key(h) {
-                req.remove_header(h);
-            }
-        }
-        if req.headers.contains_key(header::CONNECTION) {
-            req.remove_header(&header::CONNECTION);
-        }
-        if upgrade {
-            req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"))?;
-        }
+    let e = request_edits(ex, &*req, down, owned)?;
+    for n in &e.drop {
+        req.remove_header(n);
     }
-    if let Some(ip) = down.client {
-        let mut buf = [0u8; 48];
-        let n = {
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{ip}");
-            48 - w.len()
-        };
-        let ip = &buf[..n];
-        let xff = match req.headers.get(&names::X_FORWARDED_FOR) {
-            Some(prev) if !prev.is_empty() => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-                v.extend_from_slice(prev.as_bytes());
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip);
-                v
-            }
-            _ => ip.to_vec(),
-        };
-        let xff = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff))
-            .map_err(|_| internal("bad x-forwarded-for"))?;
-        req.insert_header(names::X_FORWARDED_FOR.clone(), xff)?;
+    for (n, v) in e.add {
+        req.append_header(n, v)?;
     }
-    let proto = if down.tls { "https" } else { "http" };
-    req.insert_header(
-        names::X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(proto),
-    )?;
-    let h = match req.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
-            let h = host_header(req);
-            (!h.is_empty())
-                .then(|| HeaderValue::from_bytes(h).map_err(|_| internal("bad host")))
-                .transpose()?
-        }
-    };
-    if let Some(h) = h {
-        req.insert_header(names::X_FORWARDED_HOST.clone(), h)?;
-    }
-    if req.headers.get(&names::X_REQUEST_ID) != Some(&ex.id) {
-        req.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
-    }
-    ex.trace.apply(req)?;
-    // The affinity cookie is the proxy's business: backends never see it (HAProxy's
-    // "indirect"), so it cannot leak into application logs or be echoed back.
-    // Whether the request has it was found once, by the pick stage.
-    if let (crate::path::exchange::Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route())
-    {
-        if u.has_affinity_cookie {
-            strip_cookie(req, &pool.conf.cookie.name)?;
-        }
-    }
-    crate::path::authenticate::forward_claims(ex, req)
+    Ok(())
 }
 
-fn internal(what: &'static str) -> Box<pingora::Error> {
-    pingora::Error::explain(pingora::ErrorType::InternalError, what)
-}
-
-/// Removes cookie `name` from the Cookie header(s) of `req`; drops a header left empty. The
-/// remaining cookies go into one buffer.
-pub fn strip_cookie(req: &mut RequestHeader, name: &str) -> pingora::Result<()> {
-    let mut kept: Vec<u8> = Vec::new();
-    for h in req.headers.get_all(header::COOKIE) {
-        for pair in h.as_bytes().split(|&c| c == b';').map(trim) {
+/// Appends to `out` the request's cookies but `name`, joined by `; ` (nothing when none is
+/// left).
+pub fn strip_cookie(req: &dyn Head, name: &str, out: &mut Vec<u8>) {
+    let start = out.len();
+    for h in req.values(b"cookie") {
+        for pair in h.split(|&c| c == b';').map(trim) {
             let ours = pair
                 .strip_prefix(name.as_bytes())
                 .is_some_and(|r| r.first() == Some(&b'='));
             if pair.is_empty() || ours {
                 continue;
             }
-            if !kept.is_empty() {
-                kept.extend_from_slice(b"; ");
+            if out.len() > start {
+                out.extend_from_slice(b"; ");
             }
-            kept.extend_from_slice(pair);
+            out.extend_from_slice(pair);
         }
     }
-    req.remove_header(&header::COOKIE);
-    if !kept.is_empty() {
-        let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept))
-            .map_err(|_| internal("bad cookie header"))?;
-        req.insert_header(header::COOKIE, v)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -146,17 +171,13 @@ mod tests {
         req.append_header("cookie", "a=1; tether_shop=abc; tether_shop2=x")
             .unwrap();
         req.append_header("cookie", "tether_shop=zzz").unwrap();
-        strip_cookie(&mut req, "tether_shop").unwrap();
-        let all: Vec<&[u8]> = req
-            .headers
-            .get_all("cookie")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        assert_eq!(all, vec![&b"a=1; tether_shop2=x"[..]]);
+        let mut out = Vec::new();
+        strip_cookie(&req, "tether_shop", &mut out);
+        assert_eq!(out, b"a=1; tether_shop2=x");
         let mut only = RequestHeader::build("GET", b"/", None).unwrap();
         only.append_header("cookie", "tether_shop=abc").unwrap();
-        strip_cookie(&mut only, "tether_shop").unwrap();
-        assert!(only.headers.get("cookie").is_none());
+        out.clear();
+        strip_cookie(&only, "tether_shop", &mut out);
+        assert!(out.is_empty());
     }
 }

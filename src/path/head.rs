@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
+use crate::http::Head;
 
 use crate::config::{Fallback, KeySpec};
 pub use crate::http::{find_cookie, host, host_header, names, strip_port, trim};
@@ -35,21 +35,24 @@ pub type ClientIp = Option<IpAddr>;
 /// token's, for `jwt:CLAIM` keys.
 pub fn extract_key<'a>(
     spec: &KeySpec,
-    req: &'a RequestHeader,
+    req: &'a dyn Head,
     client: ClientIp,
     claims: Option<&'a Claims>,
 ) -> Option<Key<'a>> {
     let bytes = match spec {
         KeySpec::Jwt(name) => claims.and_then(|c| c.get(name)).map(str::as_bytes),
         KeySpec::Cookie(name) => find_cookie(req, name),
-        KeySpec::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
-        KeySpec::Query(name) => req.uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == name).then_some(v.as_bytes())
+        KeySpec::Header(name) => req.header(name.as_bytes()),
+        KeySpec::Query(name) => req.query().and_then(|q| {
+            q.split(|&c| c == b'&').find_map(|kv| {
+                let (k, v) = match kv.iter().position(|&c| c == b'=') {
+                    Some(i) => (&kv[..i], &kv[i + 1..]),
+                    None => (kv, &b""[..]),
+                };
+                (k == name.as_bytes()).then_some(v)
             })
         }),
-        KeySpec::Path => Some(req.uri.path().as_bytes()),
+        KeySpec::Path => Some(req.path()),
         KeySpec::SourceIp => {
             let mut buf = [0u8; 16];
             let n = match client? {
@@ -72,7 +75,7 @@ pub fn extract_key<'a>(
 /// `claims`: the request's validated token's, for `jwt:CLAIM` keys.
 pub fn hash_key<'a>(
     pool: &Pool,
-    req: &'a RequestHeader,
+    req: &'a dyn Head,
     client: ClientIp,
     claims: Option<&'a Claims>,
 ) -> Option<Key<'a>> {
@@ -86,6 +89,7 @@ pub fn hash_key<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     #[test]
     fn cookies_are_found_among_others() {

@@ -7,8 +7,8 @@
 //! Owns: reading a limit's key out of the request, the order of the checks, and the refusal's
 //! headers. Must not touch: buckets and stores (`ratelimit`), sockets.
 
+use crate::http::Head;
 use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
 
 use crate::balance::gcra::retry_after_secs;
 use crate::config::KeySpec;
@@ -40,7 +40,7 @@ pub struct Refusal {
 pub async fn limit(
     ex: &Exchange,
     route: usize,
-    req: &RequestHeader,
+    req: &dyn Head,
     client: ClientIp,
 ) -> Result<(), Refusal> {
     for l in ex.snap.routes[route].limits.iter() {
@@ -76,7 +76,7 @@ pub async fn limit(
 pub fn key<'a>(
     spec: &KeySpec,
     ex: &'a Exchange,
-    req: &'a RequestHeader,
+    req: &'a dyn Head,
     client: ClientIp,
 ) -> Option<Key<'a>> {
     head::extract_key(spec, req, client, ex.claims.as_deref())

@@ -18,8 +18,7 @@
 //!
 //! Owns: those rules. Must not touch: sockets, framing, or the protocol the client spoke.
 
-use http::Method;
-use pingora::http::RequestHeader;
+use crate::http::Head;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::path::exchange::{Exchange, Stage};
@@ -54,7 +53,7 @@ pub enum Front {
 pub async fn front(
     store: &Store,
     ex: &mut Exchange,
-    req: &RequestHeader,
+    req: &dyn Head,
     client: ClientIp,
 ) -> pingora::Result<Front> {
     let Some(ri) = route::route(ex, req) else {
@@ -137,7 +136,7 @@ pub enum AfterFailure {
 pub fn after_connect_failure(
     store: &Store,
     ex: &mut Exchange,
-    req: &RequestHeader,
+    req: &dyn Head,
     client: ClientIp,
     e: &Error,
 ) -> AfterFailure {
@@ -163,15 +162,15 @@ pub fn after_connect_failure(
 /// closed by the backend (nothing reached it, no response byte came back): only an idempotent
 /// method (RFC 9110 §9.2.2: never POST or PATCH), and only without a body — a body already
 /// streamed from the client is not kept to be sent twice.
-pub fn may_resend(method: &Method, has_body: bool) -> bool {
+pub fn may_resend(method: &[u8], has_body: bool) -> bool {
     idempotent(method) && !has_body
 }
 
-/// RFC 9110 §9.2.2's idempotent methods.
-pub fn idempotent(m: &Method) -> bool {
+/// RFC 9110 §9.2.2's idempotent methods (methods are case-sensitive).
+pub fn idempotent(m: &[u8]) -> bool {
     matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        m,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
     )
 }
 
@@ -279,12 +278,13 @@ mod tests {
 
     #[test]
     fn resend_only_idempotent_bodiless_requests() {
-        assert!(may_resend(&Method::GET, false));
-        assert!(may_resend(&Method::PUT, false));
-        assert!(!may_resend(&Method::PUT, true), "a PUT's body is not kept");
-        assert!(!may_resend(&Method::DELETE, true));
-        assert!(!may_resend(&Method::POST, false));
-        assert!(!may_resend(&Method::PATCH, false));
+        assert!(may_resend(b"GET", false));
+        assert!(may_resend(b"PUT", false));
+        assert!(!may_resend(b"PUT", true), "a PUT's body is not kept");
+        assert!(!may_resend(b"DELETE", true));
+        assert!(!may_resend(b"POST", false));
+        assert!(!may_resend(b"PATCH", false));
+        assert!(!may_resend(b"get", false), "methods are case-sensitive");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use std::future::Future;
 
-use pingora::http::RequestHeader;
+use crate::http::Head;
 
 use crate::balance::cookie::Affinity;
 use crate::path::exchange::{Exchange, Stage, Upstream};
@@ -76,14 +76,13 @@ impl Refusal {
 
 /// The client side of a request that may wait in the queue, as each engine sees it.
 pub trait Client {
-    fn head(&self) -> &RequestHeader;
     /// Resolves when the client is known to have gone away; pending for as long as that cannot
     /// be seen without reading the request body (the wait then ends at `queue_timeout`).
     fn gone(&mut self) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Picks the backend of the request routed to `route`.
-pub fn pick(ex: &mut Exchange, route: usize, req: &RequestHeader, client: ClientIp) -> Picked {
+pub fn pick(ex: &mut Exchange, route: usize, req: &dyn Head, client: ClientIp) -> Picked {
     let pool = &ex.snap.pools[ex.snap.routes[route].pool];
     let view = pool.view.load();
     let key = hash_key(pool, req, client, ex.claims.as_deref());
@@ -144,7 +143,7 @@ pub enum Retry {
 
 /// After the picked backend refused the connection: while the pool's `retries` allow, moves the
 /// request to the next backend.
-pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Retry {
+pub fn fail_over(ex: &mut Exchange, req: &dyn Head, client: ClientIp) -> Retry {
     let claims = ex.claims.clone();
     let Some((pool, u)) = ex.upstream() else {
         return Retry::Exhausted;
@@ -186,15 +185,44 @@ pub fn fail_over(ex: &mut Exchange, req: &RequestHeader, client: ClientIp) -> Re
     }
 }
 
+/// What a request that waits in a circuit-breaker queue needs of its head to be re-picked,
+/// copied once (only requests that wait get here), so the head's buffer is free while it waits.
+pub struct Waiting {
+    key: Option<Vec<u8>>,
+    cookie: Option<Vec<u8>>,
+}
+
+/// Whether the request must wait for its backend slot (a pool with a circuit breaker, no slot
+/// held yet): then the inputs [`admit`] needs, taken from its head.
+pub fn waiting(ex: &Exchange, req: &dyn Head, client: ClientIp) -> Option<Waiting> {
+    let Stage::Upstream(u) = &ex.stage else {
+        return None;
+    };
+    let pool = &ex.snap.pools[ex.snap.routes[u.route].pool];
+    if u.slot.is_some() || pool.breaker.is_none() {
+        return None;
+    }
+    Some(Waiting {
+        key: hash_key(pool, req, client, ex.claims.as_deref()).map(|k| k.as_bytes().to_vec()),
+        cookie: match &pool.codec {
+            Some(_) => find_cookie(req, &pool.conf.cookie.name).map(<[u8]>::to_vec),
+            None => None,
+        },
+    })
+}
+
 /// Waits, in pools with a circuit breaker, until the request's backend slot is its own: at once
 /// when it already holds one (or the pool has no breaker), else in the pool's queue. On a
 /// refusal the exchange becomes a local answer (503) — nothing of it reached a backend — or,
-/// when the client went away, an answer of nothing (status 0).
+/// when the client went away, an answer of nothing (status 0). `w`: from [`waiting`].
 pub async fn admit(
     ex: &mut Exchange,
+    w: Option<Waiting>,
     c: &mut (impl Client + Send),
-    client: ClientIp,
 ) -> Result<(), Refusal> {
+    let Some(Waiting { key, cookie }) = w else {
+        return Ok(());
+    };
     let (snap, pi) = match &ex.stage {
         Stage::Upstream(u) if u.slot.is_none() => {
             let pi = ex.snap.routes[u.route].pool;
@@ -208,13 +236,6 @@ pub async fn admit(
     let pool = &snap.pools[pi];
     let (Some(b), Some(seat)) = (&pool.breaker, PoolSeat::of(snap.clone(), pi)) else {
         return Ok(());
-    };
-    // The inputs of a re-pick, copied once (only requests that wait get here).
-    let key: Option<Vec<u8>> =
-        hash_key(pool, c.head(), client, ex.claims.as_deref()).map(|k| k.as_bytes().to_vec());
-    let cookie: Option<Vec<u8>> = match &pool.codec {
-        Some(_) => find_cookie(c.head(), &pool.conf.cookie.name).map(<[u8]>::to_vec),
-        None => None,
     };
     let deadline = tokio::time::Instant::now() + b.opts.queue_timeout;
     let mut seq = None;

@@ -1,14 +1,11 @@
-//! The read stage (DESIGN.md §11, §12): a request head off the wire, within the head deadline and
-//! size limits, checked against the HTTP/1.1 message rules that keep requests from being
-//! smuggled past tether (RFC 9112).
+//! The read stage's rules (DESIGN.md §11, §12): why a request is refused at the edge
+//! ([`Reject`]: status, metric reason, message), and the HTTP/1.1 message rules that keep
+//! requests from being smuggled past tether (RFC 9112) written out plainly in [`check_head`].
 //!
-//! Owns: how long a head may take, how large it may be, and which heads are refused before any
-//! parser or backend sees them. Must not touch: routing (a head that passes is parsed by the
-//! HTTP/1 session, then routed). Pure over bytes, except [`read_head`]'s reads.
-
-use bytes::BytesMut;
-use pingora::protocols::Stream;
-use tokio::io::AsyncReadExt;
+//! The engine reads heads through tether's codec (`h1::RequestHead::parse`), which applies the
+//! same rules in its one parsing pass; `check_head` is their reference statement, which the
+//! codec's tests and fuzz targets hold it to (never more lenient, the same reasons). Owns: the
+//! refusal reasons and the reference rules. Must not touch: IO, routing. Pure over bytes.
 
 use crate::config::Limits;
 use crate::h1::head::{trim_ows, trim_zeros};
@@ -66,112 +63,6 @@ impl Reject {
             Reject::BadRequest(why) => why,
         }
     }
-}
-
-/// How a head read ended without a head.
-#[derive(Debug)]
-pub enum NoHead {
-    /// The client closed (or failed) before a complete head; nobody to answer.
-    Closed,
-    /// Refused: answer and close.
-    Rejected(Reject),
-}
-
-const HEAD_END: &[u8] = b"\r\n\r\n";
-
-/// The per-thread scratch buffer of [`poll_first_read`].
-const SCRATCH: usize = 16 * 1024;
-
-thread_local! {
-    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
-}
-
-/// Reads and discards what the client sent (a lingering close), into the per-thread scratch
-/// buffer: the number of bytes, 0 at the end of the stream.
-pub fn poll_discard(
-    stream: &mut Stream,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<std::io::Result<usize>> {
-    use tokio::io::{AsyncRead, ReadBuf};
-    SCRATCH_BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        let mut rb = ReadBuf::new(&mut b[..]);
-        std::pin::Pin::new(&mut *stream)
-            .poll_read(cx, &mut rb)
-            .map_ok(|()| rb.filled().len())
-    })
-}
-
-/// The first read of a request: the bytes land in a per-thread scratch buffer and are copied
-/// into a buffer of their own size, so a connection waiting for its next request holds no read
-/// buffer and needs no extra syscall to learn that data has come (a peek would be one more
-/// `recv` per request). `Ok(None)`: the client closed.
-pub fn poll_first_read(
-    stream: &mut Stream,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<std::io::Result<Option<BytesMut>>> {
-    use std::task::Poll;
-    use tokio::io::{AsyncRead, ReadBuf};
-    SCRATCH_BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        let mut rb = ReadBuf::new(&mut b[..]);
-        match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(None)),
-            Poll::Ready(Ok(())) => {
-                let filled = rb.filled();
-                let mut out = BytesMut::with_capacity(filled.len().max(1024));
-                out.extend_from_slice(filled);
-                Poll::Ready(Ok(Some(out)))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-}
-
-/// Reads until `buf` holds a complete request head, at most `limits.max_header_size` bytes of it,
-/// all within `limits.header_timeout` (counted from now: the caller calls once the head's first
-/// byte is there or expected). `buf` may already hold pipelined bytes. Returns the head's
-/// length; the bytes after it (a body's start, a pipelined request) stay in `buf`.
-pub async fn read_head(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    limits: &Limits,
-) -> Result<usize, NoHead> {
-    let deadline = tokio::time::Instant::now() + limits.header_timeout;
-    let mut scanned: usize = 0;
-    loop {
-        // A head may end only at a CRLF CRLF; search from a little before the new bytes.
-        let from = scanned.saturating_sub(HEAD_END.len() - 1);
-        if let Some(pos) = find(&buf[from..], HEAD_END) {
-            let len = from + pos + HEAD_END.len();
-            if len > limits.max_header_size {
-                return Err(NoHead::Rejected(Reject::HeaderTooLarge));
-            }
-            check_head(&buf[..len], limits).map_err(NoHead::Rejected)?;
-            return Ok(len);
-        }
-        // Refuse what can never become a valid head as soon as it is seen.
-        check_bytes(&buf[..]).map_err(NoHead::Rejected)?;
-        scanned = buf.len();
-        if buf.len() >= limits.max_header_size {
-            return Err(NoHead::Rejected(Reject::HeaderTooLarge));
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096.min(limits.max_header_size + 4 - buf.len()).max(1024));
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match pingora::time::fast_timeout::fast_timeout(left, stream.read_buf(buf)).await {
-            Err(_) => return Err(NoHead::Rejected(Reject::HeaderTimeout)),
-            Ok(Err(_)) | Ok(Ok(0)) => return Err(NoHead::Closed),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Byte rules that hold anywhere in a head: no NUL, every CR followed by LF, every LF preceded
@@ -268,9 +159,9 @@ pub fn check_head(head: &[u8], limits: &Limits) -> Result<(), Reject> {
 }
 
 /// The request's Content-Length, from a head that passed [`check_head`].
-pub fn content_length(req: &pingora::http::RequestHeader) -> Option<u64> {
-    let v = req.headers.get(http::header::CONTENT_LENGTH)?;
-    let first = v.as_bytes().split(|&c| c == b',').next()?;
+pub fn content_length(req: &dyn crate::http::Head) -> Option<u64> {
+    let v = req.header(b"content-length")?;
+    let first = v.split(|&c| c == b',').next()?;
     std::str::from_utf8(trim_ows(first)).ok()?.parse().ok()
 }
 

@@ -6,24 +6,60 @@
 
 use http::{header, HeaderValue};
 use pingora::http::ResponseHeader;
+use smallvec::SmallVec;
 
 use crate::balance::cookie::Affinity;
+use crate::http::Fields;
+use crate::path::edits::{owned, Edits};
 use crate::path::exchange::{Exchange, Stage};
 use crate::path::head::names;
 use crate::snapshot::Pool;
 
-/// Edits a backend's response head for the client.
-pub fn response_headers(ex: &Exchange, resp: &mut ResponseHeader) -> pingora::Result<()> {
+/// Builds the response's edits for the client and hands them to `apply`: the affinity cookie
+/// when this response issues one (with `Cache-Control: private` when the pool asks), and the
+/// request id unless the backend set one. `Keep-Alive` never goes downstream.
+pub fn response_edits<R>(
+    ex: &Exchange,
+    resp: &dyn Fields,
+    apply: impl FnOnce(&Edits<'_>) -> R,
+) -> R {
+    let mut drop: SmallVec<[&[u8]; 4]> = SmallVec::new();
+    drop.push(b"keep-alive");
+    let mut cookie = String::new();
+    let mut private: Option<String> = None;
     if let (Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
         if let Some(a) = &u.pick.issue {
-            resp.append_header(header::SET_COOKIE, set_cookie(pool, a))?;
+            cookie = set_cookie(pool, a);
             if pool.conf.cookie.cache_private {
-                mark_private(resp)?;
+                private = mark_private(resp);
             }
         }
     }
-    if !resp.headers.contains_key(&names::X_REQUEST_ID) {
-        resp.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
+    let mut add: SmallVec<[(&[u8], &[u8]); 4]> = SmallVec::new();
+    if !cookie.is_empty() {
+        add.push((b"Set-Cookie", cookie.as_bytes()));
+    }
+    if let Some(p) = &private {
+        drop.push(b"cache-control");
+        add.push((b"Cache-Control", p.as_bytes()));
+    }
+    if resp.header(b"x-request-id").is_none() {
+        add.push((b"X-Request-Id", ex.id.as_bytes()));
+    }
+    apply(&Edits {
+        drop: &drop,
+        add: &add,
+    })
+}
+
+/// Edits a backend's response head for the client (pingora's head): the same edits.
+pub fn response_headers(ex: &Exchange, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    let e = response_edits(ex, &*resp, owned)?;
+    for n in &e.drop {
+        resp.remove_header(n);
+    }
+    for (n, v) in e.add {
+        resp.append_header(n, v)?;
     }
     Ok(())
 }
@@ -51,7 +87,12 @@ pub fn local(
     if let Some(s) = retry_after {
         head.insert_header(header::RETRY_AFTER, s)?;
     }
-    head.insert_header(names::X_REQUEST_ID.clone(), ex.id.clone())?;
+    head.insert_header(
+        names::X_REQUEST_ID.clone(),
+        HeaderValue::from_bytes(ex.id.as_bytes()).map_err(|_| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "bad request id")
+        })?,
+    )?;
     Ok(Local { head, body })
 }
 
@@ -74,26 +115,24 @@ pub fn set_cookie(pool: &Pool, a: &Affinity) -> String {
     s
 }
 
-/// Makes a response that sets the affinity cookie uncacheable by shared caches: adds `private`
-/// to `Cache-Control` (replacing `public`) unless it already says `private` or `no-store`.
-pub fn mark_private(resp: &mut ResponseHeader) -> pingora::Result<()> {
-    let current = resp
-        .headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let lower = current.to_ascii_lowercase();
-    if lower
+/// The `Cache-Control` that makes a response setting the affinity cookie uncacheable by
+/// shared caches: `private` added (replacing `public`), everything else kept (max-age still
+/// applies to the browser's own cache). `None`: it already says `private` or `no-store`.
+pub fn mark_private(resp: &dyn Fields) -> Option<String> {
+    let mut current = String::new();
+    for v in resp.values(b"cache-control") {
+        if !current.is_empty() {
+            current.push_str(", ");
+        }
+        current.push_str(&String::from_utf8_lossy(v));
+    }
+    if current
         .split(',')
         .map(str::trim)
-        .any(|d| d == "private" || d == "no-store")
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"))
     {
-        return Ok(());
+        return None;
     }
-    // "public" would contradict "private": drop it, keep everything else (max-age still
-    // applies to the browser's own cache).
     let mut value = String::from("private");
     for d in current.split(',').map(str::trim) {
         if !d.is_empty() && !d.eq_ignore_ascii_case("public") {
@@ -101,8 +140,7 @@ pub fn mark_private(resp: &mut ResponseHeader) -> pingora::Result<()> {
             value.push_str(d);
         }
     }
-    resp.insert_header(header::CACHE_CONTROL, value)?;
-    Ok(())
+    Some(value)
 }
 
 #[cfg(test)]
@@ -111,20 +149,14 @@ mod tests {
 
     #[test]
     fn set_cookie_responses_become_private() {
-        let mut r = ResponseHeader::build(200, None).unwrap();
-        mark_private(&mut r).unwrap();
-        assert_eq!(r.headers.get("cache-control").unwrap(), "private");
+        let r = ResponseHeader::build(200, None).unwrap();
+        assert_eq!(mark_private(&r).as_deref(), Some("private"));
         let mut r = ResponseHeader::build(200, None).unwrap();
         r.insert_header("cache-control", "public, max-age=60")
             .unwrap();
-        mark_private(&mut r).unwrap();
-        assert_eq!(
-            r.headers.get("cache-control").unwrap(),
-            "private, max-age=60"
-        );
+        assert_eq!(mark_private(&r).as_deref(), Some("private, max-age=60"));
         let mut r = ResponseHeader::build(200, None).unwrap();
         r.insert_header("cache-control", "no-store").unwrap();
-        mark_private(&mut r).unwrap();
-        assert_eq!(r.headers.get("cache-control").unwrap(), "no-store");
+        assert_eq!(mark_private(&r), None);
     }
 }

@@ -5,19 +5,17 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::HeaderValue;
-use pingora::http::RequestHeader;
+use crate::http::Head;
 
-use crate::path::exchange::{Exchange, Stage};
+use crate::path::exchange::{Exchange, RequestId, Stage};
 use crate::path::head::host;
 use crate::path::trace::Trace;
 use crate::snapshot::Store;
 
 /// Starts the exchange of a request whose head was read: one snapshot load, and its id.
-pub fn start(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
-    let id = match client_request_id(req) {
-        Some(v) => v.clone(),
+pub fn start(store: &Store, ids: &RequestIds, req: &dyn Head) -> Exchange {
+    let id = match client_request_id(req).and_then(RequestId::new) {
+        Some(v) => v,
         None => ids.next(),
     };
     Exchange::new(store.load(), id, Trace::of(req))
@@ -25,8 +23,8 @@ pub fn start(store: &Store, ids: &RequestIds, req: &RequestHeader) -> Exchange {
 
 /// Chooses the route; returns its index, or `None` (the exchange is then
 /// [`Stage::Unrouted`]).
-pub fn route(ex: &mut Exchange, req: &RequestHeader) -> Option<usize> {
-    let r = ex.snap.route(host(req), req.uri.path().as_bytes());
+pub fn route(ex: &mut Exchange, req: &dyn Head) -> Option<usize> {
+    let r = ex.snap.route(host(req), req.path());
     if r.is_none() {
         ex.stage = Stage::Unrouted;
     }
@@ -35,13 +33,9 @@ pub fn route(ex: &mut Exchange, req: &RequestHeader) -> Option<usize> {
 
 /// The client's `X-Request-Id` when tether accepts it: 1–200 visible ASCII characters. Anything
 /// else is replaced by a generated id everywhere (upstream, response, log).
-pub fn client_request_id(req: &RequestHeader) -> Option<&HeaderValue> {
-    req.headers
-        .get(&crate::path::head::names::X_REQUEST_ID)
-        .filter(|v| {
-            let b = v.as_bytes();
-            !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
-        })
+pub fn client_request_id(req: &dyn Head) -> Option<&[u8]> {
+    req.header(b"x-request-id")
+        .filter(|b| RequestId::new(b).is_some())
 }
 
 /// Request ids: a random per-process prefix and a counter — unique without coordination.
@@ -64,18 +58,17 @@ impl RequestIds {
         }
     }
 
-    /// The next id, `<prefix>-<counter in hex>`: one allocation.
-    pub fn next(&self) -> HeaderValue {
+    /// The next id, `<prefix>-<counter in hex>`: inline, no allocation.
+    pub fn next(&self) -> RequestId {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut b = BytesMut::with_capacity(12 + 1 + 16);
-        b.put_slice(&self.prefix);
-        b.put_u8(b'-');
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
-        for i in (0..digits).rev() {
-            b.put_u8(HEX[((n >> (4 * i)) & 15) as usize]);
+        let mut b = [0u8; 12 + 1 + 16];
+        b[..12].copy_from_slice(&self.prefix);
+        b[12] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            b[13 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 15) as usize];
         }
-        let bytes: Bytes = b.freeze();
-        HeaderValue::from_maybe_shared(bytes).expect("hex digits are a valid header value")
+        RequestId::new(&b[..13 + digits]).expect("hex digits are a valid id")
     }
 }
 
@@ -90,21 +83,22 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     #[test]
     fn ids_are_unique_hex() {
         let ids = RequestIds::new();
         let a = ids.next();
         let b = ids.next();
-        assert_ne!(a, b);
-        let s = a.to_str().unwrap();
+        assert_ne!(a.as_bytes(), b.as_bytes());
+        let s = a.as_str();
         assert_eq!(s.len(), 14);
         assert!(s.ends_with("-1"));
-        assert!(b.to_str().unwrap().ends_with("-2"));
+        assert!(b.as_str().ends_with("-2"));
         for _ in 0..300 {
             ids.next();
         }
-        assert!(ids.next().to_str().unwrap().ends_with("-12f"));
+        assert!(ids.next().as_str().ends_with("-12f"));
     }
 
     #[test]

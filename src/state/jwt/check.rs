@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pingora::http::RequestHeader;
+use crate::http::Head;
 
 use super::claims::{self, Claims};
 use super::fetch::Remote;
@@ -14,7 +14,7 @@ use crate::config::keys::KeySet;
 
 impl Verifier {
     /// Checks the request's token.
-    pub fn check(&self, req: &RequestHeader) -> Outcome {
+    pub fn check(&self, req: &dyn Head) -> Outcome {
         let token = match self.token(req) {
             Some(t) => t,
             None => return Outcome::Missing,
@@ -71,11 +71,11 @@ impl Verifier {
     }
 
     /// The token's bytes; `None` when the request carries none.
-    fn token<'a>(&self, req: &'a RequestHeader) -> Option<&'a [u8]> {
+    fn token<'a>(&self, req: &'a dyn Head) -> Option<&'a [u8]> {
         match &self.from {
-            From::Authorization => bearer(req.headers.get(http::header::AUTHORIZATION)?.as_bytes()),
+            From::Authorization => bearer(req.header(b"authorization")?),
             From::Header(name) => {
-                let v = req.headers.get(name)?.as_bytes();
+                let v = req.header(name.as_str().as_bytes())?;
                 Some(bearer(v).unwrap_or(v))
             }
             From::Cookie(name) => crate::http::find_cookie(req, name),
@@ -243,6 +243,7 @@ mod tests {
     use crate::config::{Jwt as JwtConf, JwtKeys, TokenFrom};
     use base64::Engine;
     use jsonwebtoken::Algorithm;
+    use pingora::http::RequestHeader;
     use prometheus::IntCounter;
     use std::time::Duration;
 
