@@ -155,7 +155,9 @@ struct Serving {
 /// names, repeated headers joined with ", ", non-ASCII escaped as \uXXXX>`, `x-seen-path: <path
 /// and query>`, `x-seen-method: <method>`, `x-seen-body-len: <request body length in bytes>`.
 /// `/healthz` answers the status set by [`Backend::set_health`] (default 200) with body `ok`
-/// and `x-backend`, and is counted apart. Dropping a `Backend` stops it.
+/// and `x-backend`, and is counted apart. `/respond/NNN…` answers status NNN instead of 200
+/// (e.g. `/respond/500` for a server error), otherwise like any request. Dropping a `Backend`
+/// stops it.
 pub struct Backend {
     shared: Arc<BackendShared>,
     addr: SocketAddr,
@@ -383,6 +385,14 @@ async fn handle(
     };
 
     let mut resp = Response::new(Full::new(Bytes::from(shared.name.clone())));
+    if let Some(code) = seen_path
+        .strip_prefix("/respond/")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+    {
+        *resp.status_mut() = code;
+    }
     let h = resp.headers_mut();
     h.insert(x_backend, shared.name_header.clone());
     h.insert(
