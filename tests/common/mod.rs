@@ -16,6 +16,7 @@
 //! Each `tests/*.rs` file does `mod common;` and uses a subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fault;
 pub mod h2;
 pub mod raw;
