@@ -5,6 +5,7 @@
 //! One browser and one tether for the whole story, in the order an operator would live it (two
 //! cores are shared with other tests; a browser per check would triple the start-up cost):
 //! - the inline script and style run under the page's strict CSP, and every backend is listed;
+//! - a backend back from maint shows `slow start`; a SIGHUP reload shows with its diff line;
 //! - without JavaScript, the server-rendered page shows the same text the script renders;
 //! - the numbers on the page are those of `/status` at the same moment (a `/status` read just
 //!   before and one just after the page's refresh agree: the page must show exactly that);
@@ -12,8 +13,8 @@
 //! - with the token typed in, drain shows `draining`;
 //! - a backend killed shows `down` within two refresh periods of `/status` saying so.
 //!
-//! `TETHER_STATUS_SCREENSHOT=PATH` also writes a screenshot of the page under load to PATH
-//! (how `docs/status-page.png` is made). Without Chromium the test fails saying what to
+//! `TETHER_STATUS_SCREENSHOT=PATH` also writes a screenshot of the page under load, at the end
+//! of the story, to PATH (how `docs/status-page.png` is made). Without Chromium the test fails saying what to
 //! install, unless `TETHER_SKIP_BROWSER=1`.
 
 mod common;
@@ -30,7 +31,17 @@ const TOKEN: &str = "status-page-test-token";
 /// The page's refresh period in this test (`/?refresh=1`).
 const PERIOD: Duration = Duration::from_secs(1);
 
-fn config(token_file: &std::path::Path, web: &[Backend], shop: &[Backend]) -> String {
+/// The test's config; `web_b_weight` changes on the reload.
+fn config(
+    token_file: &std::path::Path,
+    web: &[Backend],
+    shop: &[Backend],
+    web_b_weight: u32,
+) -> String {
+    let web = common::backend_tables("web", web).replace(
+        "id = \"web-b\"\n",
+        &format!("id = \"web-b\"\nweight = {web_b_weight}\n"),
+    );
     format!(
         r#"
 [server]
@@ -69,9 +80,9 @@ max_queue = 100
 {web}
 [pool.shop]
 policy = "cookie"
+slow_start = "60s"
 {shop}"#,
         token = token_file.display(),
-        web = common::backend_tables("web", web),
         shop = common::backend_tables("shop", shop),
     )
 }
@@ -89,6 +100,12 @@ fn load(t: &Tether, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
             while !stop.load(Ordering::Relaxed) {
                 let url = if i % 5 == n { &fail } else { &web };
                 let _ = try_get(url, &[]);
+                i += 1;
+                if i % 2 == 0 {
+                    // Half as many shop requests as web ones.
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let c = &mut cookies[i % 8];
                 let header = c.as_ref().map(|v| format!("tether_shop={v}"));
                 let headers: Vec<(&str, &str)> =
@@ -98,7 +115,6 @@ fn load(t: &Tether, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
                         *c = Some(v);
                     }
                 }
-                i += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
         }));
@@ -128,7 +144,8 @@ const READ: &str = r#"(() => {
             [...r.querySelectorAll('td[data-field]')].map(td => [td.dataset.field, td.textContent]))),
         moves: [...s.querySelectorAll('table.moves tbody tr')].map(r => [...r.cells].map(c => c.textContent)),
     }));
-    return { generation: txt(document, 'generation'), time: txt(document, 'time'), pools };
+    return { generation: txt(document, 'generation'), time: txt(document, 'time'),
+             last_reload: txt(document, 'last_reload'), changes: txt(document, 'last_reload.changes'), pools };
 })"#;
 
 /// The text of the page's live part, without the "as of" time. A JS function.
@@ -244,7 +261,31 @@ fn expected(s: &Value) -> Value {
             })
         })
         .collect();
-    json!({"generation": s["generation"].to_string(), "pools": pools})
+    let r = &s["last_reload"];
+    let (last_reload, changes) = if r.is_null() {
+        (json!("none since start"), Value::Null)
+    } else {
+        (
+            json!(format!(
+                "{} {} by {}, generation {}",
+                r["result"].as_str().unwrap(),
+                r["time"].as_str().unwrap(),
+                r["trigger"].as_str().unwrap(),
+                r["generation"]
+            )),
+            if r["changes"] == "" {
+                Value::Null
+            } else {
+                r["changes"].clone()
+            },
+        )
+    };
+    json!({
+        "generation": s["generation"].to_string(),
+        "last_reload": last_reload,
+        "changes": changes,
+        "pools": pools,
+    })
 }
 
 /// The page's reading with each state cell cut to its first word-group (the badge), and the
@@ -304,7 +345,7 @@ fn the_status_page_in_a_real_browser() {
         .iter()
         .map(|n| Backend::start(n))
         .collect();
-    let t = Tether::start(&config(&token_file, &web, &shop));
+    let t = Tether::start(&config(&token_file, &web, &shop, 1));
     let b = Browser::start(&chromium);
     let page = b.page(true);
     let url = t.admin_url("/?refresh=1");
@@ -382,6 +423,16 @@ fn the_status_page_in_a_real_browser() {
         post_admin(&t, "/pools/shop/backends/shop-a/ready").status,
         200
     );
+    // Back from maint: slow start ramps it up (DESIGN.md §13); the page says so.
+    assert_eq!(backend(&t.status(), "shop", "shop-a")["slow_start"], true);
+    assert!(
+        page.wait_true(
+            "(() => { const c = document.querySelector(\"section[data-pool='shop'] tr[data-backend='shop-a'] td[data-field='state']\"); return c !== null && c.textContent === 'up slow start'; })()",
+            2 * PERIOD + Duration::from_millis(50)
+        )
+        .is_some(),
+        "shop-a not shown in slow start"
+    );
     wait_for(
         "the page shows traffic and 5xx",
         Duration::from_secs(10),
@@ -391,19 +442,32 @@ fn the_status_page_in_a_real_browser() {
             web["per_second"] != json!("0.0") && web["percent_5xx"] != json!("0.0 %")
         },
     );
-    if let Some(path) = std::env::var_os("TETHER_STATUS_SCREENSHOT") {
-        // Under load, with a full 10 s window.
-        wait_for("a full window", Duration::from_secs(15), || {
-            pool(&t.status(), "web")["last_10s"]["seconds"] == json!(10)
-        });
-        page.eval("window.tether.refresh()");
-        std::fs::write(&path, page.screenshot()).expect("write the screenshot");
-        eprintln!("screenshot written to {}", path.to_string_lossy());
-    }
     stop.store(true, Ordering::Relaxed);
     for th in threads {
         th.join().unwrap();
     }
+
+    // --- A reload (web-b's weight 1 -> 2), shown with its diff line. ---
+    t.write_config(&config(&token_file, &web, &shop, 2));
+    t.sighup();
+    wait_for("the reload", Duration::from_secs(10), || {
+        t.status()["last_reload"]["result"] == "success"
+    });
+    let reloaded = t.status()["last_reload"].clone();
+    assert_eq!(reloaded["generation"], 2, "{reloaded}");
+    assert_eq!(reloaded["trigger"], "SIGHUP", "{reloaded}");
+    assert!(
+        reloaded["changes"].as_str().unwrap().contains("web"),
+        "{reloaded}"
+    );
+    assert!(
+        page.wait_true(
+            "document.querySelector('[data-field=\"generation\"]').textContent === '2'",
+            2 * PERIOD + Duration::from_millis(50)
+        )
+        .is_some(),
+        "the page does not show generation 2"
+    );
 
     // --- The numbers on the page are those of /status at the same moment. ---
     let (s, shown) = same_moment(&t, &page);
@@ -515,4 +579,23 @@ fn the_status_page_in_a_real_browser() {
         reported - killed,
         took.unwrap()
     );
+
+    if let Some(path) = std::env::var_os("TETHER_STATUS_SCREENSHOT") {
+        // Under load again, with a full 10 s window, web-a draining, web-c down, shop-a in
+        // slow start, a reload and some moves behind it.
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = load(&t, stop.clone());
+        wait_for("a full window", Duration::from_secs(15), || {
+            let s = t.status();
+            pool(&s, "web")["last_10s"]["seconds"] == json!(10)
+                && backend(&s, "web", "web-b")["last_10s"]["requests"].as_u64() > Some(100)
+        });
+        page.eval("window.tether.refresh().then(() => window.scrollTo(0, 0))");
+        std::fs::write(&path, page.screenshot()).expect("write the screenshot");
+        eprintln!("screenshot written to {}", path.to_string_lossy());
+        stop.store(true, Ordering::Relaxed);
+        for th in threads {
+            th.join().unwrap();
+        }
+    }
 }
