@@ -101,7 +101,7 @@ fn load(t: &Tether, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
                 let url = if i % 5 == n { &fail } else { &web };
                 let _ = try_get(url, &[]);
                 i += 1;
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     // Half as many shop requests as web ones.
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
