@@ -599,3 +599,158 @@ fn the_status_page_in_a_real_browser() {
         }
     }
 }
+
+/// Without a browser: `GET /` is the page with its policy and the tables rendered in; `/status`
+/// counts exactly the requests and 5xx of the last seconds, and says until when a backend is
+/// ejected.
+#[test]
+fn the_page_and_the_status_fields_over_plain_http() {
+    let solo = Backend::start("solo");
+    let pair: Vec<Backend> = ["pair-a", "pair-b"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let t = Tether::start(&format!(
+        r#"
+[server]
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
+pid_file = "{{DIR}}/tether.pid"
+upgrade_sock = "{{DIR}}/tether.sock"
+[log]
+access = false
+[[route]]
+path_prefix = "/solo/"
+pool = "solo"
+[[route]]
+path_prefix = "/"
+pool = "pair"
+[pool.solo]
+policy = "round_robin"
+{solo}
+[pool.pair]
+policy = "round_robin"
+[pool.pair.outlier]
+consecutive_5xx = 3
+base_ejection = "60s"
+max_ejected_percent = 50
+{pair}"#,
+        solo = common::backend_tables("solo", &[&solo]),
+        pair = common::backend_tables("pair", &pair),
+    ));
+
+    // The page, server-rendered, with its headers.
+    let page = common::get(&t.admin_url("/"), &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    for id in ["solo", "pair-a", "pair-b"] {
+        assert!(
+            page.body
+                .contains(&format!("<tr data-backend=\"{id}\" class=\"s-up\">")),
+            "{id} not rendered"
+        );
+    }
+    assert!(!page.body.contains("{{CONTENT}}"));
+    let head = common::try_request("HEAD", &t.admin_url("/"), &[], None).unwrap();
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    let post = post(&t.admin_url("/"), &[], "");
+    assert_eq!(post.status, 405);
+
+    // 10 requests to the solo backend, 4 of them answered 500: exactly that in its window.
+    for i in 0..10 {
+        let path = if i < 4 {
+            "/solo/respond/500"
+        } else {
+            "/solo/x"
+        };
+        assert!(try_get(&t.url(path), &[]).is_ok());
+    }
+    wait_for("the sampler saw the 10", Duration::from_secs(5), || {
+        backend(&t.status(), "solo", "solo")["last_10s"]["requests"] == 10
+    });
+    let s = t.status();
+    let w = &backend(&s, "solo", "solo")["last_10s"];
+    assert_eq!(w["responses_5xx"], 4, "{w}");
+    assert_eq!(w["percent_5xx"], 40.0, "{w}");
+    let secs = w["seconds"].as_f64().unwrap();
+    assert!((1.0..=10.0).contains(&secs), "{w}");
+    assert_eq!(
+        w["per_second"].as_f64().unwrap(),
+        (10.0 / secs * 10.0).round() / 10.0,
+        "{w}"
+    );
+    assert_eq!(pool(&s, "solo")["last_10s"]["requests"], 10);
+    // Unrelated fields kept their names and meaning.
+    for key in [
+        "id",
+        "addr",
+        "weight",
+        "effective_weight",
+        "health",
+        "admin",
+        "state",
+        "in_flight",
+    ] {
+        assert!(
+            backend(&s, "solo", "solo").get(key).is_some(),
+            "/status lost {key}"
+        );
+    }
+    assert!(s["last_reload"].is_null());
+    assert_eq!(s["admin_token_required"], false);
+
+    // Server errors in a row eject one of the pair (at most 50 %): until when is shown.
+    let before = std::time::SystemTime::now();
+    for _ in 0..6 {
+        let _ = try_get(&t.url("/respond/500"), &[]);
+    }
+    wait_for("an ejection", Duration::from_secs(5), || {
+        pool(&t.status(), "pair")["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["state"] == "ejected")
+    });
+    let s = t.status();
+    let ejected: Vec<&Value> = pool(&s, "pair")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "ejected")
+        .collect();
+    assert_eq!(ejected.len(), 1, "{s}");
+    let until = humantime::parse_rfc3339(ejected[0]["ejected_until"].as_str().unwrap()).unwrap();
+    let lasts = until.duration_since(before).unwrap();
+    assert!(
+        lasts >= Duration::from_secs(59) && lasts <= Duration::from_secs(62),
+        "ejected until {until:?}, {lasts:?} after the first 500"
+    );
+    let other = pool(&s, "pair")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["state"] != "ejected")
+        .unwrap()
+        .clone();
+    assert!(other["ejected_until"].is_null(), "{other}");
+    // The page says the same.
+    let page = common::get(&t.admin_url("/"), &[]).body;
+    let id = ejected[0]["id"].as_str().unwrap();
+    assert!(
+        page.contains(&format!("<tr data-backend=\"{id}\" class=\"s-ejected\">"))
+            && page.contains(&format!(
+                "<span class=\"badge s-ejected\">ejected</span> until {}",
+                ejected[0]["ejected_until"].as_str().unwrap()
+            )),
+        "the page does not show {id} ejected until then"
+    );
+}

@@ -156,8 +156,8 @@ struct Serving {
 /// names, repeated headers joined with ", ", non-ASCII escaped as \uXXXX>`, `x-seen-path: <path
 /// and query>`, `x-seen-method: <method>`, `x-seen-body-len: <request body length in bytes>`.
 /// `/healthz` answers the status set by [`Backend::set_health`] (default 200) with body `ok`
-/// and `x-backend`, and is counted apart. `/respond/NNN…` answers status NNN instead of 200
-/// (e.g. `/respond/500` for a server error), otherwise like any request. Dropping a `Backend`
+/// and `x-backend`, and is counted apart. A path with `/respond/NNN` in it answers status NNN
+/// instead of 200 (e.g. `/respond/500` or `/shop/respond/503`), otherwise like any request. Dropping a `Backend`
 /// stops it.
 pub struct Backend {
     shared: Arc<BackendShared>,
@@ -387,8 +387,8 @@ async fn handle(
 
     let mut resp = Response::new(Full::new(Bytes::from(shared.name.clone())));
     if let Some(code) = seen_path
-        .strip_prefix("/respond/")
-        .and_then(|rest| rest.get(..3))
+        .find("/respond/")
+        .and_then(|at| seen_path.get(at + "/respond/".len()..at + "/respond/".len() + 3))
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
     {
