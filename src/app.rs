@@ -226,6 +226,8 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         set_level,
     ));
     control.spawn(reloader.clone().watch());
+    // Requests per second and 5xx share over 10 s for /status and the status page.
+    control.spawn(crate::control::traffic::run(store.clone()));
     if let Some(mut signals) = sighup {
         let r = reloader.clone();
         std::thread::Builder::new()

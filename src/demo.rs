@@ -69,6 +69,7 @@ pub fn demo(sighup: Option<signal_hook::iterator::Signals>) -> Result<(), String
              \x20 curl -s http://{a}/metrics | grep ^tether_requests_total\n\
              \x20 curl -s -X POST http://{a}/pools/shop/backends/shop-1/maint\n\
              \x20 # ...then repeat the cookie loop: a session on shop-1 moves once and stays moved\n\
+             \nOr watch it all in a browser: the status page is http://{a}/\n\
              \nCtrl-C stops everything.\n",
             backends.len()
         );

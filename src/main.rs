@@ -96,6 +96,17 @@ enum Command {
     Demo,
 }
 
+/// `tether package-assets --out DIR`: writes the man pages and the bash, zsh and fish
+/// completions of [`Cli`] into DIR, for the Debian package (`.ci/package`). Parsed apart from
+/// [`Cli`], before it, so that the pages and completions it writes do not offer it (clap's
+/// generators list even hidden subcommands).
+#[derive(Parser)]
+#[command(name = "tether package-assets")]
+struct PackageAssets {
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
 fn config_path(p: Option<PathBuf>) -> PathBuf {
     p.or_else(|| std::env::var_os("TETHER_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
@@ -104,6 +115,19 @@ fn config_path(p: Option<PathBuf>) -> PathBuf {
 fn main() -> ExitCode {
     // First thing: SIGHUP's default action would kill the process (Pingora does not trap it).
     let sighup = tether::app::trap_sighup();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "package-assets")
+    {
+        let args = PackageAssets::parse_from(std::env::args_os().skip(1));
+        return match package_assets(&args.out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tether package-assets: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config, against }) => return check(config_path(config), against),
@@ -118,6 +142,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `DIR/man/tether.1` (and one page per subcommand) and `DIR/completions/{tether.bash,_tether,
+/// tether.fish}`, from the very definition `main` parses with. Not in a build script: the CLI
+/// lives in this binary, and generating from the binary that ships keeps the two the same.
+fn package_assets(out: &std::path::Path) -> Result<(), String> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man = out.join("man");
+    let completions = out.join("completions");
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man).map_err(|e| format!("man pages: {e}"))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "tether", &completions)
+            .map_err(|e| format!("{shell} completion: {e}"))?;
+    }
+    Ok(())
 }
 
 fn check(path: PathBuf, against: Option<PathBuf>) -> ExitCode {

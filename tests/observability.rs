@@ -668,9 +668,15 @@ fn systemd_unit_verifies() {
         .tempdir()
         .expect("temp dir");
     let unit_path = dir.path().join("tether.service");
+    assert!(
+        unit.lines()
+            .filter(|l| l.starts_with("ExecStart"))
+            .all(|l| l.contains("=/usr/bin/tether ")),
+        "the unit runs /usr/bin/tether, where the Debian package installs it"
+    );
     std::fs::write(
         &unit_path,
-        unit.replace("/usr/local/bin/tether", env!("CARGO_BIN_EXE_tether")),
+        unit.replace("/usr/bin/tether", env!("CARGO_BIN_EXE_tether")),
     )
     .expect("write unit");
     let out = Command::new(&analyze)

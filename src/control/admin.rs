@@ -1,5 +1,5 @@
-//! The admin HTTP service on `server.admin` (DESIGN.md §8): `GET /metrics`, `/healthz`,
-//! `/status`; `POST /reload[?force=true]` and
+//! The admin HTTP service on `server.admin` (DESIGN.md §8, §24): `GET /` (the status page,
+//! `control::page`), `GET /metrics`, `/healthz`, `/status`; `POST /reload[?force=true]` and
 //! `POST /pools/{pool}/backends/{id}/{drain|maint|ready}` (also as `/backends/{pool}/{id}/…`;
 //! `drain?deadline=300s` ends the drain in maint at the deadline, DESIGN.md §16).
 //!
@@ -22,11 +22,17 @@ use crate::state::backend::Admin;
 pub struct AdminApp {
     store: Arc<Store>,
     reloader: Arc<Reloader>,
+    /// When the admin service was made (at process start): `/status`'s `started`.
+    started: std::time::SystemTime,
 }
 
 impl AdminApp {
     pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> AdminApp {
-        AdminApp { store, reloader }
+        AdminApp {
+            store,
+            reloader,
+            started: std::time::SystemTime::now(),
+        }
     }
 
     /// Serves one request (separate from the trait for unit tests). `path` may carry a query.
@@ -52,7 +58,13 @@ impl AdminApp {
                 self.store.metrics().render(),
             ),
             (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-            (&Method::GET | &Method::HEAD, ["status"]) => self.status(),
+            (&Method::GET | &Method::HEAD, ["status"]) => {
+                json_reply(StatusCode::OK, self.status_value())
+            }
+            // The status page: the same data as /status, rendered into the HTML (DESIGN.md §24).
+            (&Method::GET | &Method::HEAD, [""]) => {
+                crate::control::page::response(&self.status_value())
+            }
             // Measurement builds only (feature `alloc-count`): heap allocations so far.
             (&Method::GET, ["debug", "allocations"]) if crate::state::allocs::COUNTING => text(
                 StatusCode::OK,
@@ -94,7 +106,7 @@ impl AdminApp {
                 }
                 self.set_admin(pool, id, action, param("deadline"))
             }
-            (_, ["metrics" | "healthz" | "status"])
+            (_, ["metrics" | "healthz" | "status" | ""])
             | (_, ["reload"])
             | (_, ["pools", _, "backends", _, _])
             | (_, ["backends", _, _, _]) => {
@@ -102,7 +114,7 @@ impl AdminApp {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /metrics, /status, /healthz\n",
+                "not found: try /, /metrics, /status, /healthz\n",
             ),
         }
     }
@@ -211,9 +223,12 @@ impl AdminApp {
         )
     }
 
-    fn status(&self) -> Response<Vec<u8>> {
+    /// `/status` (DESIGN.md §8, §24); the status page renders exactly this.
+    pub fn status_value(&self) -> serde_json::Value {
         let snap = self.store.load();
         let now = crate::state::clock::unix_now();
+        let traffic = self.store.registry().traffic();
+        let rfc3339 = crate::control::drain::rfc3339;
         let pools: Vec<_> = snap
             .pools
             .iter()
@@ -240,22 +255,41 @@ impl AdminApp {
                             "drain_started": crate::control::drain::rfc3339(b.state.drain.started()),
                             "drain_deadline": crate::control::drain::rfc3339(b.state.drain.deadline()),
                             "recent_sessions": b.state.sessions.estimate(now),
+                            "ejected_until": rfc3339(b.state.ejected_until()),
+                            "slow_start": b.state.in_slow_start(p.conf.slow_start),
+                            "last_10s": window(traffic.window(&p.name, &b.id)),
                         });
-                        // Circuit breaker: the slots this backend's requests hold now.
+                        // Circuit breaker: the slots this backend's requests hold now, and the
+                        // requests pinned to it that wait for one.
                         if let Some(br) = &p.breaker {
                             j["breaker_in_flight"] = json!(br.in_use(i as u32));
+                            j["breaker_queued"] = json!(br.queued(i as u32));
                         }
                         j
                     })
                     .collect();
                 let policy = crate::config::Named::as_str(p.conf.policy);
-                let mut pj = json!({"name": &*p.name, "policy": policy, "backends": backends});
+                let moves: Vec<_> = self
+                    .store
+                    .metrics()
+                    .migrations_of(&p.name)
+                    .into_iter()
+                    .map(|(from, to, reason, count)| json!({"from": from, "to": to, "reason": reason, "count": count}))
+                    .collect();
+                let mut pj = json!({
+                    "name": &*p.name, "policy": policy, "backends": backends,
+                    "last_10s": window(traffic.window(&p.name, "")),
+                    "moves": moves,
+                });
                 if let Some(br) = &p.breaker {
+                    let (full, timeout) = br.rejections();
                     pj["circuit_breaker"] = json!({
                         "max_in_flight": br.opts.max_in_flight,
                         "max_queue": br.opts.max_queue,
                         "queue_timeout": humantime::format_duration(br.opts.queue_timeout).to_string(),
                         "queue_length": br.queue().len(),
+                        "rejected_full": full,
+                        "rejected_timeout": timeout,
                     });
                 }
                 pj
@@ -267,20 +301,32 @@ impl AdminApp {
             .map(|r| json!({"name": &*r.name, "path_prefix": r.path_prefix, "pool": &*snap.pools[r.pool].name}))
             .collect();
         let m = self.store.metrics();
-        json_reply(
-            StatusCode::OK,
+        let last_reload = self.reloader.last().map(|r| {
             json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "generation": snap.generation,
-                "config": {
-                    "path": snap.config.source.path.as_ref().map(|p| p.display().to_string()),
-                    "hash": snap.config.source.hash,
-                    "last_reload_successful": m.last_reload_ok.get() == 1,
-                },
-                "routes": routes,
-                "pools": pools,
-            }),
-        )
+                "time": rfc3339(Some(r.at)),
+                "trigger": r.trigger,
+                "result": if r.ok { "success" } else { "failure" },
+                "generation": r.generation,
+                "changes": r.changes,
+                "impact": r.impact,
+                "errors": r.errors,
+            })
+        });
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": snap.generation,
+            "config": {
+                "path": snap.config.source.path.as_ref().map(|p| p.display().to_string()),
+                "hash": snap.config.source.hash,
+                "last_reload_successful": m.last_reload_ok.get() == 1,
+            },
+            "routes": routes,
+            "pools": pools,
+            "time": rfc3339(Some(std::time::SystemTime::now())),
+            "started": rfc3339(Some(self.started)),
+            "last_reload": last_reload,
+            "admin_token_required": snap.config.server.admin_token.is_some(),
+        })
     }
 }
 
@@ -322,6 +368,19 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
         http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+/// A recent-traffic window as `/status` shows it: counts, and the rates the page prints as they
+/// are (`per_second` and `percent_5xx` rounded to one decimal; `percent_5xx` null without
+/// requests).
+fn window(w: crate::state::traffic::Window) -> serde_json::Value {
+    json!({
+        "seconds": w.seconds,
+        "requests": w.requests,
+        "responses_5xx": w.errors_5xx,
+        "per_second": w.per_second(),
+        "percent_5xx": w.percent_5xx(),
+    })
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {

@@ -39,6 +39,24 @@ pub struct Reloaded {
     pub impact: Vec<String>,
 }
 
+/// The outcome of the last reload attempt that read the file (`/status`'s `last_reload`; a
+/// watcher pass that found the file unchanged is not one).
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: std::time::SystemTime,
+    /// `SIGHUP`, `admin` or `watch`.
+    pub trigger: String,
+    pub ok: bool,
+    /// The generation serving after it.
+    pub generation: u64,
+    /// The one-line diff (success).
+    pub changes: String,
+    /// One line per changed pool: the sessions it moved (success), or would have (refused).
+    pub impact: Vec<String>,
+    /// Every error (failure).
+    pub errors: Vec<String>,
+}
+
 /// Applies a new log level directive (see `app::init_logging`).
 pub type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -52,6 +70,7 @@ pub struct Reloader {
     state: Mutex<Option<String>>,
     /// Applies a new `[log] level` without a restart.
     set_level: Option<SetLevel>,
+    last: Mutex<Option<LastReload>>,
 }
 
 impl Reloader {
@@ -69,7 +88,13 @@ impl Reloader {
             path,
             state: Mutex::new(None),
             set_level,
+            last: Mutex::new(None),
         }
+    }
+
+    /// The last reload attempt since start, if any.
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Reloads from the config file. `force`: reload even if the content hash is unchanged
@@ -171,6 +196,27 @@ impl Reloader {
             }
         };
         notify(&[sd_notify::NotifyState::Ready]);
+        let last = match &out {
+            Ok(done) => LastReload {
+                at: std::time::SystemTime::now(),
+                trigger: trigger.into(),
+                ok: true,
+                generation: done.generation,
+                changes: done.summary.clone(),
+                impact: done.impact.clone(),
+                errors: Vec::new(),
+            },
+            Err(e) => LastReload {
+                at: std::time::SystemTime::now(),
+                trigger: trigger.into(),
+                ok: false,
+                generation: current.generation,
+                changes: String::new(),
+                impact: Vec::new(),
+                errors: e.errors.clone(),
+            },
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
         out
     }
 

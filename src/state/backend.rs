@@ -89,6 +89,9 @@ pub struct BackendState {
     returned_at_ms: AtomicU64,
     /// When the backend last became eligible (slow start), in [`clock_ms`]; 0: long ago.
     eligible_since_ms: AtomicU64,
+    /// When the current ejection ends, in unix milliseconds; 0 while not ejected (`/status`'s
+    /// `ejected_until`).
+    ejected_until_ms: AtomicU64,
     /// Drain start and deadline (DESIGN.md §16).
     pub drain: crate::state::drain::DrainClock,
     /// Distinct affinity sessions served recently (`recent_sessions` of `/status`).
@@ -205,6 +208,7 @@ impl BackendState {
             ejections_in_row: AtomicU32::new(0),
             returned_at_ms: AtomicU64::new(0),
             eligible_since_ms: AtomicU64::new(0),
+            ejected_until_ms: AtomicU64::new(0),
             drain: Default::default(),
             sessions: Default::default(),
             metrics,
@@ -278,6 +282,12 @@ impl BackendState {
         }
         let n = self.ejections_in_row.fetch_add(1, Ordering::Relaxed) + 1;
         let d = opts.base_ejection.saturating_mul(n).min(opts.max_ejection);
+        let until = std::time::SystemTime::now() + d;
+        let until_ms = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |t| t.as_millis() as u64)
+            .max(1);
+        self.ejected_until_ms.store(until_ms, Ordering::Relaxed);
         self.ejected.store(true, Ordering::Release);
         self.metrics.ejections[why as usize].inc();
         d
@@ -289,8 +299,17 @@ impl BackendState {
         self.streak_5xx.store(0, Ordering::Relaxed);
         self.streak_failures.store(0, Ordering::Relaxed);
         self.returned_at_ms.store(clock_ms(), Ordering::Relaxed);
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
         self.ejected.store(false, Ordering::Release);
         self.became_eligible();
+    }
+
+    /// When the current ejection ends (`None` while not ejected).
+    pub fn ejected_until(&self) -> Option<std::time::SystemTime> {
+        match self.ejected_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+        }
     }
 
     /// Notes that the backend just became eligible (slow start starts now).
@@ -444,6 +463,8 @@ pub struct Registry {
     started: std::sync::atomic::AtomicBool,
     /// Circuit-breaker queues and slot counts, by pool (DESIGN.md §13).
     queues: crate::state::queue::Queues,
+    /// Requests and 5xx answers of the last seconds, by pool and backend (DESIGN.md §24).
+    traffic: crate::state::traffic::Traffic,
 }
 
 impl Registry {
@@ -454,7 +475,12 @@ impl Registry {
             known: Mutex::new(HashMap::new()),
             started: false.into(),
             queues: crate::state::queue::Queues::new(),
+            traffic: crate::state::traffic::Traffic::new(),
         }
+    }
+
+    pub fn traffic(&self) -> &crate::state::traffic::Traffic {
+        &self.traffic
     }
 
     pub fn queues(&self) -> &crate::state::queue::Queues {

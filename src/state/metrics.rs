@@ -295,6 +295,33 @@ impl Metrics {
         buf
     }
 
+    /// `tether_affinity_migrations_total` of `pool` as `(from, to, reason, count)`, sorted, for
+    /// `/status`. Not on the request path.
+    pub fn migrations_of(&self, pool: &str) -> Vec<(String, String, String, u64)> {
+        let mut v = Vec::new();
+        for family in self.migrations.collect() {
+            for m in family.get_metric() {
+                let mut labels = [""; 4];
+                for l in m.get_label() {
+                    let idx = match l.name() {
+                        "pool" => 0,
+                        "from" => 1,
+                        "to" => 2,
+                        "reason" => 3,
+                        _ => continue,
+                    };
+                    labels[idx] = l.value();
+                }
+                if labels[0] == pool {
+                    let count = m.get_counter().value() as u64;
+                    v.push((labels[1].into(), labels[2].into(), labels[3].into(), count));
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
     /// Drops every `tether_affinity_migrations_total` series that names `backend` of `pool` as
     /// source or target (after a reload removed it). Not on the request path.
     pub fn forget_migrations(&self, pool: &str, backend: &str) {

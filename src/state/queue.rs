@@ -525,6 +525,19 @@ impl Breaker {
         self.lanes[i as usize].in_use()
     }
 
+    /// Requests waiting for a slot on backend `i` (sessions pinned to it).
+    pub fn queued(&self, i: u32) -> i64 {
+        self.lanes[i as usize].queued.get()
+    }
+
+    /// Requests refused so far because the queue was full, and because they waited too long.
+    pub fn rejections(&self) -> (u64, u64) {
+        (
+            self.queue.rejected[Refused::Full as usize].get(),
+            self.queue.rejected[Refused::Timeout as usize].get(),
+        )
+    }
+
     /// Backend `i` is still in its pool (a reload may have removed it since this snapshot).
     pub fn is_member(&self, i: u32) -> bool {
         self.lanes[i as usize].member.load(SeqCst)

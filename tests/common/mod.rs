@@ -16,6 +16,7 @@
 //! Each `tests/*.rs` file does `mod common;` and uses a subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fault;
 pub mod h2;
 pub mod raw;
@@ -155,7 +156,9 @@ struct Serving {
 /// names, repeated headers joined with ", ", non-ASCII escaped as \uXXXX>`, `x-seen-path: <path
 /// and query>`, `x-seen-method: <method>`, `x-seen-body-len: <request body length in bytes>`.
 /// `/healthz` answers the status set by [`Backend::set_health`] (default 200) with body `ok`
-/// and `x-backend`, and is counted apart. Dropping a `Backend` stops it.
+/// and `x-backend`, and is counted apart. A path with `/respond/NNN` in it answers status NNN
+/// instead of 200 (e.g. `/respond/500` or `/shop/respond/503`), otherwise like any request. Dropping a `Backend`
+/// stops it.
 pub struct Backend {
     shared: Arc<BackendShared>,
     addr: SocketAddr,
@@ -383,6 +386,14 @@ async fn handle(
     };
 
     let mut resp = Response::new(Full::new(Bytes::from(shared.name.clone())));
+    if let Some(code) = seen_path
+        .find("/respond/")
+        .and_then(|at| seen_path.get(at + "/respond/".len()..at + "/respond/".len() + 3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+    {
+        *resp.status_mut() = code;
+    }
     let h = resp.headers_mut();
     h.insert(x_backend, shared.name_header.clone());
     h.insert(
