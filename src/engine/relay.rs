@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 use crate::engine::body::Body;
 use crate::engine::down::{Down, Failed, Next, Watch, BODY_READ_TIMEOUT};
 use crate::engine::wire;
-use crate::h1::buf::{self, Buf};
+use crate::h1::buf::{self, Boxed, Buf};
 use crate::h1::{self as codec, Framing, ResponseError, ResponseHead, ResponseView};
 use crate::path::account;
 use crate::path::exchange::Exchange;
@@ -263,7 +263,7 @@ async fn relay(
     }
     out.consume(out.len());
     // The request body, while watching for an early (or interim) response.
-    let mut resp = ResponseHead::new();
+    let mut resp: Boxed<ResponseHead> = Boxed::take();
     let mut final_len = None;
     while !d.body.is_done() && final_len.is_none() {
         tokio::select! {

@@ -389,9 +389,41 @@ pub fn trim_zeros(v: &[u8]) -> &[u8] {
     &v[start..]
 }
 
+/// Byte classes, one table lookup each: bit 0 a token character, bit 1 a field-value one.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let tchar = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        let vchar = b == b'\t' || b == b' ' || (b >= 0x21 && b <= 0x7e) || b >= 0x80;
+        t[c] = (tchar as u8) | ((vchar as u8) << 1);
+        c += 1;
+    }
+    t
+};
+
 /// RFC 9110 token characters (field names, methods, codings).
+#[inline]
 pub fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    CLASS[c as usize] & 1 != 0
 }
 
 pub fn is_token(s: &[u8]) -> bool {
@@ -399,13 +431,24 @@ pub fn is_token(s: &[u8]) -> bool {
 }
 
 /// A byte allowed in a field value (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB).
+#[inline]
 pub fn is_field_vchar(c: u8) -> bool {
-    c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80
+    CLASS[c as usize] & 2 != 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_classes_are_rfc_9110s() {
+        for c in 0..=255u8 {
+            let tchar = c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+            let vchar = c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80;
+            assert_eq!(is_tchar(c), tchar, "{c}");
+            assert_eq!(is_field_vchar(c), vchar, "{c}");
+        }
+    }
 
     #[test]
     fn classify_finds_every_known_name_in_any_case() {

@@ -440,6 +440,15 @@ fn absolute_parts(t: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&rest[..end], &rest[end..]))
 }
 
+impl super::buf::Poolable for RequestHead {
+    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Box<Self>>>> {
+        thread_local! {
+            static POOL: std::cell::RefCell<Vec<Box<RequestHead>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        &POOL
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

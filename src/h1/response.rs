@@ -287,6 +287,15 @@ impl crate::http::Fields for ResponseView<'_> {
     }
 }
 
+impl super::buf::Poolable for ResponseHead {
+    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Box<Self>>>> {
+        thread_local! {
+            static POOL: std::cell::RefCell<Vec<Box<ResponseHead>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        &POOL
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,21 @@ pub fn request_edits<R>(
         if !host.is_empty() {
             add.push((b"X-Forwarded-Host", Val::Borrowed(host)));
         }
+        // A request without `Host` (HTTP/1.0 may omit it) gets the target's authority, else the
+        // backend's address: every request a backend receives is an HTTP/1.1 one.
+        if req.header(b"host").is_none() {
+            match req.authority() {
+                Some(a) => add.push((b"Host", Val::Borrowed(a))),
+                None => {
+                    if let (Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
+                        let start = text.len();
+                        let addr = pool.backends[u.pick.backend as usize].addr;
+                        let _ = write!(text, "{addr}");
+                        add.push((b"Host", Val::Built(start..text.len())));
+                    }
+                }
+            }
+        }
         add.push((b"X-Request-Id", Val::Borrowed(ex.id.as_bytes())));
         let start = text.len();
         text.extend_from_slice(&ex.trace.header_bytes());
@@ -125,7 +140,7 @@ pub fn request_edits<R>(
 }
 
 /// Edits pingora's request head for the backend (the pingora engine): the same edits the
-/// HTTP/1.1 codec writes.
+/// HTTP/1.1 codec writes, but `Host`, which pingora-proxy sets from the authority itself.
 pub fn request_headers(
     ex: &Exchange,
     req: &mut RequestHeader,
@@ -136,7 +151,9 @@ pub fn request_headers(
         req.remove_header(n);
     }
     for (n, v) in e.add {
-        req.append_header(n, v)?;
+        if n != http::header::HOST {
+            req.append_header(n, v)?;
+        }
     }
     Ok(())
 }
