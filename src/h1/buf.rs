@@ -164,8 +164,13 @@ impl Drop for Buf {
 /// them anew.
 pub trait Poolable: Default + 'static {
     /// This type's per-thread pool.
-    fn pool() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>>;
+    fn pool() -> &'static std::thread::LocalKey<BoxPool<Self>>;
 }
+
+/// A per-thread pool of boxes. Boxes, not values: a box moves in and out of the pool as a
+/// pointer, a value would be copied whole each way.
+#[allow(clippy::vec_box)]
+pub type BoxPool<T> = RefCell<Vec<Box<T>>>;
 
 /// A box from its type's per-thread pool, given back when dropped. Its content is whatever the
 /// last user left: the heads are overwritten whole by their parse.

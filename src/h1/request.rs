@@ -441,9 +441,9 @@ fn absolute_parts(t: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 impl super::buf::Poolable for RequestHead {
-    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Box<Self>>>> {
+    fn pool() -> &'static std::thread::LocalKey<super::buf::BoxPool<Self>> {
         thread_local! {
-            static POOL: std::cell::RefCell<Vec<Box<RequestHead>>> = const { std::cell::RefCell::new(Vec::new()) };
+            static POOL: super::buf::BoxPool<RequestHead> = const { std::cell::RefCell::new(Vec::new()) };
         }
         &POOL
     }

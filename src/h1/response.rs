@@ -288,9 +288,9 @@ impl crate::http::Fields for ResponseView<'_> {
 }
 
 impl super::buf::Poolable for ResponseHead {
-    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Box<Self>>>> {
+    fn pool() -> &'static std::thread::LocalKey<super::buf::BoxPool<Self>> {
         thread_local! {
-            static POOL: std::cell::RefCell<Vec<Box<ResponseHead>>> = const { std::cell::RefCell::new(Vec::new()) };
+            static POOL: super::buf::BoxPool<ResponseHead> = const { std::cell::RefCell::new(Vec::new()) };
         }
         &POOL
     }
