@@ -82,7 +82,7 @@ pub async fn forward(
         let b = &pool.backends[u.pick.backend as usize];
         let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
         let got = if fresh_only {
-            upstreams.fresh(&b.peer).await
+            Box::pin(upstreams.fresh(&b.peer)).await
         } else {
             upstreams.get(key, &b.peer).await
         };

@@ -77,8 +77,12 @@ pub async fn front(
     if let Err(refused) = authenticate::authenticate(ex, ri, req) {
         return Ok(answer(refused.answer(ex)?));
     }
-    if let Err(r) = limit::limit(ex, ri, req, client).await {
-        return Ok(answer(limit::refuse(ex, ri, &r)?));
+    if !ex.snap.routes[ri].limits.is_empty() {
+        // Boxed: a limit's check (a Redis round trip for a shared store) is a large future, and
+        // only requests on routes with limits should carry it in their state.
+        if let Err(r) = Box::pin(limit::limit(ex, ri, req, client)).await {
+            return Ok(answer(limit::refuse(ex, ri, &r)?));
+        }
     }
     match pick::pick(ex, ri, req, client) {
         Picked::Backend => Ok(Front::Forward),

@@ -78,7 +78,9 @@ impl Upstreams {
                 reused: true,
             });
         }
-        self.fresh(peer).await
+        // Boxed: the connector's future (TCP connect, TLS handshake) is several KiB, and a
+        // request that reuses a connection should not carry it in its state.
+        Box::pin(self.fresh(peer)).await
     }
 
     /// A new connection.
