@@ -279,30 +279,40 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     let h1 = Proxy::new(store.clone(), ids.clone());
     match engine {
         Engine::Fast => {
-            let h2 = pingora::proxy::http_proxy(
-                &server.configuration,
-                Proxy::new(store.clone(), ids.clone()),
-            );
             drop(h1);
-            let mut svc = Service::new(
-                "tether proxy".to_string(),
-                Fast::new(store.clone(), ids, h2),
+            let conf = server.configuration.clone();
+            let fast = |store: &Arc<crate::snapshot::Store>,
+                        ids: &Arc<crate::path::route::RequestIds>| {
+                let h2 = pingora::proxy::http_proxy(&conf, Proxy::new(store.clone(), ids.clone()));
+                Fast::new(store.clone(), ids.clone(), h2)
+            };
+            // Plain listeners are accepted by tether itself: a connection is one small task
+            // (pingora's listening service gives each a task sized for a TLS handshake, and
+            // that was most of an idle connection's memory). Listening fds are still in
+            // pingora's table, so a graceful upgrade hands them over as before.
+            let plain = crate::engine::listen::Plain::new(
+                server_cfg.listen.iter().map(|a| a.to_string()).collect(),
+                fast(&store, &ids),
+                server.configuration.threads,
             );
-            // No L4 buffers: the codec reads into pooled buffers and writes whole heads (and
-            // flushes), so an idle keep-alive connection holds neither pingora's 64 KiB read
-            // buffer nor its write buffer, and no byte is copied through them (DESIGN.md §19).
-            let buffers = L4BufferSettings::new(0, 0);
-            for addr in &server_cfg.listen {
-                svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+            if !server_cfg.listen.is_empty() {
+                server.add_service(plain);
             }
-            for (addr, settings) in tls_settings {
-                svc.add_listener(
-                    ListenerConfig::tcp(addr.to_string())
-                        .tls(settings)
-                        .l4_buffer(buffers),
-                );
+            if !tls_settings.is_empty() {
+                let mut svc = Service::new("tether proxy".to_string(), fast(&store, &ids));
+                // No L4 buffers: the codec reads into pooled buffers and writes whole heads
+                // (and flushes), so an idle keep-alive connection holds neither pingora's
+                // 64 KiB read buffer nor its write buffer (DESIGN.md §19).
+                let buffers = L4BufferSettings::new(0, 0);
+                for (addr, settings) in tls_settings {
+                    svc.add_listener(
+                        ListenerConfig::tcp(addr.to_string())
+                            .tls(settings)
+                            .l4_buffer(buffers),
+                    );
+                }
+                server.add_service(svc);
             }
-            server.add_service(svc);
         }
         Engine::Pingora => {
             let mut app = pingora::proxy::HttpProxy::new(h1, server.configuration.clone());

@@ -91,7 +91,7 @@ struct Conn {
 
 impl Fast {
     /// Serves HTTP/1.x requests on one client connection until it closes.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    pub(crate) async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let client = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
