@@ -111,8 +111,9 @@ async fn accept_loop(listener: TcpListener, fast: Arc<Fast>, mut shutdown: Shutd
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
+            changed = shutdown.changed() => {
+                // The server is shutting down (or gone): stop accepting.
+                if changed.is_err() || *shutdown.borrow() {
                     break;
                 }
                 continue;
