@@ -12,12 +12,12 @@ use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::protocols::Stream;
 use pingora::server::{ListenFds, ShutdownWatch};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::engine::fast::Fast;
+use crate::state::tcp::Tcp;
 
 /// The listen backlog (pingora's).
 const BACKLOG: u32 = 65535;
@@ -128,11 +128,8 @@ async fn accept_loop(listener: TcpListener, fast: Arc<Fast>, mut shutdown: Shutd
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let fd = tcp.as_raw_fd();
-        let mut l4 = L4Stream::from(tcp);
-        l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        let stream: Stream = Box::new(l4);
+        // tokio's stream as it is (no pingora l4 wrapper: nothing per poll but the read).
+        let stream: Stream = Box::new(Tcp::new(tcp));
         let (fast, shutdown) = (fast.clone(), shutdown.clone());
         tokio::spawn(async move { fast.serve(stream, &shutdown).await });
     }

@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
+pub mod tcp;
 pub mod tls;
 pub mod traffic;
 pub mod upstream;

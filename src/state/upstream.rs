@@ -83,9 +83,16 @@ impl Upstreams {
         Box::pin(self.fresh(peer)).await
     }
 
-    /// A new connection.
+    /// A new connection: a plain one straight on tokio's `TcpStream` (within the peer's
+    /// connect timeout), a TLS one through pingora's connector.
     pub async fn fresh(&self, peer: &HttpPeer) -> pingora::Result<Conn> {
-        let stream = self.connector.new_stream(peer).await?;
+        use pingora::upstreams::peer::Peer;
+        let stream: Stream = match (peer.tls(), peer.address().as_inet()) {
+            (false, Some(addr)) => Box::new(crate::state::tcp::Tcp::new(
+                connect(*addr, peer.connection_timeout()).await?,
+            )),
+            _ => self.connector.new_stream(peer).await?,
+        };
         Ok(Conn {
             stream,
             reused: false,
@@ -137,4 +144,36 @@ fn still_open(stream: &mut Stream) -> bool {
         Pin::new(&mut *stream).poll_read(&mut cx, &mut buf),
         Poll::Pending
     )
+}
+
+/// Connects to a plain-TCP backend, as pingora's connector would fail: `ConnectTimedout` after
+/// `limit`, `ConnectRefused`, `ConnectNoRoute`, else `ConnectError`.
+async fn connect(
+    addr: SocketAddr,
+    limit: Option<Duration>,
+) -> pingora::Result<tokio::net::TcpStream> {
+    use pingora::{Error, ErrorType};
+    let attempt = tokio::net::TcpStream::connect(addr);
+    let r = match limit {
+        Some(d) => match tokio::time::timeout(d, attempt).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(Error::explain(
+                    ErrorType::ConnectTimedout,
+                    format!("connecting to {addr} timed out"),
+                ))
+            }
+        },
+        None => attempt.await,
+    };
+    r.map_err(|e| {
+        let etype = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                ErrorType::ConnectNoRoute
+            }
+            _ => ErrorType::ConnectError,
+        };
+        Error::because(etype, format!("connecting to {addr}"), e)
+    })
 }
