@@ -149,36 +149,23 @@ impl Up {
         }
         let r = wire::within(Some(self.timeout), wire::read_into(&mut self.stream, b)).await;
         buf::release_if_empty(&mut self.rbuf);
-        match r {
-            Err(()) => Err(wire::upstream_error(
-                ErrorType::ReadTimedout,
-                "reading the response",
-                None,
-            )),
-            Ok(Err(e)) => Err(wire::upstream_error(
-                ErrorType::ReadError,
-                "reading the response",
-                Some(e),
-            )),
-            Ok(Ok(n)) => Ok(n),
-        }
+        timed(
+            r,
+            ErrorType::ReadTimedout,
+            ErrorType::ReadError,
+            "reading the response",
+        )
     }
 
     /// Writes to the backend, within the pool's `read_timeout`.
     async fn write(&mut self, a: &[u8], b: &[u8]) -> Result<(), Box<Error>> {
-        match wire::within(Some(self.timeout), wire::write_two(&mut self.stream, a, b)).await {
-            Err(()) => Err(wire::upstream_error(
-                ErrorType::WriteTimedout,
-                "writing the request",
-                None,
-            )),
-            Ok(Err(e)) => Err(wire::upstream_error(
-                ErrorType::WriteError,
-                "writing the request",
-                Some(e),
-            )),
-            Ok(Ok(())) => Ok(()),
-        }
+        let r = wire::within(Some(self.timeout), wire::write_two(&mut self.stream, a, b)).await;
+        timed(
+            r,
+            ErrorType::WriteTimedout,
+            ErrorType::WriteError,
+            "writing the request",
+        )
     }
 
     fn data(&self) -> &[u8] {
@@ -190,6 +177,21 @@ impl Up {
             b.consume(n);
         }
         buf::release_if_empty(&mut self.rbuf);
+    }
+}
+
+/// An upstream IO step under a deadline, as the error the outcome rules read: `timeout` when
+/// the deadline passed, `failed` (with the IO error as cause) when the IO failed.
+fn timed<T>(
+    r: Result<std::io::Result<T>, ()>,
+    timeout: ErrorType,
+    failed: ErrorType,
+    what: &'static str,
+) -> Result<T, Box<Error>> {
+    match r {
+        Err(()) => Err(wire::upstream_error(timeout, what, None)),
+        Ok(Err(e)) => Err(wire::upstream_error(failed, what, Some(e))),
+        Ok(Ok(v)) => Ok(v),
     }
 }
 

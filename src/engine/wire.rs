@@ -78,8 +78,8 @@ pub async fn write_all(stream: &mut Stream, bytes: &[u8]) -> io::Result<()> {
     stream.flush().await
 }
 
-/// Writes `a` then `b` (a head and the body bytes that came with it) and flushes: one write
-/// when they fit together in `scratch`'s room, else two.
+/// Writes `a` then `b` (a head and body bytes that did not fit after it in its buffer) and
+/// flushes; with `b` empty, one write.
 pub async fn write_two(stream: &mut Stream, a: &[u8], b: &[u8]) -> io::Result<()> {
     if b.is_empty() {
         return write_all(stream, a).await;
@@ -103,11 +103,6 @@ pub async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) ->
 pub fn upstream_error(etype: ErrorType, what: &'static str, e: Option<io::Error>) -> Box<Error> {
     let cause = e.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
     Error::create(etype, ErrorSource::Upstream, Some(what.into()), cause)
-}
-
-/// A downstream IO failure (the client went away or broke the connection).
-pub fn downstream_error(etype: ErrorType, what: &'static str) -> Box<Error> {
-    Error::create(etype, ErrorSource::Downstream, Some(what.into()), None)
 }
 
 /// How a keep-alive connection's wait for its next request ended.
