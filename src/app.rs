@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -20,12 +19,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
-use crate::config::{Config, Engine, LogFormat, Named};
+use crate::config::{Config, LogFormat};
 use crate::control::admin::AdminApp;
 use crate::control::health::Health;
 use crate::control::reload::{notify, Reloader, SetLevel};
 use crate::engine::fast::Fast;
-use crate::engine::proxy::Proxy;
 use crate::snapshot::Store;
 use crate::state::backend::Registry;
 use crate::state::metrics::Metrics;
@@ -109,32 +107,6 @@ impl ShutdownSignalWatch for NotifyingShutdown {
     }
 }
 
-/// pingora-proxy's app for `engine = "pingora"`, with what a graceful shutdown needs of it (the
-/// fast engine does the same in `fast::Fast::serve`): a connection counts as work in progress
-/// (`exchange::ACTIVE_REQUESTS`) for as long as pingora-proxy serves it — a new one before its
-/// first request included — and pingora-proxy is told to drop the connections that wait for a
-/// request (its `cleanup`, at once when the listeners close) only
-/// `fast::FIRST_REQUEST_AFTER_SHUTDOWN` later, so that a client that connected just before the
-/// listener closed gets its request in.
-struct Counted<A>(Arc<A>);
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: pingora::protocols::Stream,
-        shutdown: &pingora::server::ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        let _busy = crate::path::exchange::Active::begin();
-        self.0.process_new(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        tokio::time::sleep(crate::engine::fast::FIRST_REQUEST_AFTER_SHUTDOWN).await;
-        self.0.cleanup().await;
-    }
-}
-
 /// Exits once no request has been in progress for two consecutive polls, or lets Pingora finish
 /// when the grace period runs out first (Pingora itself always sleeps the whole grace period).
 /// Started when Pingora has told its listeners to stop accepting: at once on SIGTERM, and on
@@ -193,6 +165,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         sighup,
     } = opts;
     let set_level = init_logging(config.log.format, &config.log.level);
+    for w in &config.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     if !upgrade {
         check_bindable(&config)?;
     }
@@ -258,11 +233,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
     server.bootstrap();
 
     let ids = Arc::new(crate::path::route::RequestIds::new());
-    let engine = match std::env::var("TETHER_ENGINE") {
-        Ok(e) => Engine::parse(&e)
-            .ok_or_else(|| format!("TETHER_ENGINE={e:?}: must be \"fast\" or \"pingora\""))?,
-        Err(_) => server_cfg.engine,
-    };
+    if let Ok(e) = std::env::var("TETHER_ENGINE") {
+        tracing::warn!("TETHER_ENGINE={e:?}: {}", crate::config::ENGINE_DEPRECATED);
+    }
     let mut tls_settings = Vec::new();
     for l in &server_cfg.tls {
         // Certificates were read and checked during validation; the resolver serves them
@@ -276,58 +249,36 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         settings.enable_h2();
         tls_settings.push((l.listen, settings));
     }
-    let h1 = Proxy::new(store.clone(), ids.clone());
-    match engine {
-        Engine::Fast => {
-            drop(h1);
-            let conf = server.configuration.clone();
-            let fast = |store: &Arc<crate::snapshot::Store>,
-                        ids: &Arc<crate::path::route::RequestIds>| {
-                let h2 = pingora::proxy::http_proxy(&conf, Proxy::new(store.clone(), ids.clone()));
-                Fast::new(store.clone(), ids.clone(), h2)
-            };
-            // Plain listeners are accepted by tether itself: a connection is one small task
-            // (pingora's listening service gives each a task sized for a TLS handshake, and
-            // that was most of an idle connection's memory). Listening fds are still in
-            // pingora's table, so a graceful upgrade hands them over as before.
-            let plain = crate::engine::listen::Plain::new(
-                server_cfg.listen.iter().map(|a| a.to_string()).collect(),
-                fast(&store, &ids),
-                server.configuration.threads,
-            );
-            if !server_cfg.listen.is_empty() {
-                server.add_service(plain);
-            }
-            if !tls_settings.is_empty() {
-                let mut svc = Service::new("tether proxy".to_string(), fast(&store, &ids));
-                // No L4 buffers: the codec reads into pooled buffers and writes whole heads
-                // (and flushes), so an idle keep-alive connection holds neither pingora's
-                // 64 KiB read buffer nor its write buffer (DESIGN.md §19).
-                let buffers = L4BufferSettings::new(0, 0);
-                for (addr, settings) in tls_settings {
-                    svc.add_listener(
-                        ListenerConfig::tcp(addr.to_string())
-                            .tls(settings)
-                            .l4_buffer(buffers),
-                    );
-                }
-                server.add_service(svc);
-            }
-        }
-        Engine::Pingora => {
-            let mut app = pingora::proxy::HttpProxy::new(h1, server.configuration.clone());
-            app.handle_init_modules();
-            let mut proxy = Service::new("tether proxy".to_string(), Counted(Arc::new(app)));
-            for addr in &server_cfg.listen {
-                proxy.add_tcp(&addr.to_string());
-            }
-            for (addr, settings) in tls_settings {
-                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
-            }
-            server.add_service(proxy);
-        }
+    // Plain listeners are accepted by tether itself: a connection is one small task (pingora's
+    // listening service gives each a task sized for a TLS handshake, and that was most of an
+    // idle connection's memory). Listening fds are still in pingora's table, so a graceful
+    // upgrade hands them over as before.
+    if !server_cfg.listen.is_empty() {
+        server.add_service(crate::engine::listen::Plain::new(
+            server_cfg.listen.iter().map(|a| a.to_string()).collect(),
+            Fast::new(store.clone(), ids.clone()),
+            server.configuration.threads,
+        ));
     }
-    tracing::debug!(engine = engine.as_str(), "HTTP/1.1 engine");
+    if !tls_settings.is_empty() {
+        let mut svc = Service::new(
+            "tether proxy".to_string(),
+            Fast::new(store.clone(), ids.clone()),
+        );
+        // No L4 buffers: the codec reads into pooled buffers and writes whole heads (and
+        // flushes), so an idle keep-alive connection holds neither pingora's 64 KiB read buffer
+        // nor its write buffer (DESIGN.md §19).
+        let buffers = L4BufferSettings::new(0, 0);
+        for (addr, settings) in tls_settings {
+            svc.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(settings)
+                    .l4_buffer(buffers),
+            );
+        }
+        server.add_service(svc);
+    }
+    tracing::debug!(engine = "fast", "HTTP/1.1 engine");
     if let Some(addr) = server_cfg.admin {
         let mut admin = Service::new(
             "tether admin".to_string(),

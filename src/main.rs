@@ -175,6 +175,15 @@ fn check(path: PathBuf, against: Option<PathBuf>) -> ExitCode {
         backends,
         c.routes.len()
     );
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Ok(e) = std::env::var("TETHER_ENGINE") {
+        eprintln!(
+            "warning: TETHER_ENGINE={e:?}: {}",
+            tether::config::ENGINE_DEPRECATED
+        );
+    }
     if let Some(old_path) = against {
         let Some(old) = load_or_report(&old_path) else {
             return ExitCode::FAILURE;

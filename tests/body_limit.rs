@@ -2,7 +2,7 @@
 //! engine and protocol: a declared length over the limit is answered `413` before any backend
 //! is contacted; a body that streams past it (chunked over HTTP/1.1, DATA frames over HTTP/2
 //! without a `content-length`) ends the request with `413`; bodies within it pass; each refusal
-//! counts as `body_too_large`. Runs against whichever engine `TETHER_ENGINE` selects.
+//! counts as `body_too_large`.
 
 mod common;
 

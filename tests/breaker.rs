@@ -4,7 +4,7 @@
 //! pinned session waits for its own backend while a request without affinity takes a free one;
 //! a waiter whose client goes away leaves the queue; a pinned waiter whose backend stops serving
 //! (maint, removed by a reload) follows its session's migration at once; waiters survive a
-//! reload. Run on both engines (`TETHER_ENGINE=pingora`).
+//! reload.
 
 mod common;
 

@@ -202,3 +202,48 @@ addr = "10.0.0.21:8080"
         "{stderr}"
     );
 }
+
+/// `server.engine` and `TETHER_ENGINE` (DESIGN.md §20): accepted, with a deprecation warning
+/// that names the key, and nothing else changes; a typo in the value is still an error.
+#[test]
+fn the_engine_setting_is_accepted_with_a_deprecation_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.toml");
+    let base = "[[route]]\npool = \"p\"\n[pool.p]\npolicy = \"round_robin\"\n[[pool.p.backend]]\nid = \"b\"\naddr = \"127.0.0.1:9\"\n";
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nengine = \"pingora\"\n{base}"),
+    )
+    .unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("server.engine") && err.contains("deprecated"),
+        "stderr: {err}"
+    );
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nengine = \"pingroa\"\n{base}"),
+    )
+    .unwrap();
+    assert_eq!(check(&path).status.code(), Some(1));
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{base}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .env("TETHER_ENGINE", "pingora")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("TETHER_ENGINE") && err.contains("deprecated"),
+        "stderr: {err}"
+    );
+}

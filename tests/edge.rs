@@ -1,8 +1,7 @@
 //! The edge (DESIGN.md §12): head deadline and size limits, body limits, and the HTTP/1.1 message
 //! rules, each sent as raw bytes. For every refused request: the status (or the close), the
 //! backend received at most one well-formed request (none, for a refused head), and a normal
-//! request on a fresh connection then succeeds. The limits are the fast path's read stage: these
-//! tests run tether with `engine = "fast"` whatever `TETHER_ENGINE` says.
+//! request on a fresh connection then succeeds.
 
 mod common;
 
@@ -35,7 +34,6 @@ fn edge_tether(b: &RawBackend, server_extra: &str, pool_extra: &str) -> Tether {
 listen = ["{{LISTEN}}"]
 admin = "{{ADMIN}}"
 grace_period = "1s"
-engine = "fast"
 {server_extra}
 [[route]]
 pool = "p"
@@ -49,7 +47,7 @@ addr = "{}"
             b.addr
         ),
         &[],
-        &[("TETHER_ENGINE", "fast")],
+        &[],
     )
 }
 

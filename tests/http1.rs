@@ -2,7 +2,6 @@
 //! in both directions (streamed, not buffered whole), HEAD / 204 / 304, 1xx, `Connection:
 //! close`, pipelining, an upstream that answers before the request body is done, safe retries on
 //! stale upstream connections, and WebSocket tunnels whose backend writes right after its `101`.
-//! Runs against whichever engine `TETHER_ENGINE` selects (default: the fast path).
 
 mod common;
 

@@ -1,8 +1,7 @@
 //! HTTP/2 parity downstream (issue 9.6): over TLS with ALPN `h2`, routing, cookie and hash
 //! affinity, failover, request ids, trace context and metrics behave exactly as over HTTP/1.1 —
 //! checked by sending the same requests both ways to one tether and comparing what the client
-//! and the backends see. HTTP/2 is served by pingora-proxy on every engine setting (DESIGN §11),
-//! through the same stages.
+//! and the backends see: each stream walks the same stages on tether's own loop (DESIGN.md §20).
 
 mod common;
 

@@ -282,8 +282,7 @@ fn sigterm_lets_in_flight_requests_finish() {
 
 /// A client that connected just before SIGTERM and sends its request only after the listener
 /// closed is served (and the process still ends without waiting out its grace period); an
-/// idle keep-alive connection is closed. Both engines (`TETHER_ENGINE=pingora`: pingora-proxy
-/// is told to drop waiting connections a moment after the listeners close, not at once).
+/// idle keep-alive connection is closed.
 #[test]
 fn a_connection_accepted_before_sigterm_is_served_and_an_idle_one_closed() {
     use std::io::Read;

@@ -2,7 +2,7 @@
 //! exactly, then `429` with `Retry-After` and the `RateLimit-*` headers, refilled at the rate;
 //! every key spec; requests without the key are not limited; several limits on a route (the
 //! first refusal answers); a refused request never reaches a backend; buckets survive a reload
-//! that does not change their limit. Runs on both engines (`TETHER_ENGINE=pingora`).
+//! that does not change their limit.
 
 mod common;
 

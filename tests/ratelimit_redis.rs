@@ -3,7 +3,7 @@
 //! with its own temporary directory, and stops: two tether instances share one budget; a Redis
 //! that is down (at startup or mid-test) or slower than `[redis] timeout` makes each
 //! `on_store_error` (local, allow, deny) behave as specified, and tether reconnects when Redis
-//! comes back. Runs on both engines (`TETHER_ENGINE=pingora`).
+//! comes back.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! IP SAN for 127.0.0.1, DNS names for `sni`) and a client certificate are made at run time with
 //! rcgen; the backends are in-test rustls servers that name themselves in `x-backend` and report
 //! whether the request came over TLS (`x-tls`) and which SNI the client sent (`x-sni`, `-` for
-//! none). Run on both engines (`TETHER_ENGINE=pingora` for the pingora one).
+//! none).
 //!
 //! Owns: what an operator sees of `[pool.NAME.tls]`. Must not touch: the network beyond loopback.
 

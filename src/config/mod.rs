@@ -67,6 +67,9 @@ pub struct Config {
     pub jwts: Vec<Jwt>,
     /// Where the config came from, and a content hash (hex SHA-256 of the file bytes).
     pub source: Source,
+    /// What is accepted but worth telling the operator (`tether check` prints them, `run`
+    /// logs them): deprecated keys and the like.
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,8 +97,9 @@ pub struct Server {
     /// Pingora pid file and upgrade socket (defaults derived from the config path).
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
-    /// Which engine serves HTTP/1.1 (HTTP/2 is always pingora-proxy's).
-    pub engine: Engine,
+    /// Serve cleartext HTTP/2 with prior knowledge (`h2c`) on the plain listeners too
+    /// (DESIGN.md §20).
+    pub h2c: bool,
     /// Downstream limits and timeouts (DESIGN.md §12).
     pub limits: Limits,
     /// Refuse a reload that moves a larger share than this of any pool's sessions (§16).
@@ -113,6 +117,8 @@ pub struct Limits {
     pub max_header_size: usize,
     /// Header fields: more is 431.
     pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -122,18 +128,23 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(60),
             max_header_size: 64 * 1024,
             max_headers: 100,
+            max_concurrent_streams: 100,
         }
     }
 }
 
-/// The HTTP/1.1 engine (DESIGN.md §11).
+/// The values `server.engine` and `TETHER_ENGINE` once chose between (DESIGN.md §20): one
+/// engine serves both protocols now; the setting is accepted with a deprecation warning and
+/// changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// tether's own loop on pingora-core's primitives (the default).
     Fast,
-    /// pingora-proxy's `ProxyHttp` for every request.
     Pingora,
 }
+
+/// The warning `server.engine` and `TETHER_ENGINE` get.
+pub const ENGINE_DEPRECATED: &str =
+    "deprecated and ignored: one engine serves HTTP/1.1 and HTTP/2 (tether's own loop); remove it";
 
 impl Named for Engine {
     const NAMES: &'static [(&'static str, Self)] =

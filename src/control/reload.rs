@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, Config, Named};
+use crate::config::{self, Config};
 use crate::control::health::Health;
 use crate::snapshot::Store;
 use crate::state::tls::Certs;
@@ -231,6 +231,9 @@ impl Reloader {
     ) -> Result<(Config, Vec<String>), (Option<String>, Vec<String>, bool)> {
         let new = config::load(path)
             .map_err(|e| (None, e.0.iter().map(|e| e.to_string()).collect(), false))?;
+        for w in &new.warnings {
+            tracing::warn!("configuration: {w}");
+        }
         let restart = restart_needed(old, &new);
         if !restart.is_empty() {
             return Err((Some(new.source.hash.clone()), restart, false));
@@ -304,13 +307,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         v.push(format!(
             "server.threads changed ({} -> {}): worker threads need a restart or a binary upgrade; reload refused",
             o.threads, n.threads
-        ));
-    }
-    if o.engine != n.engine {
-        v.push(format!(
-            "server.engine changed ({} -> {}): the engine needs a restart or a binary upgrade; reload refused",
-            o.engine.as_str(),
-            n.engine.as_str()
         ));
     }
     if o.grace_period != n.grace_period {

@@ -8,8 +8,9 @@
 //! stream, and the bytes of a pipelined request if any). Decisions are the stages' (`route`,
 //! `authenticate`, `limit`, `pick`, `forward`, `respond`, `account`), and how a request ends —
 //! its answers, failover statuses, the resend rule, error → status, blame — is `outcome`'s,
-//! the same calls the pingora engine makes. The exchange with the backend is `relay`'s; HTTP/2
-//! (ALPN `h2`) is handed to the pingora-proxy engine. Must not touch: selection rules,
+//! the same calls the HTTP/2 streams make (`stream`). The exchange with the backend is
+//! `relay`'s; a connection that speaks HTTP/2 (ALPN `h2`, or the prior-knowledge preface with
+//! `h2c` on) is handed to the HTTP/2 loop (`h2`). Must not touch: selection rules,
 //! configuration, where a message ends (the codec's).
 
 use std::sync::Arc;
@@ -18,14 +19,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use crate::config::Limits;
 use crate::engine::body::Body;
 use crate::engine::down::{reason, write_local, Down, Failed, Next, Watch};
-use crate::engine::proxy::Proxy;
+use crate::engine::h2;
 use crate::engine::relay;
+use crate::engine::shared::Shared;
 use crate::engine::wire::{self, Wait};
 use crate::h1::buf::{self, Boxed, Buf};
 use crate::h1::RequestHead;
@@ -37,27 +38,28 @@ use crate::path::pick;
 use crate::path::read::Reject;
 use crate::path::route::{self, RequestIds};
 use crate::snapshot::Store;
-use crate::state::upstream::{self, Upstreams};
+use crate::state::upstream;
 
 pub use crate::engine::wire::FIRST_REQUEST_AFTER_SHUTDOWN;
 
 /// The fast-path service: one per process, shared by every worker thread.
 pub struct Fast {
-    store: Arc<Store>,
-    ids: Arc<RequestIds>,
-    upstreams: Upstreams,
-    /// The pingora-proxy engine, for HTTP/2 connections.
-    h2: Arc<HttpProxy<Proxy>>,
+    shared: Arc<Shared>,
 }
 
 impl Fast {
-    pub fn new(store: Arc<Store>, ids: Arc<RequestIds>, h2: HttpProxy<Proxy>) -> Fast {
+    pub fn new(store: Arc<Store>, ids: Arc<RequestIds>) -> Fast {
         Fast {
-            store,
-            ids,
-            upstreams: Upstreams::new(),
-            h2: Arc::new(h2),
+            shared: Shared::new(store, ids),
         }
+    }
+}
+
+impl std::ops::Deref for Fast {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -69,7 +71,9 @@ impl ServerApp for Fast {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.h2.process_new(stream, shutdown).await;
+            let client = peer(&stream);
+            h2::serve(self.shared.clone(), stream, client, true, shutdown).await;
+            return None;
         }
         self.serve(stream, shutdown).await;
         None
@@ -90,11 +94,10 @@ struct Conn {
 }
 
 impl Fast {
-    /// Serves HTTP/1.x requests on one client connection until it closes.
-    pub(crate) async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let client = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    /// Serves HTTP/1.x requests on one client connection until it closes (or hands it to the
+    /// HTTP/2 loop when it opens with the prior-knowledge preface and `h2c` is on).
+    pub(crate) async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let client = peer(&stream);
         let tls = stream.get_ssl_digest().is_some();
         let mut conn = Conn {
             stream,
@@ -119,6 +122,21 @@ impl Fast {
                 );
                 if let Wait::Done = wait.await {
                     wire::close(&mut conn.stream, false).await;
+                    return;
+                }
+            }
+            if fresh.is_some()
+                && conn
+                    .buf
+                    .as_ref()
+                    .is_some_and(|b| b.data().starts_with(b"PRI "))
+            {
+                // Cleartext HTTP/2 with prior knowledge: the preface's first bytes are read.
+                if !conn.tls && self.store.h2c() {
+                    let pre = conn.buf.take().expect("the first bytes were read");
+                    let io = h2::Prefixed::new(pre, conn.stream);
+                    drop(fresh);
+                    h2::serve(self.shared.clone(), io, client, false, shutdown).await;
                     return;
                 }
             }
@@ -296,6 +314,13 @@ impl Fast {
         relay::start_body(&self.store, ex, d)?;
         relay::forward(&self.store, &self.upstreams, ex, d).await
     }
+}
+
+/// The client's address, from the connection's socket.
+fn peer(stream: &Stream) -> ClientIp {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
 }
 
 /// Reads until the connection's buffer holds a complete request head that the codec accepts,

@@ -31,10 +31,10 @@ use crate::snapshot::Store;
 use crate::state::upstream::{self, Conn, Upstreams};
 
 /// The largest response head tether reads (a pooled buffer first, grown up to this).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// How one attempt on one backend connection ended.
-enum Relayed {
+pub(super) enum Relayed {
     Done(Next),
     Failed(Failed),
     /// A reused connection failed before any response byte.
@@ -123,19 +123,19 @@ pub async fn forward(
 }
 
 /// The backend's side of one attempt.
-struct Up {
-    stream: Stream,
-    reused: bool,
-    timeout: Duration,
+pub(super) struct Up {
+    pub(super) stream: Stream,
+    pub(super) reused: bool,
+    pub(super) timeout: Duration,
     /// Response bytes read and not yet relayed.
-    rbuf: Option<Buf>,
+    pub(super) rbuf: Option<Buf>,
     /// Request body bytes sent beyond the head's.
-    body_sent: bool,
+    pub(super) body_sent: bool,
 }
 
 impl Up {
     /// Reads more of the response, within the pool's `read_timeout`.
-    async fn read(&mut self) -> Result<usize, Box<Error>> {
+    pub(super) async fn read(&mut self) -> Result<usize, Box<Error>> {
         let b = self.rbuf.get_or_insert_with(buf::take);
         if b.is_full() {
             if b.capacity() >= MAX_RESPONSE_HEAD {
@@ -158,7 +158,7 @@ impl Up {
     }
 
     /// Writes to the backend, within the pool's `read_timeout`.
-    async fn write(&mut self, a: &[u8], b: &[u8]) -> Result<(), Box<Error>> {
+    pub(super) async fn write(&mut self, a: &[u8], b: &[u8]) -> Result<(), Box<Error>> {
         let r = wire::within(Some(self.timeout), wire::write_two(&mut self.stream, a, b)).await;
         timed(
             r,
@@ -168,11 +168,11 @@ impl Up {
         )
     }
 
-    fn data(&self) -> &[u8] {
+    pub(super) fn data(&self) -> &[u8] {
         self.rbuf.as_ref().map_or(&[], |b| b.data())
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         if let Some(b) = self.rbuf.as_mut() {
             b.consume(n);
         }
@@ -196,7 +196,7 @@ fn timed<T>(
 }
 
 /// What the response head parse found.
-enum Parsed {
+pub(super) enum Parsed {
     /// Not complete yet.
     Partial,
     /// An interim (1xx) head of this many bytes.
@@ -205,7 +205,11 @@ enum Parsed {
     Final(usize),
 }
 
-fn parse(resp: &mut ResponseHead, up: &Up, head_request: bool) -> Result<Parsed, ResponseError> {
+pub(super) fn parse(
+    resp: &mut ResponseHead,
+    up: &Up,
+    head_request: bool,
+) -> Result<Parsed, ResponseError> {
     match resp.parse(up.data(), head_request, MAX_RESPONSE_HEAD)? {
         None => Ok(Parsed::Partial),
         Some(n) if resp.is_interim() => Ok(Parsed::Interim(n)),
@@ -446,7 +450,7 @@ async fn relay(
 
 /// Writes a head into `out` with `write` (a pooled buffer; a larger one for a head that does
 /// not fit): its length.
-fn write_head(
+pub(super) fn write_head(
     out: &mut Buf,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, codec::WriteError>,
 ) -> Result<usize, &'static str> {
@@ -519,7 +523,7 @@ async fn interim_or_final(
     }
 }
 
-fn response_error(e: ResponseError) -> &'static str {
+pub(super) fn response_error(e: ResponseError) -> &'static str {
     match e {
         ResponseError::HeadTooLarge => "response head too large",
         ResponseError::TooManyHeaders => "too many response header fields",
@@ -567,12 +571,23 @@ fn response_failed(
     up: &Up,
     e: Box<Error>,
 ) -> Relayed {
+    head_failed(store, ex, up, d.in_head > 0 || up.body_sent, e)
+}
+
+/// The response head could not be read; `body_read`: some of the request body was taken from
+/// the client (the request cannot be sent again).
+pub(super) fn head_failed(
+    store: &Store,
+    ex: &mut Exchange,
+    up: &Up,
+    body_read: bool,
+    e: Box<Error>,
+) -> Relayed {
     let nothing_read = up.data().is_empty()
         && matches!(
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-    let body_read = d.in_head > 0 || up.body_sent;
     if up.reused && nothing_read && !body_read {
         return Relayed::StaleConnection(e);
     }
@@ -584,7 +599,7 @@ fn response_failed(
 
 /// A failure of the backend's side after the connection was made: an upstream timeout counts
 /// toward passive health.
-fn upstream_failed(store: &Store, ex: &mut Exchange, e: Box<Error>) -> Relayed {
+pub(super) fn upstream_failed(store: &Store, ex: &mut Exchange, e: Box<Error>) -> Relayed {
     if outcome::timed_out(&e) {
         if let Some((pool, u)) = ex.upstream() {
             account::passive(store, pool, u.pick.backend, false);
@@ -593,7 +608,7 @@ fn upstream_failed(store: &Store, ex: &mut Exchange, e: Box<Error>) -> Relayed {
     Relayed::Failed(Failed::from(&e))
 }
 
-fn closed() -> Box<Error> {
+pub(super) fn closed() -> Box<Error> {
     wire::upstream_error(ErrorType::ConnectionClosed, "the backend closed", None)
 }
 

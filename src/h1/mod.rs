@@ -34,4 +34,4 @@ pub use chunked::{Chunked, ChunkedError, ChunkedLimits, Progress};
 pub use head::{Field, Fields, Framing, Known, Span, MAX_FIELDS};
 pub use request::{Reject, RequestHead, RequestView};
 pub use response::{ResponseError, ResponseHead, ResponseView};
-pub use write::{write_request, write_response, Edits, WriteError};
+pub use write::{write_request, write_request_fields, write_response, Edits, WriteError};

@@ -92,6 +92,109 @@ pub fn write_request(
     Ok(w.n)
 }
 
+/// Writes an HTTP/1.1 request head for a request that came as fields (an HTTP/2 stream) into
+/// `out`: `METHOD TARGET HTTP/1.1`, the fields but the hop-by-hop ones, the `Content-Length` and
+/// `Transfer-Encoding` ones (the caller frames the body: `framing`, when it has one, is the
+/// field that says how), the `Cookie` ones joined into one line (RFC 9113 §8.2.3: HTTP/2 may
+/// split them, HTTP/1.1 must not) and the caller's dropped ones, then the added fields. The
+/// same guarantees as [`write_request`]: exactly one `Host`, nothing that could end a line.
+pub fn write_request_fields<'f, I: Iterator<Item = (&'f [u8], &'f [u8])>>(
+    method: &[u8],
+    target: &[u8],
+    fields: impl Fn() -> I,
+    framing: Option<(&[u8], &[u8])>,
+    edits: &Edits<'_>,
+    out: &mut [u8],
+) -> Result<usize, WriteError> {
+    check_added(&Edits {
+        reframe: true,
+        ..*edits
+    })?;
+    if !is_token(method) || target.is_empty() || !target.iter().all(|&c| c > b' ' && c < 0x7f) {
+        return Err(WriteError::InvalidValue(usize::MAX));
+    }
+    let dropped = |name: &[u8], value: &[u8]| {
+        matches!(
+            Known::classify(name),
+            Some(
+                Known::Connection
+                    | Known::KeepAlive
+                    | Known::ProxyConnection
+                    | Known::Te
+                    | Known::Trailer
+                    | Known::Upgrade
+                    | Known::TransferEncoding
+                    | Known::ContentLength
+            )
+        ) || edits
+            .drop_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+            || edits.drop_if.is_some_and(|p| p(name, value))
+    };
+    let mut hosts = edits
+        .add
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+        .count();
+    let mut w = Out { out, n: 0 };
+    w.put(method)?;
+    w.put(b" ")?;
+    w.put(target)?;
+    w.put(b" HTTP/1.1\r\n")?;
+    let mut cookies = 0;
+    for (name, value) in fields() {
+        if dropped(name, value) {
+            continue;
+        }
+        if !is_token(name) || !value.iter().all(|&c| is_field_vchar(c)) {
+            return Err(WriteError::InvalidValue(usize::MAX));
+        }
+        if name.eq_ignore_ascii_case(b"cookie") {
+            cookies += 1;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        }
+        w.put(name)?;
+        w.put(b": ")?;
+        w.put(value)?;
+        w.put(b"\r\n")?;
+    }
+    if hosts != 1 {
+        return Err(WriteError::Host);
+    }
+    if cookies > 0 {
+        w.put(b"cookie: ")?;
+        let mut first = true;
+        for (name, value) in fields() {
+            if name.eq_ignore_ascii_case(b"cookie") && !dropped(name, value) {
+                if !first {
+                    w.put(b"; ")?;
+                }
+                w.put(value)?;
+                first = false;
+            }
+        }
+        w.put(b"\r\n")?;
+    }
+    if let Some((name, value)) = framing {
+        w.put(name)?;
+        w.put(b": ")?;
+        w.put(value)?;
+        w.put(b"\r\n")?;
+    }
+    for (name, value) in edits.add {
+        w.put(name)?;
+        w.put(b": ")?;
+        w.put(value)?;
+        w.put(b"\r\n")?;
+    }
+    w.put(b"\r\n")?;
+    Ok(w.n)
+}
+
 /// Writes the outgoing response head for `head` (parsed from `buf`) into `out`: the status
 /// line with `HTTP/1.1` (status and reason as they came), the kept fields, `Connection:
 /// upgrade` after a 101, the added fields, the empty line. The length written.

@@ -86,7 +86,31 @@ fn map_value<'a>(map: &'a http::HeaderMap, name: &[u8], n: usize) -> Option<&'a 
     map.get_all(name).iter().nth(n).map(|v| v.as_bytes())
 }
 
-/// pingora's request head (what the HTTP/2 server session gives): the same view.
+impl Fields for http::request::Parts {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        map_value(&self.headers, name, n)
+    }
+}
+
+/// An HTTP/2 stream's request head (the `h2` crate's): the same view as an HTTP/1.1 head.
+impl Head for http::request::Parts {
+    fn method(&self) -> &[u8] {
+        self.method.as_str().as_bytes()
+    }
+
+    fn path_and_query(&self) -> &[u8] {
+        match self.uri.path_and_query() {
+            Some(pq) => pq.as_str().as_bytes(),
+            None => b"/",
+        }
+    }
+
+    fn authority(&self) -> Option<&[u8]> {
+        self.uri.authority().map(|a| a.as_str().as_bytes())
+    }
+}
+
+/// pingora's request head: the same view.
 impl Head for RequestHeader {
     fn method(&self) -> &[u8] {
         self.method.as_str().as_bytes()

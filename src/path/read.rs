@@ -23,6 +23,9 @@ pub enum Reject {
     BodyTooLarge,
     /// A head that breaks the message rules: 400.
     BadRequest(&'static str),
+    /// An HTTP/2 connection closed for a protocol error or a flood (rapid reset,
+    /// CONTINUATION): `GOAWAY`, no status.
+    H2Protocol,
 }
 
 /// Metric label values, in handle order (see [`Reject::index`]); the metric's label set is
@@ -36,6 +39,7 @@ impl Reject {
             Reject::HeaderTooLarge | Reject::TooManyHeaders => 431,
             Reject::BodyTooLarge => 413,
             Reject::BadRequest(_) => 400,
+            Reject::H2Protocol => 0,
         }
     }
 
@@ -46,6 +50,7 @@ impl Reject {
             Reject::TooManyHeaders => 2,
             Reject::BodyTooLarge => 3,
             Reject::BadRequest(_) => 4,
+            Reject::H2Protocol => 5,
         }
     }
 
@@ -61,6 +66,7 @@ impl Reject {
             Reject::TooManyHeaders => "too many header fields\n",
             Reject::BodyTooLarge => "request body too large\n",
             Reject::BadRequest(why) => why,
+            Reject::H2Protocol => "HTTP/2 protocol error\n",
         }
     }
 }

@@ -59,6 +59,11 @@ impl Store {
         self.current.load().config.server.limits
     }
 
+    /// Whether plain listeners take cleartext HTTP/2 with prior knowledge (`[server] h2c`).
+    pub fn h2c(&self) -> bool {
+        self.current.load().config.server.h2c
+    }
+
     /// The current snapshot (one atomic load and reference count).
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()

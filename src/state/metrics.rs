@@ -14,12 +14,13 @@ use prometheus::{
 
 /// The `reason` values of `tether_downstream_rejected_total` (DESIGN.md §12), in handle order
 /// (the read stage's `Reject::index`).
-pub const REJECT_REASONS: [&str; 5] = [
+pub const REJECT_REASONS: [&str; 6] = [
     "header_timeout",
     "header_too_large",
     "too_many_headers",
     "body_too_large",
     "bad_request",
+    "h2_protocol",
 ];
 
 /// Response classes used as the `code` label of `tether_requests_total`.
@@ -86,7 +87,7 @@ pub struct Metrics {
     pub last_reload_ok: IntGauge,
     pub generation: IntGauge,
     /// `tether_downstream_rejected_total`, indexed like [`REJECT_REASONS`].
-    pub rejected: [IntCounter; 5],
+    pub rejected: [IntCounter; 6],
     pub ejections: IntCounterVec,
     /// The circuit breaker's queue (DESIGN.md §13): see [`crate::state::queue`].
     pub queue_length: IntGaugeVec,

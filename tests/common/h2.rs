@@ -15,6 +15,9 @@ pub struct H2 {
     rt: tokio::runtime::Runtime,
     send: h2::client::SendRequest<Bytes>,
     authority: String,
+    scheme: &'static str,
+    /// Set when the connection ended (the server closed it, or sent GOAWAY and finished).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A file of `tests/fixtures/tls/` (the test CA's certificate and key for `localhost`).
@@ -81,17 +84,113 @@ impl H2 {
                 Some(&b"h2"[..]),
                 "ALPN must choose h2"
             );
-            let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            send
+            h2::client::handshake(tls).await.expect("h2 handshake")
+        });
+        H2::run(rt, send, authority, "https")
+    }
+
+    /// Connects to `addr` over cleartext HTTP/2 with prior knowledge (`h2c`).
+    pub fn h2c(addr: SocketAddr, authority: &str) -> H2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let send = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            h2::client::handshake(tcp).await.expect("h2c handshake")
+        });
+        H2::run(rt, send, authority, "http")
+    }
+
+    fn run<T>(
+        rt: tokio::runtime::Runtime,
+        (send, conn): (
+            h2::client::SendRequest<Bytes>,
+            h2::client::Connection<T, Bytes>,
+        ),
+        authority: &str,
+        scheme: &'static str,
+    ) -> H2
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = closed.clone();
+        rt.spawn(async move {
+            let _ = conn.await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         H2 {
             rt,
             send,
             authority: authority.to_owned(),
+            scheme,
+            closed,
         }
+    }
+
+    /// Whether the connection has ended. Drives the connection for a moment first.
+    pub fn is_closed(&mut self) -> bool {
+        self.rt
+            .block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the client applies it.
+    pub fn max_send_streams(&mut self) -> usize {
+        // The server's SETTINGS arrive with its first frames: give them a moment.
+        self.rt
+            .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        self.send.current_max_send_streams()
+    }
+
+    /// A request whose body is sent as `chunks` (one DATA frame each; no `content-length`
+    /// unless `headers` has one); with `reset_after = Some(n)` the stream is reset (CANCEL)
+    /// after `n` chunks instead of ending, and `Err` is returned.
+    pub fn request_chunks(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        chunks: &[&[u8]],
+        reset_after: Option<usize>,
+    ) -> Result<Resp, String> {
+        let uri = format!("{}://{}{path}", self.scheme, self.authority);
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let req = b.body(()).map_err(|e| e.to_string())?;
+        let send = self.send.clone();
+        let chunks: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        self.rt.block_on(async move {
+            let fut = async move {
+                let mut send = send.ready().await.map_err(|e| e.to_string())?;
+                let (resp, mut stream) = send
+                    .send_request(req, chunks.is_empty())
+                    .map_err(|e| e.to_string())?;
+                let last = chunks.len();
+                for (i, c) in chunks.into_iter().enumerate() {
+                    if reset_after == Some(i) {
+                        // Let the chunks so far reach the proxy and the backend first.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        stream.send_reset(h2::Reason::CANCEL);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return Err("reset".to_owned());
+                    }
+                    stream
+                        .send_data(c, i + 1 == last)
+                        .map_err(|e| e.to_string())?;
+                    tokio::task::yield_now().await;
+                }
+                read_response(resp).await
+            };
+            tokio::time::timeout(Duration::from_secs(10), fut)
+                .await
+                .map_err(|_| "timed out".to_owned())?
+        })
     }
 
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Resp {
@@ -102,7 +201,7 @@ impl H2 {
     /// Sends a GET and, without waiting for its response, resets the stream after `after` (the
     /// client gives up: `RST_STREAM` with `CANCEL`).
     pub fn get_then_cancel(&mut self, path: &str, after: Duration) {
-        let uri = format!("https://{}{path}", self.authority);
+        let uri = format!("{}://{}{path}", self.scheme, self.authority);
         let req = http::Request::builder()
             .method("GET")
             .uri(uri)
@@ -128,7 +227,7 @@ impl H2 {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Result<Resp, String> {
-        let uri = format!("https://{}{path}", self.authority);
+        let uri = format!("{}://{}{path}", self.scheme, self.authority);
         let mut b = http::Request::builder().method(method).uri(uri);
         for (n, v) in headers {
             b = b.header(*n, *v);
@@ -145,34 +244,39 @@ impl H2 {
                 if let Some(body) = body {
                     stream.send_data(body, true).map_err(|e| e.to_string())?;
                 }
-                let resp = resp.await.map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let headers = resp
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
-                let mut body = resp.into_body();
-                let mut out = Vec::new();
-                while let Some(chunk) = body.data().await {
-                    let chunk = chunk.map_err(|e| e.to_string())?;
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    out.extend_from_slice(&chunk);
-                }
-                Ok(Resp {
-                    status,
-                    headers,
-                    body: String::from_utf8_lossy(&out).into_owned(),
-                })
+                read_response(resp).await
             };
             tokio::time::timeout(Duration::from_secs(10), fut)
                 .await
                 .map_err(|_| "timed out".to_owned())?
         })
     }
+}
+
+/// The response of `resp`, its whole body read.
+async fn read_response(resp: h2::client::ResponseFuture) -> Result<Resp, String> {
+    let resp = resp.await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out).into_owned(),
+    })
 }

@@ -58,6 +58,8 @@ pub(crate) struct Server {
     pub keepalive_timeout: Option<RawDuration>,
     pub max_header_size: Option<RawSize>,
     pub max_headers: Option<i64>,
+    pub max_concurrent_streams: Option<i64>,
+    pub h2c: Option<bool>,
     pub max_reload_move: Option<f64>,
     pub tls: Option<Vec<Tls>>,
 }

@@ -67,9 +67,11 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
         suggested: &parsed.suggested,
         base,
         errors: parsed.unknown,
+        warnings: Vec::new(),
     };
-    let config = cx.config(&parsed.file, source_path, text);
+    let mut config = cx.config(&parsed.file, source_path, text);
     if cx.errors.is_empty() {
+        config.warnings = std::mem::take(&mut cx.warnings);
         Ok(config)
     } else {
         Err(finish(cx.errors))
@@ -101,6 +103,8 @@ struct Cx<'a> {
     /// Directory relative file paths resolve against.
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// Accepted, but worth telling the operator.
+    warnings: Vec<ConfigError>,
 }
 
 /// A listener seen so far, for duplicate detection.
@@ -118,6 +122,16 @@ impl Cx<'_> {
 
     fn error(&mut self, path: &KeyPath, value: Option<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            path: path.to_string(),
+            value,
+            line: self.line(path),
+            message: message.into(),
+        });
+    }
+
+    /// Something accepted that the operator should hear about (a deprecated key).
+    fn warning(&mut self, path: &KeyPath, value: Option<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
             path: path.to_string(),
             value,
             line: self.line(path),
@@ -353,6 +367,7 @@ impl Cx<'_> {
                 path: source_path,
                 hash: content_hash(text.as_bytes()),
             },
+            warnings: Vec::new(),
         }
     }
 }

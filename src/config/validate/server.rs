@@ -101,7 +101,15 @@ impl Cx<'_> {
             "sock",
         );
 
-        let engine = self.named(&p.key("engine"), s.engine.as_deref(), Engine::Fast);
+        if s.engine.is_some() {
+            // Checked for a typo, then ignored: one engine serves both protocols (§20).
+            let _: Engine = self.named(&p.key("engine"), s.engine.as_deref(), Engine::Fast);
+            self.warning(
+                &p.key("engine"),
+                s.engine.as_deref().and_then(quoted),
+                crate::config::ENGINE_DEPRECATED,
+            );
+        }
 
         let d = Limits::default();
         let limits = Limits {
@@ -125,6 +133,12 @@ impl Cx<'_> {
                 )
                 .map_or(d.max_header_size, |n| n as usize),
             max_headers: self.int(&p.key("max_headers"), s.max_headers, 100usize, 1..=1000),
+            max_concurrent_streams: self.int(
+                &p.key("max_concurrent_streams"),
+                s.max_concurrent_streams,
+                d.max_concurrent_streams,
+                1..=10_000,
+            ),
         };
 
         let max_reload_move = s.max_reload_move.filter(|m| {
@@ -142,7 +156,7 @@ impl Cx<'_> {
         Server {
             max_reload_move,
             limits,
-            engine,
+            h2c: s.h2c.unwrap_or(false),
             listen,
             tls,
             threads,

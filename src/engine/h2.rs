@@ -1,0 +1,228 @@
+//! The HTTP/2 connection loop (DESIGN.md §12, §20): a client connection that negotiated `h2`
+//! by ALPN (or sent the cleartext prior-knowledge preface on a plain listener with
+//! `[server] h2c = true`) is served by the `h2` crate's server connection, with tether's limits
+//! as its settings, and each stream it accepts becomes a task of its own (`stream`).
+//!
+//! Owns: the connection's settings and life — `max_header_size` as
+//! `SETTINGS_MAX_HEADER_LIST_SIZE` (enforced by `h2`: `431` on the stream),
+//! `max_concurrent_streams`, the handshake within `header_timeout`, GOAWAY after
+//! `keepalive_timeout` without a stream and at a graceful shutdown, and the count of
+//! connections closed for a protocol error or a flood (rapid reset and CONTINUATION floods are
+//! caught by `h2` itself, which answers GOAWAY) as `h2_protocol`. Must not touch: what a stream
+//! does (the stages', through `stream`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::engine::shared::Shared;
+use crate::engine::stream;
+use crate::engine::wire;
+use crate::h1::buf::Buf;
+use crate::path::exchange::Active;
+use crate::path::head::ClientIp;
+use crate::path::read::Reject;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How many streams a client may reset before tether accepts them (`h2`'s rapid-reset guard,
+/// CVE-2023-44487): past this the connection is closed with GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// What the stream tasks of one connection tell its loop: how many run, and when the last one
+/// ended (milliseconds since the connection began).
+struct Streams {
+    active: AtomicUsize,
+    last_end_ms: AtomicU64,
+}
+
+/// Counts a stream for as long as it runs.
+struct Running {
+    streams: Arc<Streams>,
+    epoch: Instant,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.streams.last_end_ms.fetch_max(ms, Ordering::Relaxed);
+        self.streams.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Serves one HTTP/2 connection until it closes.
+pub async fn serve<S>(
+    fast: Arc<Shared>,
+    io: S,
+    client: ClientIp,
+    tls: bool,
+    shutdown: &ShutdownWatch,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // Until its first stream comes, a new connection is a request on its way (a graceful
+    // shutdown waits for it), as on HTTP/1.1.
+    let mut fresh = Some(Active::begin());
+    let limits = fast.store.limits();
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_size.min(u32::MAX as usize) as u32)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
+    let handshake = wire::within(
+        Some(limits.header_timeout),
+        builder.handshake::<_, Bytes>(io),
+    )
+    .await;
+    let mut conn = match handshake {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            if !e.is_io() {
+                refused(&fast, Reject::H2Protocol, &e);
+            }
+            return;
+        }
+        Err(()) => {
+            fast.store.metrics().rejected[Reject::HeaderTimeout.index()].inc();
+            return;
+        }
+    };
+    let epoch = Instant::now();
+    let streams = Arc::new(Streams {
+        active: AtomicUsize::new(0),
+        last_end_ms: AtomicU64::new(0),
+    });
+    let idle = limits.keepalive_timeout;
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let mut shutdown = shutdown.clone();
+    // A shutdown that began while the connection was being set up: its first streams (sent
+    // before they see the GOAWAY) are still served.
+    let mut closing = *shutdown.borrow_and_update();
+    if closing {
+        conn.graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            biased;
+            accepted = conn.accept() => match accepted {
+                Some(Ok((req, respond))) => {
+                    fresh = None;
+                    streams.active.fetch_add(1, Ordering::Relaxed);
+                    let running = Running { streams: streams.clone(), epoch };
+                    let fast = fast.clone();
+                    tokio::spawn(async move {
+                        let _running = running;
+                        stream::serve(fast, req, respond, client, tls, limits).await;
+                    });
+                }
+                Some(Err(e)) => {
+                    // `h2` closed the connection itself (GOAWAY): a protocol error or a flood.
+                    if e.is_go_away() && e.is_library() {
+                        refused(&fast, Reject::H2Protocol, &e);
+                    }
+                    break;
+                }
+                None => break,
+            },
+            _ = &mut timer, if !closing => {
+                // Idle: no stream ran for `keepalive_timeout`.
+                if streams.active.load(Ordering::Acquire) > 0 {
+                    timer.as_mut().reset(Instant::now() + idle);
+                } else {
+                    let last = epoch + Duration::from_millis(streams.last_end_ms.load(Ordering::Relaxed));
+                    if last + idle <= Instant::now() {
+                        conn.graceful_shutdown();
+                        closing = true;
+                    } else {
+                        timer.as_mut().reset(last + idle);
+                    }
+                }
+            }
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    // In-flight streams finish (and those the client sent before it sees the
+                    // GOAWAY); no new ones are taken.
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+    drop(fresh);
+}
+
+fn refused(fast: &Shared, r: Reject, e: &h2::Error) {
+    fast.store.metrics().rejected[r.index()].inc();
+    tracing::debug!(reason = r.reason(), error = %e, "HTTP/2 connection closed");
+}
+
+/// A connection whose first bytes were already read (the prior-knowledge preface, found by the
+/// HTTP/1.1 loop's first read): those bytes, then the stream's.
+pub struct Prefixed<S> {
+    pre: Option<Buf>,
+    io: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(pre: Buf, io: S) -> Prefixed<S> {
+        Prefixed { pre: Some(pre), io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(pre) = self.pre.as_mut() {
+            let n = pre.len().min(out.remaining());
+            out.put_slice(&pre.data()[..n]);
+            pre.consume(n);
+            if pre.is_empty() {
+                self.pre = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,733 @@
+//! One HTTP/2 stream on tether's loop (DESIGN.md §11, §20): the request the `h2` crate decoded
+//! walks the same stages as an HTTP/1.1 request (`route::start`, `outcome::front`, the breaker
+//! queue, the failover rules, `account`), and goes to its backend over tether's HTTP/1.1 codec
+//! and the thread's upstream connections — the head written from the stream's fields with the
+//! forward stage's edits, the body framed by its `content-length` or chunked, the response head
+//! parsed by the codec and sent back as HTTP/2 fields with the respond stage's edits, its body
+//! as DATA frames within the client's flow-control window.
+//!
+//! Owns: the order of IO for one stream, and when its upstream connection may be reused.
+//! Decisions are the stages' and `outcome`'s; nothing here knows more of HTTP/2 than the
+//! framing (`h2`'s request, body, response and reset). Must not touch: the connection (`h2`'s
+//! loop), selection rules, where an HTTP/1.1 message ends (the codec's, walked by `body`).
+
+use std::future::poll_fn;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderName, HeaderValue};
+use pingora::ErrorType;
+use smallvec::SmallVec;
+
+use crate::config::Limits;
+use crate::engine::body::Body;
+use crate::engine::down::{Failed, BODY_READ_TIMEOUT};
+use crate::engine::relay::{self, Parsed, Relayed, Up};
+use crate::engine::shared::Shared;
+use crate::engine::wire;
+use crate::h1::buf::{self, Boxed};
+use crate::h1::{self as codec, Framing, Known, ResponseHead, ResponseView};
+use crate::http::Head;
+use crate::path::account::{self, End};
+use crate::path::exchange::{Active, Exchange};
+use crate::path::forward::{self, Downstream};
+use crate::path::head::ClientIp;
+use crate::path::outcome::{self, AfterFailure, Front};
+use crate::path::pick;
+use crate::path::read::{self, Reject};
+use crate::path::respond::{self, Local};
+use crate::path::route;
+use crate::snapshot::Store;
+use crate::state::upstream::{self, Conn};
+
+/// The client's side of one stream.
+struct Down {
+    respond: SendResponse<Bytes>,
+    body: RecvStream,
+    /// The response body's stream, once the response head was sent with a body to follow.
+    send: Option<SendStream<Bytes>>,
+    client: ClientIp,
+    tls: bool,
+    /// The request body has ended (END_STREAM seen).
+    body_done: bool,
+    /// Request body bytes received so far.
+    body_read: u64,
+    /// The request body goes to the backend chunked (no `content-length` was given).
+    chunked_up: bool,
+    /// The status of the final response head sent, once one was.
+    written: Option<u16>,
+}
+
+/// Serves one stream to its end and accounts it.
+pub async fn serve(
+    fast: Arc<Shared>,
+    req: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    client: ClientIp,
+    tls: bool,
+    limits: Limits,
+) {
+    let _active = Active::begin();
+    let (parts, body) = req.into_parts();
+    let mut d = Down {
+        respond,
+        body_done: body.is_end_stream(),
+        body,
+        send: None,
+        client,
+        tls,
+        body_read: 0,
+        chunked_up: false,
+        written: None,
+    };
+    if let Some(r) = edge(&parts, &limits) {
+        fast.store.metrics().rejected[r.index()].inc();
+        tracing::debug!(reason = r.reason(), "HTTP/2 request refused");
+        let _ = send_plain(
+            &mut d,
+            r.status(),
+            r.message(),
+            parts.method == http::Method::HEAD,
+        );
+        return;
+    }
+    let store = &fast.store;
+    let mut ex = route::start(store, &fast.ids, &parts);
+    let (status, error, backend) = match stages(&fast, &mut ex, &parts, &mut d).await {
+        Ok(()) => {
+            let status = d.written.unwrap_or(0);
+            (status, None, outcome::blame(&ex, status, None))
+        }
+        Err(f) => {
+            let status = if let Some(s) = d.written {
+                // The response had started: the client sees the stream reset.
+                if let Some(send) = d.send.as_mut() {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                }
+                s
+            } else if f.status == 0 {
+                0 // the client went away: nobody to answer
+            } else {
+                if let Ok(l) = outcome::local(&ex, f.status, f.retry_after) {
+                    let _ = write_local(&mut d, &l, parts.method == http::Method::HEAD);
+                }
+                f.status
+            };
+            (status, Some(f.error), f.backend)
+        }
+    };
+    let status = outcome::final_status(&ex, Some(status));
+    let end = End {
+        status,
+        error,
+        backend,
+    };
+    account::account(store, &mut ex, &parts, client, end);
+}
+
+/// The §12 limits a decoded HTTP/2 head is held to beyond what `h2` enforces itself (the header
+/// list size, advertised as `SETTINGS_MAX_HEADER_LIST_SIZE`): the number of fields, and the
+/// size the head would have as HTTP/1.1. `CONNECT` is not proxied.
+fn edge(parts: &http::request::Parts, limits: &Limits) -> Option<Reject> {
+    if parts.headers.len() > limits.max_headers {
+        return Some(Reject::TooManyHeaders);
+    }
+    let line = parts.method.as_str().len() + (parts as &dyn Head).path_and_query().len() + 12;
+    let size = parts
+        .headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
+    if size > limits.max_header_size {
+        return Some(Reject::HeaderTooLarge);
+    }
+    if parts.method == http::Method::CONNECT {
+        return Some(Reject::BadRequest("CONNECT is not supported\n"));
+    }
+    None
+}
+
+async fn stages(
+    fast: &Shared,
+    ex: &mut Exchange,
+    parts: &http::request::Parts,
+    d: &mut Down,
+) -> Result<(), Failed> {
+    let store = &fast.store;
+    match outcome::front(store, ex, parts, d.client)
+        .await
+        .map_err(|e| Failed::from(&e))?
+    {
+        Front::Forward => {}
+        Front::Queued => {
+            let w = pick::waiting(ex, parts, d.client);
+            if let Err(r) = pick::admit(ex, w, &mut Reset(&mut d.respond)).await {
+                return match outcome::queue_refusal(r) {
+                    None => Err(Failed::local(0, None, r.as_str())),
+                    Some((status, retry_after)) => {
+                        let l = outcome::local(ex, status, Some(retry_after))
+                            .map_err(|e| Failed::from(&e))?;
+                        write_local(d, &l, parts.method == http::Method::HEAD)
+                    }
+                };
+            }
+        }
+        Front::Answer { local, .. } => {
+            return write_local(d, &local, parts.method == http::Method::HEAD);
+        }
+    }
+    forward(store, fast, ex, parts, d).await
+}
+
+/// The client side of a stream waiting in a breaker queue: gone once it resets the stream.
+struct Reset<'a>(&'a mut SendResponse<Bytes>);
+
+impl pick::Client for Reset<'_> {
+    async fn gone(&mut self) {
+        let _ = poll_fn(|cx| self.0.poll_reset(cx)).await;
+    }
+}
+
+/// Connect (failing over on connection errors), send the request, relay the response: the
+/// same loop as HTTP/1.1's (`relay::forward`), over a stream.
+async fn forward(
+    store: &Store,
+    fast: &Shared,
+    ex: &mut Exchange,
+    parts: &http::request::Parts,
+    d: &mut Down,
+) -> Result<(), Failed> {
+    let resendable = outcome::may_resend(parts.method.as_str().as_bytes(), !d.body_done);
+    let mut fresh_only = false;
+    loop {
+        ex.hold();
+        let (pool, u) = ex
+            .upstream()
+            .ok_or_else(|| Failed::internal("no_backend"))?;
+        u.sent_at.get_or_insert_with(Instant::now);
+        let b = &pool.backends[u.pick.backend as usize];
+        let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
+        let got = if fresh_only {
+            Box::pin(fast.upstreams.fresh(&b.peer)).await
+        } else {
+            fast.upstreams.get(key, &b.peer).await
+        };
+        let e = match got {
+            Ok(conn) => match relay(store, ex, parts, d, conn, read_timeout, key).await {
+                Relayed::Done(_) => return Ok(()),
+                Relayed::Failed(f) => return Err(f),
+                Relayed::StaleConnection(e) => {
+                    if resendable {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(Failed::from(&e));
+                }
+                Relayed::Refused(e) => e,
+            },
+            Err(e) => e,
+        };
+        match outcome::after_connect_failure(store, ex, parts, d.client, &e) {
+            AfterFailure::Next => {
+                fresh_only = false;
+                let w = pick::waiting(ex, parts, d.client);
+                if let Err(r) = pick::admit(ex, w, &mut Reset(&mut d.respond)).await {
+                    let (status, retry_after) = outcome::queue_refusal(r).unzip();
+                    return Err(Failed::local(status.unwrap_or(0), retry_after, r.as_str()));
+                }
+            }
+            AfterFailure::Answer {
+                status,
+                retry_after,
+            } => return Err(Failed::local(status, retry_after, e.etype().as_str())),
+        }
+    }
+}
+
+/// Methods whose body-less request still says so with `content-length: 0` upstream (a backend
+/// may refuse a POST without a length).
+fn length_expected(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+/// One attempt on `conn`: the request out, the response back.
+async fn relay(
+    store: &Store,
+    ex: &mut Exchange,
+    parts: &http::request::Parts,
+    d: &mut Down,
+    conn: Conn,
+    read_timeout: Duration,
+    key: upstream::Key,
+) -> Relayed {
+    let mut up = Up {
+        stream: conn.stream,
+        reused: conn.reused,
+        timeout: read_timeout,
+        rbuf: None,
+        body_sent: false,
+    };
+    let head_request = parts.method == http::Method::HEAD;
+    // How the body is framed upstream: its declared length (which `h2` holds the stream to),
+    // else chunked; none when the stream ended with its head.
+    let declared = read::content_length(parts);
+    let mut len_text = [0u8; 20];
+    let framing: Option<(&[u8], &[u8])> = if d.body_done {
+        (declared.is_some() || length_expected(&parts.method)).then_some((b"Content-Length", b"0"))
+    } else if let Some(n) = declared {
+        Some((b"Content-Length", decimal(n, &mut len_text)))
+    } else {
+        d.chunked_up = true;
+        Some((b"Transfer-Encoding", b"chunked"))
+    };
+    let target = (parts as &dyn Head).path_and_query();
+    let down = Downstream {
+        client: d.client,
+        tls: d.tls,
+    };
+    let mut out = buf::take();
+    let written = forward::request_edits(ex, parts, &down, |e| {
+        let edits = codec::Edits {
+            drop_names: e.drop,
+            drop_if: None,
+            add: e.add,
+            reframe: true,
+        };
+        let fields = || {
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        };
+        relay::write_head(&mut out, |o| {
+            codec::write_request_fields(
+                parts.method.as_str().as_bytes(),
+                target,
+                fields,
+                framing,
+                &edits,
+                o,
+            )
+        })
+    });
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "HTTP/2 request head could not be written upstream");
+        return Relayed::Failed(Failed::local(400, None, "request_head"));
+    }
+    if let Err(e) = up.write(out.data(), &[]).await {
+        return if up.reused {
+            Relayed::StaleConnection(e)
+        } else {
+            relay::upstream_failed(store, ex, e)
+        };
+    }
+    out.consume(out.len());
+    // The request body, while watching for an early (or interim) response.
+    let mut resp: Boxed<ResponseHead> = Boxed::take();
+    let mut final_len = None;
+    while !d.body_done && final_len.is_none() {
+        tokio::select! {
+            biased;
+            r = up.read() => {
+                match r {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => return head_failed(store, ex, d, &up, relay::closed()),
+                    Err(e) => return head_failed(store, ex, d, &up, e),
+                }
+                match interim_or_final(&mut resp, &mut up, d, head_request) {
+                    Ok(f) => final_len = f,
+                    Err(r) => return r,
+                }
+            }
+            r = wire::within(Some(BODY_READ_TIMEOUT), d.body.data()) => {
+                if let Err(r) = body_step(store, ex, d, &mut up, r).await {
+                    return r;
+                }
+            }
+        }
+    }
+    while final_len.is_none() {
+        tokio::select! {
+            biased;
+            r = up.read() => {
+                match r {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => return head_failed(store, ex, d, &up, relay::closed()),
+                    Err(e) => return head_failed(store, ex, d, &up, e),
+                }
+                match interim_or_final(&mut resp, &mut up, d, head_request) {
+                    Ok(f) => final_len = f,
+                    Err(r) => return r,
+                }
+            }
+            // A client that resets the stream while the backend thinks: the request is
+            // abandoned (and its upstream connection with it).
+            _ = poll_fn(|cx| d.respond.poll_reset(cx)) => {
+                return Relayed::Failed(Failed::client());
+            }
+        }
+    }
+    let head_len = final_len.unwrap_or(0);
+    if let Some((pool, u)) = ex.upstream() {
+        u.response_head();
+        account::passive(store, pool, u.pick.backend, true);
+    }
+    if resp.is_switching_protocols() {
+        return relay::upstream_failed(
+            store,
+            ex,
+            wire::upstream_error(
+                ErrorType::InvalidHTTPHeader,
+                "101 on an HTTP/2 stream",
+                None,
+            ),
+        );
+    }
+    let up_keepalive = resp.keep_alive(up.data());
+    let no_body = head_request || !resp.framing().has_body();
+    let rv = ResponseView {
+        head: &resp,
+        buf: up.data(),
+    };
+    let built = respond::response_edits(ex, &rv, |e| response_head(&resp, rv.buf, e));
+    let head = match built {
+        Ok(h) => h,
+        Err(what) => {
+            return relay::upstream_failed(
+                store,
+                ex,
+                wire::upstream_error(ErrorType::InvalidHTTPHeader, what, None),
+            )
+        }
+    };
+    let status = resp.status();
+    match d.respond.send_response(head, no_body) {
+        Ok(send) => {
+            if !no_body {
+                d.send = Some(send);
+            }
+        }
+        Err(_) => return Relayed::Failed(Failed::client()),
+    }
+    d.written = Some(status);
+    up.consume(head_len);
+    if !no_body {
+        if let Err(r) = response_body(store, ex, d, &mut up, resp.framing()).await {
+            return r;
+        }
+    }
+    // The connection goes back only when both messages ended cleanly and nothing more came.
+    if up_keepalive && d.body_done && up.data().is_empty() && resp.framing() != Framing::UntilClose
+    {
+        upstream::put(key, up.stream);
+    }
+    Relayed::Done(crate::engine::down::Next::KeepAlive)
+}
+
+/// The response head could not be read.
+fn head_failed(
+    store: &Store,
+    ex: &mut Exchange,
+    d: &Down,
+    up: &Up,
+    e: Box<pingora::Error>,
+) -> Relayed {
+    relay::head_failed(store, ex, up, d.body_read > 0 || up.body_sent, e)
+}
+
+/// One read of the request body (`r`: DATA, its end, a reset or the read deadline) relayed to
+/// the backend, the flow-control window given back once it is written.
+async fn body_step(
+    store: &Store,
+    ex: &mut Exchange,
+    d: &mut Down,
+    up: &mut Up,
+    r: Result<Option<Result<Bytes, h2::Error>>, ()>,
+) -> Result<(), Relayed> {
+    match r {
+        Ok(Some(Ok(data))) => {
+            let n = data.len();
+            d.body_read += n as u64;
+            if outcome::body_exceeds(store, ex, d.body_read) {
+                return Err(Relayed::Failed(Failed::local(413, None, "body_too_large")));
+            }
+            if n > 0 {
+                up.body_sent = true;
+                let sent = if d.chunked_up {
+                    let mut size = [0u8; 18];
+                    let head = chunk_size(n, &mut size);
+                    let r = up.write(head, &data).await;
+                    match r {
+                        Ok(()) => up.write(b"\r\n", &[]).await,
+                        e => e,
+                    }
+                } else {
+                    up.write(&data, &[]).await
+                };
+                if let Err(e) = sent {
+                    return Err(relay::upstream_failed(store, ex, e));
+                }
+                let _ = d.body.flow_control().release_capacity(n);
+            }
+            Ok(())
+        }
+        Ok(None) => {
+            // The body ended: its trailers, if any, end a chunked body.
+            d.body_done = true;
+            if d.chunked_up {
+                let mut end: Vec<u8> = b"0\r\n".to_vec();
+                if let Ok(Some(trailers)) = d.body.trailers().await {
+                    for (n, v) in trailers.iter() {
+                        if v.as_bytes().iter().all(|&c| codec::head::is_field_vchar(c)) {
+                            end.extend_from_slice(n.as_str().as_bytes());
+                            end.extend_from_slice(b": ");
+                            end.extend_from_slice(v.as_bytes());
+                            end.extend_from_slice(b"\r\n");
+                        }
+                    }
+                }
+                end.extend_from_slice(b"\r\n");
+                if let Err(e) = up.write(&end, &[]).await {
+                    return Err(relay::upstream_failed(store, ex, e));
+                }
+            }
+            Ok(())
+        }
+        // The client reset the stream, or stalled mid-body.
+        Ok(Some(Err(_))) | Err(()) => Err(Relayed::Failed(Failed::client())),
+    }
+}
+
+/// `n` in decimal, into `out`.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// `{n:x}\r\n` into `out`.
+fn chunk_size(n: usize, out: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, o) in out.iter_mut().take(digits).enumerate() {
+        let nibble = (n >> ((digits - 1 - i) * 4)) & 0xf;
+        *o = b"0123456789abcdef"[nibble];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    &out[..digits + 2]
+}
+
+/// After a read of the response: sends every complete interim head (`100 Continue` and the
+/// like) to the client as an informational response, and says whether the final head is
+/// complete (its length).
+fn interim_or_final(
+    resp: &mut ResponseHead,
+    up: &mut Up,
+    d: &mut Down,
+    head_request: bool,
+) -> Result<Option<usize>, Relayed> {
+    loop {
+        match relay::parse(resp, up, head_request) {
+            Ok(Parsed::Partial) => return Ok(None),
+            Ok(Parsed::Final(n)) => return Ok(Some(n)),
+            Ok(Parsed::Interim(n)) => {
+                if let Ok(s) = http::StatusCode::from_u16(resp.status()) {
+                    let mut info = http::Response::new(());
+                    *info.status_mut() = s;
+                    let _ = d.respond.send_informational(info);
+                }
+                up.consume(n);
+            }
+            Err(e) => {
+                return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
+                    ErrorType::InvalidHTTPHeader,
+                    relay::response_error(e),
+                    None,
+                ))))
+            }
+        }
+    }
+}
+
+/// The backend's response head as an HTTP/2 one: the status, the fields but the hop-by-hop
+/// and framing ones (and those `Connection` names), less the respond stage's dropped fields,
+/// plus its added ones.
+fn response_head(
+    resp: &ResponseHead,
+    buf: &[u8],
+    e: &crate::path::edits::Edits<'_>,
+) -> Result<http::Response<()>, &'static str> {
+    let mut out = http::Response::new(());
+    *out.status_mut() =
+        http::StatusCode::from_u16(resp.status()).map_err(|_| "invalid response status")?;
+    let fields = resp.fields();
+    let headers = out.headers_mut();
+    for f in fields.as_slice() {
+        let name = f.name.get(buf);
+        let hop = matches!(
+            Known::classify(name),
+            Some(
+                Known::Connection
+                    | Known::KeepAlive
+                    | Known::ProxyConnection
+                    | Known::Te
+                    | Known::Trailer
+                    | Known::Upgrade
+                    | Known::TransferEncoding
+            )
+        );
+        if hop
+            || e.drop.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || fields.connection_has(buf, name)
+        {
+            continue;
+        }
+        let n = HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
+        let v = HeaderValue::from_bytes(f.value.get(buf)).map_err(|_| "invalid response field")?;
+        headers.append(n, v);
+    }
+    for (n, v) in e.add {
+        let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
+        let v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+        headers.append(n, v);
+    }
+    Ok(out)
+}
+
+/// Relays the response body as DATA frames: the bytes that came with the head first, then
+/// what the backend sends, de-chunked, the last frame carrying END_STREAM.
+async fn response_body(
+    store: &Store,
+    ex: &mut Exchange,
+    d: &mut Down,
+    up: &mut Up,
+    framing: Framing,
+) -> Result<(), Relayed> {
+    let send = d
+        .send
+        .as_mut()
+        .expect("a response with a body has its stream");
+    let mut body = Body::new(framing);
+    loop {
+        let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
+        let step = match body.step(up.data(), Some(&mut ranges)) {
+            Ok(s) => s,
+            Err(_) => {
+                return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
+                    ErrorType::InvalidHTTPHeader,
+                    "bad chunked response body",
+                    None,
+                ))))
+            }
+        };
+        let data = up.data();
+        if framing != Framing::Chunked {
+            ranges.push(0..step.consumed);
+        }
+        ranges.retain(|r| r.start < r.end);
+        let last = ranges.len();
+        for (i, r) in ranges.iter().enumerate() {
+            let end = step.done && i + 1 == last;
+            let bytes = Bytes::copy_from_slice(&data[r.clone()]);
+            if send_data(send, bytes, end).await.is_err() {
+                return Err(Relayed::Failed(Failed::client()));
+            }
+        }
+        if step.done && last == 0 && send.send_data(Bytes::new(), true).is_err() {
+            return Err(Relayed::Failed(Failed::client()));
+        }
+        up.consume(step.consumed);
+        if step.done {
+            return Ok(());
+        }
+        match up.read().await {
+            Ok(n) if n > 0 => {}
+            Ok(_) if body.closed() => {
+                let _ = send.send_data(Bytes::new(), true);
+                return Ok(());
+            }
+            Ok(_) => return Err(relay::upstream_failed(store, ex, relay::closed())),
+            Err(e) => return Err(relay::upstream_failed(store, ex, e)),
+        }
+    }
+}
+
+/// Sends `data` within the stream's flow-control window (waiting for the client to open it, at
+/// most [`BODY_READ_TIMEOUT`] at a time); `end`: the last frame.
+async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let cap = match wire::within(
+            Some(BODY_READ_TIMEOUT),
+            poll_fn(|cx| send.poll_capacity(cx)),
+        )
+        .await
+        {
+            Ok(Some(Ok(c))) => c,
+            _ => return Err(()),
+        };
+        if cap == 0 {
+            continue;
+        }
+        let chunk = data.split_to(cap.min(data.len()));
+        send.send_data(chunk, end && data.is_empty())
+            .map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Writes one of tether's own answers on the stream.
+fn write_local(d: &mut Down, l: &Local, head_request: bool) -> Result<(), Failed> {
+    let status = l.head.status;
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = l.head.headers.clone();
+    let end = head_request || l.body.is_empty();
+    let mut send = d
+        .respond
+        .send_response(resp, end)
+        .map_err(|_| Failed::client())?;
+    d.written = Some(status.as_u16());
+    if !end {
+        send.send_data(Bytes::from_static(l.body.as_bytes()), true)
+            .map_err(|_| Failed::client())?;
+    }
+    Ok(())
+}
+
+/// A refusal at the edge: `status` with a one-line text body.
+fn send_plain(d: &mut Down, status: u16, body: &'static str, head_request: bool) -> Result<(), ()> {
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = http::StatusCode::from_u16(status).map_err(|_| ())?;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut send = d
+        .respond
+        .send_response(resp, head_request)
+        .map_err(|_| ())?;
+    if !head_request {
+        send.send_data(Bytes::from_static(body.as_bytes()), true)
+            .map_err(|_| ())?;
+    }
+    Ok(())
+}
