@@ -528,7 +528,7 @@ report() {
     for s in "${SCENS[@]}"; do
         for p in "${PROXIES[@]}"; do
             if [[ -n ${SKIPPED[$p]:-} ]]; then
-                echo "| $p | $s (− $base) | skipped ² | | | | | | | | | |"
+                echo "| $p | $s | skipped ² | | | | | | | | | |"
                 continue
             fi
             if ! applies "$p" "$s"; then
