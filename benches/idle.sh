@@ -2,7 +2,7 @@
 # Memory per idle keep-alive client connection (DESIGN.md §10: ≤ 2× HAProxy's): HAProxy vs
 # tether, one worker thread each, in front of one nginx backend.
 #
-#   benches/idle.sh [--conns N] [--engines fast[,pingora]] [--out FILE]
+#   benches/idle.sh [--conns N] [--out FILE]
 #
 # For each proxy in turn (the others stopped): start it pinned to PROXY_CPU, warm it with a few
 # requests, read its RSS (VmRSS from /proc/PID/status, summed over its processes), then let
@@ -17,7 +17,6 @@
 #
 # Options / environment:
 #   --conns N, CONNS=8000        connections per proxy (needs N + 256 descriptors: ulimit -Hn)
-#   --engines LIST, ENGINES=fast tether engines (TETHER_ENGINE) to measure: fast, pingora
 #   FLOOR=1                      also measure the tokio floor (benches/floor_tokio.rs: a task that
 #                                waits for readability holding only its socket; buffers from a
 #                                per-thread pool only while bytes are in flight), when built:
@@ -26,8 +25,9 @@
 #   SETTLE=2                     seconds between the last response and the second RSS reading
 #   TETHER_BIN=$CARGO_TARGET_DIR/release/tether (CARGO_TARGET_DIR defaults to target/)
 #   PROXY_CPU=0 CLIENT_CPU=1     CPUs of the proxy, and of the client and backend
-#   Ports (127.0.0.1): backend 19101, haproxy 18181, tether 18183 (fast) / 18184 (pingora); override
-#   with BACKEND_PORT HAPROXY_PORT TETHER_FAST_PORT TETHER_PINGORA_PORT. KEEP_TMP=1 keeps logs.
+#   Ports (127.0.0.1): backend 19101, haproxy 18181, tether 18183, floor-tokio 18186; override
+#   with BACKEND_PORT HAPROXY_PORT TETHER_PORT (or TETHER_FAST_PORT) FLOOR_TOKIO_PORT.
+#   KEEP_TMP=1 keeps logs.
 # Bounded: each client run gives up after 60 s of set-up and holds at most 60 s. Every process
 # the script starts is stopped on exit (by PID). Loopback only.
 set -euo pipefail
@@ -35,7 +35,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOAD_DIR=$ROOT/benches/load
 CONNS=${CONNS:-8000}
-ENGINES=${ENGINES:-fast}
 SETTLE=${SETTLE:-2}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -47,8 +46,7 @@ FLOOR_TOKIO_PORT=${FLOOR_TOKIO_PORT:-18186}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
 BACKEND_PORT=${BACKEND_PORT:-19101}
 HAPROXY_PORT=${HAPROXY_PORT:-18181}
-TETHER_FAST_PORT=${TETHER_FAST_PORT:-18183}
-TETHER_PINGORA_PORT=${TETHER_PINGORA_PORT:-18184}
+TETHER_PORT=${TETHER_PORT:-${TETHER_FAST_PORT:-18183}}
 OUT=
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
@@ -56,6 +54,7 @@ while (($#)); do
     case $1 in
         --conns) CONNS=${2:?--conns needs a number}; shift 2 ;;
         --conns=*) CONNS=${1#*=}; shift ;;
+        # tether has one HTTP/1.1 engine now: the old "--engines fast" is still accepted.
         --engines) ENGINES=${2:?--engines needs a list}; shift 2 ;;
         --engines=*) ENGINES=${1#*=}; shift ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
@@ -65,16 +64,15 @@ while (($#)); do
     esac
 done
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "--conns must be a positive integer" >&2; exit 2; }
-IFS=, read -ra engines <<<"$ENGINES"
+[[ ${ENGINES:-fast} == fast ]] ||
+    { echo "--engines/ENGINES: tether has one engine now; only 'fast' (the default) is accepted" >&2; exit 2; }
 CANDIDATES=(haproxy)
 if [[ $FLOOR == 1 && -x $FLOOR_TOKIO_BIN ]]; then
     CANDIDATES+=(floor-tokio)
 elif [[ $FLOOR == 1 ]]; then
     echo "floor-tokio: $FLOOR_TOKIO_BIN not built (cargo build --release --example floor-tokio): skipped" >&2
 fi
-for e in "${engines[@]}"; do
-    case $e in fast | pingora) CANDIDATES+=("tether-$e") ;; *) echo "unknown engine '$e' (fast, pingora)" >&2; exit 2 ;; esac
-done
+CANDIDATES+=(tether)
 
 LOG_TAG=idle
 # shellcheck source-path=SCRIPTDIR source=load/lib.sh
@@ -87,7 +85,7 @@ if (($(ulimit -n) < CONNS + 256)); then
     die "$CONNS connections need $((CONNS + 256)) descriptors; the hard limit is $(ulimit -Hn) (use --conns)"
 fi
 [[ -x $TETHER_BIN ]] || die "tether binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
-for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_FAST_PORT" "$TETHER_PINGORA_PORT" "$FLOOR_TOKIO_PORT"; do
+for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_PORT" "$FLOOR_TOKIO_PORT"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
 done
 
@@ -123,16 +121,16 @@ backend be
 EOF
 "$HAPROXY" -c -q -f "$TMP/haproxy.cfg" || die "haproxy config check failed"
 
-tether_config() { # PORT ENGINE
-    mkdir -p "$TMP/tether-$2"
-    cat >"$TMP/tether-$2/tether.toml" <<EOF
+tether_config() { # PORT
+    mkdir -p "$TMP/tether"
+    cat >"$TMP/tether/tether.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$1"]
 threads = 1
 admin = "off"
 grace_period = "1s"
-pid_file = "$TMP/tether-$2/tether.pid"
-upgrade_sock = "$TMP/tether-$2/tether.sock"
+pid_file = "$TMP/tether/tether.pid"
+upgrade_sock = "$TMP/tether/tether.sock"
 [log]
 access = false
 [[route]]
@@ -143,15 +141,14 @@ policy = "round_robin"
 id = "b1"
 addr = "127.0.0.1:$BACKEND_PORT"
 EOF
-    "$TETHER_BIN" check -c "$TMP/tether-$2/tether.toml" >"$TMP/tether-$2/check.log" 2>&1 ||
-        { cat "$TMP/tether-$2/check.log" >&2; die "tether check rejected the idle config"; }
+    "$TETHER_BIN" check -c "$TMP/tether/tether.toml" >"$TMP/tether/check.log" 2>&1 ||
+        { cat "$TMP/tether/check.log" >&2; die "tether check rejected the idle config"; }
 }
 
-declare -A PORT_OF BEFORE AFTER OK FAILED CLOSED ERRORS SETUP PER ENGINE_LOGGED
+declare -A PORT_OF BEFORE AFTER OK FAILED CLOSED ERRORS SETUP PER
 PORT_OF[haproxy]=$HAPROXY_PORT
 PORT_OF[floor-tokio]=$FLOOR_TOKIO_PORT
-PORT_OF[tether-fast]=$TETHER_FAST_PORT
-PORT_OF[tether-pingora]=$TETHER_PINGORA_PORT
+PORT_OF[tether]=$TETHER_PORT
 
 # json_field FILE KEY: a top-level value of the client's one-line JSON summary.
 json_field() {
@@ -159,26 +156,19 @@ json_field() {
 }
 
 measure() { # CANDIDATE
-    local c=$1 port=${PORT_OF[$1]} pid i engine
+    local c=$1 port=${PORT_OF[$1]} pid i
     case $c in
         haproxy) start_bg haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
         floor-tokio)
             start_bg floor-tokio "$PROXY_CPU" "$FLOOR_TOKIO_BIN" "127.0.0.1:$port" "127.0.0.1:$BACKEND_PORT"
             ;;
-        tether-*)
-            engine=${c#tether-}
-            tether_config "$port" "$engine"
-            start_bg "$c" "$PROXY_CPU" env TETHER_ENGINE="$engine" RUST_LOG=info,tether::app=debug \
-                "$TETHER_BIN" run -c "$TMP/tether-$engine/tether.toml"
+        tether)
+            tether_config "$port"
+            start_bg tether "$PROXY_CPU" env RUST_LOG=info "$TETHER_BIN" run -c "$TMP/tether/tether.toml"
             ;;
     esac
     pid=$STARTED_PID
     wait_http "$c" "$pid" "http://127.0.0.1:$port/"
-    if [[ $c == tether-* ]]; then
-        ENGINE_LOGGED[$c]=$(logged_engine "$TMP/$c.log")
-        [[ ${ENGINE_LOGGED[$c]} == "?" || ${ENGINE_LOGGED[$c]} == "$engine" ]] ||
-            die "$c: started with TETHER_ENGINE=$engine but runs the ${ENGINE_LOGGED[$c]} engine"
-    fi
     for ((i = 0; i < 20; i++)); do
         [[ $(curl -s -m 2 "http://127.0.0.1:$port/") == b1 ]] || die "$c: warm-up request failed"
     done
@@ -227,9 +217,7 @@ report() {
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for c in "${CANDIDATES[@]}"; do
         ratio=$(awk -v a="${PER[$c]}" -v b="${PER[haproxy]}" 'BEGIN { if (b > 0 && a ~ /^-?[0-9.]+$/) printf "%.1f×", a / b; else print "?" }')
-        local label=$c
-        [[ $c == tether-* ]] && label="$c (engine ${ENGINE_LOGGED[$c]:-?})"
-        echo "| $label | ${OK[$c]} | ${BEFORE[$c]} | ${AFTER[$c]} | ${PER[$c]} | $ratio | ${FAILED[$c]} | ${CLOSED[$c]} |"
+        echo "| $c | ${OK[$c]} | ${BEFORE[$c]} | ${AFTER[$c]} | ${PER[$c]} | $ratio | ${FAILED[$c]} | ${CLOSED[$c]} |"
     done
     echo
     echo "$CONNS keep-alive connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 2× HAProxy."

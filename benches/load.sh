@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Load comparison (DESIGN.md §10): tether (both HTTP/1.1 engines) vs HAProxy vs NGINX vs the
-# pingora-proxy floor, one worker thread each, the same four backends, wrk as the client.
+# Load comparison (DESIGN.md §10): tether vs HAProxy vs NGINX vs the tokio floor, one worker
+# thread each, the same four backends, wrk as the client.
 #
 #   benches/load.sh [--only LIST] [--scenarios rr,cookie,hash] [--out FILE]
 #
 # Candidates (--only, comma-separated; default all, in this order):
 #   haproxy         HAProxy                       nginx           NGINX as the proxy
-#   floor           benches/floor.rs: bare pingora-proxy round robin, no application logic
-#                   (rr only: marked n/a for cookie and hash)
 #   floor-tokio     benches/floor_tokio.rs: the least a tokio + httparse proxy does per request
-#                   (head forwarded as its own bytes + one header, pooled buffers; rr only)
-#   tether-fast     tether, TETHER_ENGINE=fast    tether-pingora  tether, TETHER_ENGINE=pingora
-#   tether          alias for tether-fast,tether-pingora
+#                   (head forwarded as its own bytes + one header, pooled buffers; rr only:
+#                   marked n/a for cookie and hash)
+#   tether          tether (also accepted as tether-fast, its name when tether had two engines)
 #
 # Environment:
 #   DURATION=15   seconds of each measured wrk run      WARMUP=3   seconds of warm-up before it
@@ -20,7 +18,6 @@
 #                 each candidate's median run (by req/s) and the min–max range (one run varies
 #                 ±20% here), and the ratios to HAProxy as the median of per-round ratios
 #   TETHER_BIN=$CARGO_TARGET_DIR/release/tether         (cargo build --release --locked)
-#   FLOOR_BIN=$CARGO_TARGET_DIR/release/examples/floor  (cargo build --release --example floor)
 #   FLOOR_TOKIO_BIN=$CARGO_TARGET_DIR/release/examples/floor-tokio  (--example floor-tokio)
 #                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for wrk and backends
@@ -29,15 +26,14 @@
 #                 $TMP/perf-<candidate>-<scenario>-<run>.data, for `perf report -i` or `perf diff`
 #                 (sampling costs the proxy a little CPU: compare such runs only with each other)
 #   H2=1          then the HTTP/2 comparison: benches/h2load.sh (h2load over TLS, ALPN h2) on the
-#                 chosen candidates it knows (haproxy, tether-fast, tether-pingora), with the same
-#                 DURATION, WARMUP, RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's
-#                 processes are stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its
-#                 report goes to benches/results-h2-<date>.md (see benches/h2load.sh --help)
-#   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether-fast 18083
-#   (admin 18093), tether-pingora 18084 (admin 18094), floor 18085, floor-tokio 18086; override
-#   with B1_PORT..B4_PORT FLOOR_TOKIO_PORT
-#   HAPROXY_PORT NGINX_PORT TETHER_FAST_PORT TETHER_FAST_ADMIN_PORT TETHER_PINGORA_PORT
-#   TETHER_PINGORA_ADMIN_PORT FLOOR_PORT.
+#                 chosen candidates it knows (haproxy, tether), with the same DURATION, WARMUP,
+#                 RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's processes are
+#                 stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its report goes to
+#                 benches/results-h2-<date>.md (see benches/h2load.sh --help)
+#   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether 18083 (admin
+#   18093), floor-tokio 18086; override with B1_PORT..B4_PORT HAPROXY_PORT NGINX_PORT
+#   TETHER_PORT TETHER_ADMIN_PORT FLOOR_TOKIO_PORT (TETHER_FAST_PORT and TETHER_FAST_ADMIN_PORT
+#   are still read when the TETHER_ names are unset).
 #
 # Scenarios (the same paths on every proxy):
 #   rr      GET /rr      round-robin over the four backends
@@ -84,10 +80,8 @@ PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
-FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/floor}
 FLOOR_TOKIO_BIN=${FLOOR_TOKIO_BIN:-$TARGET_DIR/release/examples/floor-tokio}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
-case $FLOOR_BIN in /*) ;; *) FLOOR_BIN=$ROOT/$FLOOR_BIN ;; esac
 case $FLOOR_TOKIO_BIN in /*) ;; *) FLOOR_TOKIO_BIN=$ROOT/$FLOOR_TOKIO_BIN ;; esac
 B1_PORT=${B1_PORT:-19001}
 B2_PORT=${B2_PORT:-19002}
@@ -96,14 +90,11 @@ B4_PORT=${B4_PORT:-19004}
 BACKEND_PORTS=("$B1_PORT" "$B2_PORT" "$B3_PORT" "$B4_PORT")
 HAPROXY_PORT=${HAPROXY_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
-TETHER_FAST_PORT=${TETHER_FAST_PORT:-${TETHER_PORT:-18083}}
-TETHER_FAST_ADMIN_PORT=${TETHER_FAST_ADMIN_PORT:-${TETHER_ADMIN_PORT:-18093}}
-TETHER_PINGORA_PORT=${TETHER_PINGORA_PORT:-18084}
-TETHER_PINGORA_ADMIN_PORT=${TETHER_PINGORA_ADMIN_PORT:-18094}
-FLOOR_PORT=${FLOOR_PORT:-18085}
+TETHER_PORT=${TETHER_PORT:-${TETHER_FAST_PORT:-18083}}
+TETHER_ADMIN_PORT=${TETHER_ADMIN_PORT:-${TETHER_FAST_ADMIN_PORT:-18093}}
 FLOOR_TOKIO_PORT=${FLOOR_TOKIO_PORT:-18086}
 
-ALL_CANDIDATES=(haproxy nginx floor floor-tokio tether-fast tether-pingora)
+ALL_CANDIDATES=(haproxy nginx floor-tokio tether)
 ONLY=$(IFS=,; echo "${ALL_CANDIDATES[*]}")
 SCENARIOS=rr,cookie,hash
 GATEWAY=0
@@ -130,9 +121,9 @@ IFS=, read -ra SCENS <<<"$SCENARIOS"
 chosen=" "
 for p in "${wanted[@]}"; do
     case $p in
-        haproxy | nginx | floor | floor-tokio | tether-fast | tether-pingora) chosen+="$p " ;;
-        tether) chosen+="tether-fast tether-pingora " ;;
-        *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]}, tether)" >&2; exit 2 ;;
+        haproxy | nginx | floor-tokio | tether) chosen+="$p " ;;
+        tether-fast) chosen+="tether " ;; # the name from when tether had two engines
+        *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]})" >&2; exit 2 ;;
     esac
 done
 PROXIES=()
@@ -156,7 +147,7 @@ source "$LOAD_DIR/lib.sh"
 # Whether CANDIDATE serves SCENARIO at all (the floor only round-robins).
 applies() {
     case $2 in
-        rl-* | jwt-* | rr-bearer) [[ $1 == tether-* ]] ;;
+        rl-* | jwt-* | rr-bearer) [[ $1 == tether ]] ;;
         *) [[ $1 != floor* || $2 == rr ]] ;;
     esac
 }
@@ -191,8 +182,8 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Backends: four nginx instances on CLIENT_CPU, body "b1\n" … "b4\n" (3 bytes each).
-for port in "${BACKEND_PORTS[@]}" "$HAPROXY_PORT" "$NGINX_PORT" "$FLOOR_PORT" \
-    "$TETHER_FAST_PORT" "$TETHER_FAST_ADMIN_PORT" "$TETHER_PINGORA_PORT" "$TETHER_PINGORA_ADMIN_PORT"; do
+for port in "${BACKEND_PORTS[@]}" "$HAPROXY_PORT" "$NGINX_PORT" "$FLOOR_TOKIO_PORT" \
+    "$TETHER_PORT" "$TETHER_ADMIN_PORT"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
 done
 n=0
@@ -383,7 +374,7 @@ measure() { # CANDIDATE SCENARIO RUN
 # Candidates. Each: render config, validate, start pinned to PROXY_CPU. All run side by side (an
 # idle proxy costs nothing), so that the measured runs can be interleaved: round after round,
 # every candidate in turn, which spreads drifting background load over all of them.
-declare -A VERSION SKIPPED NOTE PROXY_PID PROXY_PORT ENGINE
+declare -A VERSION SKIPPED NOTE PROXY_PID PROXY_PORT
 VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | sed -n 1p)
 VERSION[nginx]=$("$NGINX" -v 2>&1 | sed -n 1p)
 VERSION[wrk]=$(wrk --version 2>&1 | sed -n 1p || true)
@@ -395,7 +386,7 @@ skip() { # CANDIDATE REASON
 }
 
 start_proxy() { # CANDIDATE
-    local proxy=$1 engine
+    local proxy=$1
     PREFIX=$TMP/$proxy
     mkdir -p "$PREFIX"
     case $proxy in
@@ -412,16 +403,6 @@ start_proxy() { # CANDIDATE
                 die "nginx config check failed"
             start_bg nginx "$PROXY_CPU" "$NGINX" -p "$PREFIX/" -c "$PREFIX/nginx.conf" -e "$PREFIX/error.log"
             ;;
-        floor)
-            PORT=$FLOOR_PORT
-            if [[ ! -x $FLOOR_BIN ]]; then
-                skip floor "binary $FLOOR_BIN not found (cargo build --release --example floor, or set FLOOR_BIN)"
-                return 0
-            fi
-            VERSION[floor]="benches/floor.rs ($FLOOR_BIN, built $(date -r "$FLOOR_BIN" '+%F %T'))"
-            start_bg floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$PORT" \
-                "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
-            ;;
         floor-tokio)
             PORT=$FLOOR_TOKIO_PORT
             if [[ ! -x $FLOOR_TOKIO_BIN ]]; then
@@ -432,13 +413,8 @@ start_proxy() { # CANDIDATE
             start_bg floor-tokio "$PROXY_CPU" "$FLOOR_TOKIO_BIN" "127.0.0.1:$PORT" \
                 "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
             ;;
-        tether-fast | tether-pingora)
-            engine=${proxy#tether-}
-            if [[ $engine == fast ]]; then
-                PORT=$TETHER_FAST_PORT ADMIN_PORT=$TETHER_FAST_ADMIN_PORT
-            else
-                PORT=$TETHER_PINGORA_PORT ADMIN_PORT=$TETHER_PINGORA_ADMIN_PORT
-            fi
+        tether)
+            PORT=$TETHER_PORT ADMIN_PORT=$TETHER_ADMIN_PORT
             if [[ ! -x $TETHER_BIN ]]; then
                 skip "$proxy" "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
                 return 0
@@ -449,27 +425,17 @@ start_proxy() { # CANDIDATE
                 render "$LOAD_DIR/tether-gateway.toml" "$PREFIX/gateway.toml"
                 cat "$PREFIX/gateway.toml" >>"$PREFIX/tether.toml"
             fi
-            if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
+            if ! "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2
                 skip "$proxy" "\`tether check\` rejected benches/load/tether.toml (errors above)"
                 return 0
             fi
-            # tether::app=debug only adds the start-up line naming the engine, checked below.
-            start_bg "$proxy" "$PROXY_CPU" env TETHER_ENGINE="$engine" RUST_LOG=info,tether::app=debug \
-                "$TETHER_BIN" run -c "$PREFIX/tether.toml"
+            start_bg "$proxy" "$PROXY_CPU" env RUST_LOG=info "$TETHER_BIN" run -c "$PREFIX/tether.toml"
             ;;
     esac
     PROXY_PID[$proxy]=$STARTED_PID
     PROXY_PORT[$proxy]=$PORT
     wait_http "$proxy" "$STARTED_PID" "http://127.0.0.1:$PORT/rr"
-    if [[ $proxy == tether-* ]]; then
-        ENGINE[$proxy]=$(logged_engine "$TMP/$proxy.log")
-        if [[ ${ENGINE[$proxy]} == "?" ]]; then
-            log "warning: $proxy did not log its engine (older binary?): TETHER_ENGINE=$engine unconfirmed"
-        elif [[ ${ENGINE[$proxy]} != "$engine" ]]; then
-            die "$proxy: started with TETHER_ENGINE=$engine but runs the ${ENGINE[$proxy]} engine"
-        fi
-    fi
     log "$proxy up on 127.0.0.1:$PORT (pid $STARTED_PID, CPU $PROXY_CPU)"
 }
 
@@ -549,8 +515,7 @@ report() {
     echo
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "- ${VERSION[haproxy]}; ${VERSION[nginx]}; ${VERSION[wrk]}"
-    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}; tether-fast = TETHER_ENGINE=fast (engine logged: ${ENGINE[tether-fast]:--}), tether-pingora = TETHER_ENGINE=pingora (engine logged: ${ENGINE[tether-pingora]:--})"
-    [[ -n ${VERSION[floor]:-} ]] && echo "- floor: ${VERSION[floor]}: bare pingora-proxy round robin (no application logic), rr only"
+    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}"
     [[ -n ${VERSION[floor-tokio]:-} ]] && echo "- floor-tokio: ${VERSION[floor-tokio]}: tokio + httparse, head forwarded as its own bytes + X-Forwarded-For, pooled buffers, rr only"
     echo "- $RUNS round(s), candidates interleaved; each measured run: wrk -t1 -c$CONNS -d${DURATION}s --latency after ${WARMUP}s warm-up; a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, wrk and four nginx backends on CPU $CLIENT_CPU; all on 127.0.0.1"
     echo "- one worker thread per proxy, upstream keep-alive, no access logs, no health checks; 3-byte body"
@@ -563,7 +528,7 @@ report() {
     for s in "${SCENS[@]}"; do
         for p in "${PROXIES[@]}"; do
             if [[ -n ${SKIPPED[$p]:-} ]]; then
-                echo "| $p | $s (− $base) | skipped ² | | | | | | | | | |"
+                echo "| $p | $s | skipped ² | | | | | | | | | |"
                 continue
             fi
             if ! applies "$p" "$s"; then
@@ -609,7 +574,7 @@ report() {
                 b=rr
             fi
             for p in "${PROXIES[@]}"; do
-                [[ $p == tether-* && -z ${SKIPPED[$p]:-} ]] || continue
+                [[ $p == tether && -z ${SKIPPED[$p]:-} ]] || continue
                 local deltas
                 deltas=$(for ((r = 1; r <= RUNS; r++)); do
                     awk -v a="${CPUREQ[$p/$s/$r]}" -v b="${CPUREQ[$p/$b/$r]}" 'BEGIN { printf "%.2f\n", a - b }'
@@ -634,7 +599,7 @@ report() {
     for p in "${PROXIES[@]}"; do
         [[ -n ${SKIPPED[$p]:-} ]] && echo "² $p skipped: ${SKIPPED[$p]}." && echo
     done
-    echo "Configs: benches/load/ (haproxy.cfg, nginx-proxy.conf, tether.toml, backend.nginx.conf, cookie.lua, hash.lua); floor: benches/floor.rs."
+    echo "Configs: benches/load/ (haproxy.cfg, nginx-proxy.conf, tether.toml, backend.nginx.conf, cookie.lua, hash.lua); floor-tokio: benches/floor_tokio.rs."
     echo
     echo "<details><summary>raw wrk output</summary>"
     echo
@@ -654,9 +619,9 @@ log "report written to $OUT"
 if [[ ${H2:-0} == 1 ]]; then
     h2_only=""
     for p in "${PROXIES[@]}"; do
-        case $p in haproxy | tether-fast | tether-pingora) h2_only+=${h2_only:+,}$p ;; esac
+        case $p in haproxy | tether) h2_only+=${h2_only:+,}$p ;; esac
     done
-    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} is an HTTP/2 candidate (haproxy, tether-fast, tether-pingora)"
+    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} is an HTTP/2 candidate (haproxy, tether)"
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     PIDS=()
     read -ra h2_args <<<"${H2_ARGS:-}"
