@@ -29,7 +29,8 @@
 #                 $TMP/perf-<candidate>-<scenario>-<run>.data, for `perf report -i` or `perf diff`
 #                 (sampling costs the proxy a little CPU: compare such runs only with each other)
 #   H2=1          then the HTTP/2 comparison: benches/h2load.sh (h2load over TLS, ALPN h2) on the
-#                 chosen candidates it knows (haproxy, tether-fast, tether-pingora), with the same
+#                 chosen candidates' HTTP/2 counterparts (haproxy; floor or floor-tokio → floor-h2;
+#                 tether-fast or tether-pingora → tether; its default scenarios), with the same
 #                 DURATION, WARMUP, RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's
 #                 processes are stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its
 #                 report goes to benches/results-h2-<date>.md (see benches/h2load.sh --help)
@@ -654,9 +655,14 @@ log "report written to $OUT"
 if [[ ${H2:-0} == 1 ]]; then
     h2_only=""
     for p in "${PROXIES[@]}"; do
-        case $p in haproxy | tether-fast | tether-pingora) h2_only+=${h2_only:+,}$p ;; esac
+        case $p in
+            haproxy) h2_only+=,haproxy ;;
+            floor | floor-tokio) [[ $h2_only == *floor-h2* ]] || h2_only+=,floor-h2 ;;
+            tether-fast | tether-pingora) [[ $h2_only == *tether* ]] || h2_only+=,tether ;;
+        esac
     done
-    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} is an HTTP/2 candidate (haproxy, tether-fast, tether-pingora)"
+    h2_only=${h2_only#,}
+    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} has an HTTP/2 counterpart (haproxy, floor, floor-tokio, tether-fast, tether-pingora)"
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     PIDS=()
     read -ra h2_args <<<"${H2_ARGS:-}"
