@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# HTTP/2 load comparison (issue 9.6): tether vs HAProxy, both terminating TLS with ALPN h2, one
-# worker thread each, the same four backends (HTTP/1.1 keep-alive upstream), h2load as the client.
+# HTTP/2 load comparison (issue 9.6, issue 15): HAProxy, a minimal HTTP/2 floor on the h2 crate
+# and tether in one run, each terminating TLS with ALPN h2, one worker thread each, the same four
+# backends (HTTP/1.1 keep-alive upstream), h2load as the client.
 #
-#   benches/h2load.sh [--only LIST] [--protos h2,h1] [--out FILE]
+#   benches/h2load.sh [--only LIST] [--scenarios rr,cookie] [--protos h2,h1] [--out FILE]
 #   H2=1 benches/load.sh ...      runs this script after the HTTP/1.1 comparison (same environment)
 #
-# Candidates (--only, comma-separated; default haproxy,tether-fast; always in this order):
-#   haproxy         HAProxy: bind ... ssl crt <pem> alpn h2,http/1.1 (benches/load/haproxy-h2.cfg)
-#   tether-fast     tether, TETHER_ENGINE=fast, one [[server.tls]] listener (benches/load/tether-h2.toml)
-#   tether-pingora  the same with TETHER_ENGINE=pingora
-#   tether          alias for tether-fast,tether-pingora
-# tether serves HTTP/2 with pingora-proxy on either engine (the fast engine hands ALPN-h2
-# connections to it); the engine only changes HTTP/1.1 over TLS (--protos h1).
+# Candidates (--only, comma-separated; default haproxy,floor-h2,tether; always in this order):
+#   haproxy   HAProxy: bind ... ssl crt <pem> alpn h2,http/1.1 (benches/load/haproxy-h2.cfg)
+#   floor-h2  benches/floor_h2.rs: the least a tokio-rustls + h2-crate + httparse proxy does per
+#             request (one thread, mimalloc, pooled upstream connections, no application logic);
+#             h2 only (its ALPN offers http/1.1 but it closes such connections: h1 rows are n/a);
+#             build: cargo build --release --locked --example floor-h2
+#   tether    the tether binary, one [[server.tls]] listener (benches/load/tether-h2.toml); the
+#             old name tether-fast is accepted as an alias
 #
-# Protocols (--protos, comma-separated; default h2), all on GET /rr (round robin over 4 backends):
+# Scenarios (--scenarios, comma-separated; default rr,cookie), the same paths on every candidate:
+#   rr      GET /rr      round robin over the four backends
+#   cookie  GET /cookie  affinity: every request carries "cookie: bench_sid=<random>" plus the
+#                        affinity cookie of the candidate's first Set-Cookie (fetched once per
+#                        candidate with curl over HTTP/2): HAProxy "cookie haproxy_bench insert
+#                        indirect nocache" (be_cookie), tether a policy = "cookie" pool; the floor
+#                        sets no cookie and picks backend bench_sid % 4 (its stand-in for affinity)
+# Protocols (--protos, comma-separated; default h2), for every scenario:
 #   h2      HTTP/2 over TLS: h2load -t1 -c$CLIENTS -m$STREAMS (STREAMS concurrent streams/connection)
 #   h1      HTTP/1.1 over TLS: h2load --h1 -t1 -c$CLIENTS -m1 (no pipelining): the TLS cost alone
 #
@@ -21,35 +30,38 @@
 #   DURATION=15   seconds of each measured h2load run   WARMUP=3   seconds of warm-up run before it
 #   CLIENTS=64    h2load connections                     STREAMS=10 concurrent streams each (h2)
 #   TLS13_CIPHERS=TLS_AES_128_GCM_SHA256  the only TLS 1.3 suite h2load offers (--tls13-ciphers):
-#                 left to themselves HAProxy (OpenSSL) picks AES-256-GCM and tether (rustls)
-#                 AES-128-GCM, so the default pins both to the same suite
-#   RUNS=3        rounds: each measures every protocol on every candidate in turn; a row shows the
-#                 candidate's median run (by req/s) and the min–max range, the ratios to HAProxy
-#                 are the median of per-round ratios
-#   TETHER_BIN=$CARGO_TARGET_DIR/release/tether  (cargo build --release --locked; CARGO_TARGET_DIR
-#                 defaults to target/ in the repository)
+#                 left to themselves HAProxy (OpenSSL) picks AES-256-GCM and rustls (tether, the
+#                 floor) AES-128-GCM, so the default pins all to the same suite
+#   RUNS=3        rounds: each measures every scenario × protocol on every candidate in turn; a row
+#                 shows the candidate's median run (by req/s) and the min–max range, the ratios to
+#                 HAProxy are the median of per-round ratios
+#   TETHER_BIN=$CARGO_TARGET_DIR/release/tether  (cargo build --release --locked)
+#   FLOOR_H2_BIN=$CARGO_TARGET_DIR/release/examples/floor-h2  (--example floor-h2)
+#                 (CARGO_TARGET_DIR defaults to target/ in the repository)
 #   PROXY_CPU=0   CPU the proxy is pinned to            CLIENT_CPU=1   CPU for h2load and backends
 #   KEEP_TMP=1    keep the temp dir (configs, certificate, logs, raw h2load output)
-#   Ports (127.0.0.1): backends 19101-19104; haproxy 18181 (TLS 18481); tether-fast 18183 (TLS
-#   18483, admin 18193); tether-pingora 18184 (TLS 18484, admin 18194). The plain-HTTP ports only
-#   serve the start-up probe. Override with H2_B1_PORT..H2_B4_PORT, H2_HAPROXY_PORT,
-#   H2_HAPROXY_TLS_PORT, H2_TETHER_FAST_PORT, H2_TETHER_FAST_TLS_PORT, H2_TETHER_FAST_ADMIN_PORT,
-#   H2_TETHER_PINGORA_PORT, H2_TETHER_PINGORA_TLS_PORT, H2_TETHER_PINGORA_ADMIN_PORT.
+#   Ports (127.0.0.1): backends 19101-19104; haproxy 18181 (TLS 18481); floor-h2 TLS 18482;
+#   tether 18183 (TLS 18483, admin 18193). The plain-HTTP ports only serve the start-up probe (the
+#   floor has none: it is probed over TLS). Override with H2_B1_PORT..H2_B4_PORT, H2_HAPROXY_PORT,
+#   H2_HAPROXY_TLS_PORT, H2_FLOOR_H2_TLS_PORT, H2_TETHER_PORT, H2_TETHER_TLS_PORT,
+#   H2_TETHER_ADMIN_PORT (the older H2_TETHER_FAST_PORT, H2_TETHER_FAST_TLS_PORT and
+#   H2_TETHER_FAST_ADMIN_PORT still work).
 #
 # The TLS certificate (ECDSA P-256, self-signed, CN/SAN localhost and 127.0.0.1) is generated
-# with openssl in the temp dir at every run; both proxies serve the same one, and the report names
-# the TLS version, cipher and ALPN protocol h2load negotiated (a run that did not get the wanted
-# protocol fails its check).
-# Per candidate × protocol: a functional check with curl (round robin reaches all four backends
-# over the wanted HTTP version); then RUNS rounds: WARMUP s of h2load, then the measured
-# `h2load -D $DURATION --log-file=...`. The measured run makes its own CLIENTS TLS handshakes
-# (a one-off cost inside the run, the same for every candidate).
+# with openssl in the temp dir at every run; every candidate serves the same one, and the report
+# names the TLS version, cipher and ALPN protocol h2load negotiated (a run that did not get the
+# wanted protocol fails its check).
+# Per candidate × scenario × protocol: a functional check with curl over the wanted HTTP version
+# (rr: round robin reaches all four backends; cookie: the same cookie sticks to one backend);
+# then RUNS rounds, each measuring every scenario × protocol on every candidate in turn: WARMUP s
+# of h2load, then the measured `h2load -D $DURATION --log-file=...`. The measured run makes its
+# own CLIENTS TLS handshakes (a one-off cost inside the run, the same for every candidate).
 # Latency: h2load prints only min/max/mean/sd of "time for request"; the mean and max come from
 # there, p50 and p99 are computed by this script from h2load's per-request log (--log-file: time
 # from a request's start to its stream's close, one line per completed request).
 # Proxy CPU time per request = Δ(utime+stime) of the proxy's processes over the measured run
 # (/proc/<pid>/stat) ÷ requests done. Ratios to HAProxy (CPU µs/req, req/s, p99): within each
-# round against HAProxy's run of the same protocol, then the median over the rounds.
+# round against HAProxy's run of the same scenario and protocol, then the median over the rounds.
 # Results: a Markdown table on stdout and in benches/results-h2-<date>.md (with raw h2load output).
 # Every process the script starts is stopped on exit (by PID).
 set -euo pipefail
@@ -67,7 +79,9 @@ PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TETHER_BIN=${TETHER_BIN:-$TARGET_DIR/release/tether}
+FLOOR_H2_BIN=${FLOOR_H2_BIN:-$TARGET_DIR/release/examples/floor-h2}
 case $TETHER_BIN in /*) ;; *) TETHER_BIN=$ROOT/$TETHER_BIN ;; esac
+case $FLOOR_H2_BIN in /*) ;; *) FLOOR_H2_BIN=$ROOT/$FLOOR_H2_BIN ;; esac
 B1_PORT=${H2_B1_PORT:-19101}
 B2_PORT=${H2_B2_PORT:-19102}
 B3_PORT=${H2_B3_PORT:-19103}
@@ -76,15 +90,14 @@ BACKEND_PORTS=("$B1_PORT" "$B2_PORT" "$B3_PORT" "$B4_PORT")
 declare -A PLAIN_PORT TLS_PORT ADMIN_PORTS
 PLAIN_PORT[haproxy]=${H2_HAPROXY_PORT:-18181}
 TLS_PORT[haproxy]=${H2_HAPROXY_TLS_PORT:-18481}
-PLAIN_PORT[tether-fast]=${H2_TETHER_FAST_PORT:-18183}
-TLS_PORT[tether-fast]=${H2_TETHER_FAST_TLS_PORT:-18483}
-ADMIN_PORTS[tether-fast]=${H2_TETHER_FAST_ADMIN_PORT:-18193}
-PLAIN_PORT[tether-pingora]=${H2_TETHER_PINGORA_PORT:-18184}
-TLS_PORT[tether-pingora]=${H2_TETHER_PINGORA_TLS_PORT:-18484}
-ADMIN_PORTS[tether-pingora]=${H2_TETHER_PINGORA_ADMIN_PORT:-18194}
+TLS_PORT[floor-h2]=${H2_FLOOR_H2_TLS_PORT:-18482}
+PLAIN_PORT[tether]=${H2_TETHER_PORT:-${H2_TETHER_FAST_PORT:-18183}}
+TLS_PORT[tether]=${H2_TETHER_TLS_PORT:-${H2_TETHER_FAST_TLS_PORT:-18483}}
+ADMIN_PORTS[tether]=${H2_TETHER_ADMIN_PORT:-${H2_TETHER_FAST_ADMIN_PORT:-18193}}
 
-ALL_CANDIDATES=(haproxy tether-fast tether-pingora)
-ONLY=haproxy,tether-fast
+ALL_CANDIDATES=(haproxy floor-h2 tether)
+ONLY=haproxy,floor-h2,tether
+SCENARIOS=rr,cookie
 PROTOS=h2
 OUT=
 
@@ -93,6 +106,8 @@ while (($#)); do
     case $1 in
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --only=*) ONLY=${1#*=}; shift ;;
+        --scenarios) SCENARIOS=${2:?--scenarios needs a list}; shift 2 ;;
+        --scenarios=*) SCENARIOS=${1#*=}; shift ;;
         --protos) PROTOS=${2:?--protos needs a list}; shift 2 ;;
         --protos=*) PROTOS=${1#*=}; shift ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
@@ -102,21 +117,26 @@ while (($#)); do
     esac
 done
 IFS=, read -ra wanted <<<"$ONLY"
+IFS=, read -ra SCENS <<<"$SCENARIOS"
 IFS=, read -ra PROTS <<<"$PROTOS"
 chosen=" "
 for p in "${wanted[@]}"; do
     case $p in
-        haproxy | tether-fast | tether-pingora) chosen+="$p " ;;
-        tether) chosen+="tether-fast tether-pingora " ;;
-        *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]}, tether)" >&2; exit 2 ;;
+        haproxy | floor-h2 | tether) chosen+="$p " ;;
+        tether-fast) chosen+="tether " ;;
+        *) echo "unknown candidate '$p' (${ALL_CANDIDATES[*]}; tether-fast = tether)" >&2; exit 2 ;;
     esac
 done
 PROXIES=()
 for p in "${ALL_CANDIDATES[@]}"; do [[ $chosen == *" $p "* ]] && PROXIES+=("$p"); done
 ((${#PROXIES[@]})) || { echo "--only: no candidate given" >&2; exit 2; }
+for s in "${SCENS[@]}"; do
+    case $s in rr | cookie) ;; *) echo "unknown scenario '$s' (rr, cookie)" >&2; exit 2 ;; esac
+done
 for s in "${PROTS[@]}"; do
     case $s in h2 | h1) ;; *) echo "unknown protocol '$s' (h2, h1)" >&2; exit 2 ;; esac
 done
+((${#SCENS[@]} && ${#PROTS[@]})) || { echo "--scenarios and --protos need at least one each" >&2; exit 2; }
 for v in RUNS CLIENTS STREAMS DURATION WARMUP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 2; }
 done
@@ -159,7 +179,7 @@ render() {
 # ---------------------------------------------------------------------------------------------
 # Backends: four nginx instances on CLIENT_CPU, body "b1\n" … "b4\n" (as in load.sh).
 for p in "${PROXIES[@]}"; do
-    for port in "${PLAIN_PORT[$p]}" "${TLS_PORT[$p]}" "${ADMIN_PORTS[$p]:-}"; do
+    for port in "${PLAIN_PORT[$p]:-}" "${TLS_PORT[$p]}" "${ADMIN_PORTS[$p]:-}"; do
         [[ -n $port ]] && port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
     done
 done
@@ -179,22 +199,51 @@ unset BODY
 log "backends up on 127.0.0.1:${BACKEND_PORTS[*]} (CPU $CLIENT_CPU)"
 
 # ---------------------------------------------------------------------------------------------
-# Functional check: 8 requests over TLS with the protocol's HTTP version reach all 4 backends.
-check_proto() { # TLS_PORT PROTO → prints a short verdict
-    local url="https://127.0.0.1:$1/rr" flag=--http2 want=2 seen="" versions="" out k
-    [[ $2 == h1 ]] && flag=--http1.1 want=1.1
+# Whether CANDIDATE serves PROTO at all (the floor only speaks h2).
+applies() { [[ $1 != floor-h2 || $2 == h2 ]]; }
+
+# The Cookie header of the cookie scenario: "bench_sid=<n>" (the floor's key) plus the affinity
+# cookie of the candidate's first Set-Cookie (HAProxy's inserted one, tether's signed one), asked
+# once per candidate over HTTP/2 (as load.sh's bench_cookie does over HTTP/1.1).
+bench_cookie() { # TLS_PORT
+    local sid="bench_sid=$((RANDOM * 32768 + RANDOM))" set
+    set=$(curl -sk -m 2 --http2 -o /dev/null -D - -H "Cookie: $sid" "https://127.0.0.1:$1/cookie" |
+        tr -d '\r' | awk -F': ' 'tolower($1)=="set-cookie"{split($2,a,";"); print a[1]; exit}' || true)
+    echo "$sid${set:+; $set}"
+}
+
+# Functional check over TLS with the protocol's HTTP version: rr reaches all 4 backends in 8
+# requests; cookie: 8 requests with the candidate's cookie all reach the same backend.
+check() { # CANDIDATE SCENARIO PROTO → prints a short verdict
+    local url="https://127.0.0.1:${TLS_PORT[$1]}/$2" flag=--http2 want=2 seen="" versions="" out k
+    local -a hdr=()
+    [[ $3 == h1 ]] && flag=--http1.1 want=1.1
+    [[ $2 == cookie ]] && hdr=(-H "Cookie: ${COOKIE[$1]}")
     for _ in 1 2 3 4 5 6 7 8; do
-        out=$(curl -sk -m 2 "$flag" -w ' %{http_version}' "$url" || true)
+        out=$(curl -sk -m 2 "$flag" "${hdr[@]}" -w ' %{http_version}' "$url" || true)
         seen+="${out%% *}"
         versions+=" ${out##* }"
-    done
-    for k in 1 2 3 4; do
-        [[ $seen == *b$k* ]] || { echo "FAIL: rr saw '$(tr -d '\n' <<<"$seen")'"; return; }
     done
     for k in $versions; do
         [[ $k == "$want" ]] || { echo "FAIL: HTTP versions$versions (want $want)"; return; }
     done
-    echo "ok: reaches all 4 over HTTP/$want"
+    seen=$(tr -d '\n' <<<"$seen")
+    if [[ $2 == rr ]]; then
+        for k in 1 2 3 4; do
+            [[ $seen == *b$k* ]] || { echo "FAIL: rr saw '$seen'"; return; }
+        done
+        echo "ok: reaches all 4 over HTTP/$want"
+        return
+    fi
+    local first=${seen:0:2}
+    [[ $first == b[1-4] && $seen == "$first$first$first$first$first$first$first$first" ]] ||
+        { echo "FAIL: cookie not sticky ('$seen')"; return; }
+    local jar=${COOKIE[$1]#bench_sid=*; }
+    if [[ $jar != "${COOKIE[$1]}" ]]; then
+        echo "ok: Set-Cookie ${jar%%=*}, sticky over HTTP/$want"
+    else
+        echo "ok: no Set-Cookie, sticky on bench_sid over HTTP/$want"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -216,19 +265,21 @@ log_percentiles() { # LOGFILE
               printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }'
 }
 
-declare -A RPS MEAN P50 P99 MAX CPUREQ CPUPCT ERRS ALPN TLSINFO CHECK
+# Results keyed "candidate/scenario-protocol/run" (lib.sh's median_run and ratio_median).
+declare -A RPS MEAN P50 P99 MAX CPUREQ CPUPCT ERRS ALPN TLSINFO CHECK COOKIE
 RAW=$TMP/raw.md
 : >"$RAW"
 
-measure() { # CANDIDATE PROTO RUN
-    local proxy=$1 proto=$2 run=$3 pid=${PROXY_PID[$1]}
-    local key="$1/$2/$3" url="https://127.0.0.1:${TLS_PORT[$1]}/rr" out lf
+measure() { # CANDIDATE SCENARIO PROTO RUN
+    local proxy=$1 scen=$2 proto=$3 run=$4 pid=${PROXY_PID[$1]}
+    local key="$1/$2-$3/$4" url="https://127.0.0.1:${TLS_PORT[$1]}/$2" out lf
     local -a args=(-t1 -c"$CLIENTS" -m"$STREAMS" --tls13-ciphers="$TLS13_CIPHERS")
     [[ $proto == h1 ]] && args=(--h1 -t1 -c"$CLIENTS" -m1 --tls13-ciphers="$TLS13_CIPHERS")
+    [[ $scen == cookie ]] && args+=(-H "cookie: ${COOKIE[$proxy]}")
     taskset -c "$CLIENT_CPU" h2load "${args[@]}" -D "$WARMUP" "$url" >/dev/null
-    out=$TMP/h2load-$proxy-$proto-$run.txt
-    lf=$TMP/h2load-$proxy-$proto-$run.tsv
-    log "run $run/$RUNS $proxy $proto: h2load ${args[*]} -D $DURATION $url"
+    out=$TMP/h2load-$proxy-$scen-$proto-$run.txt
+    lf=$TMP/h2load-$proxy-$scen-$proto-$run.tsv
+    log "run $run/$RUNS $proxy $scen $proto: h2load ${args[*]} -D $DURATION $url"
     local t0 t1 w0 w1
     t0=$(cpu_ticks "$pid")
     w0=$(date +%s.%N)
@@ -255,9 +306,9 @@ measure() { # CANDIDATE PROTO RUN
         'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6; else print "?" }')
     CPUPCT[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" \
         'BEGIN { printf "%.0f", d / hz / (b - a) * 100 }')
-    log "run $run/$RUNS $proxy $proto: ${RPS[$key]} req/s, mean ${MEAN[$key]} ms, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, ${CPUREQ[$key]} µs CPU/req (${CPUPCT[$key]}% CPU), errors $errs, ${TLSINFO[$key]} ALPN ${ALPN[$key]:-none}"
+    log "run $run/$RUNS $proxy $scen $proto: ${RPS[$key]} req/s, mean ${MEAN[$key]} ms, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, ${CPUREQ[$key]} µs CPU/req (${CPUPCT[$key]}% CPU), errors $errs, ${TLSINFO[$key]} ALPN ${ALPN[$key]:-none}"
     {
-        printf '### %s / %s, run %s\n\n```\n' "$proxy" "$proto" "$run"
+        printf '### %s / %s / %s, run %s\n\n```\n' "$proxy" "$scen" "$proto" "$run"
         grep -v '^progress: ' "$out"
         printf '```\n\n'
     } >>"$RAW"
@@ -267,7 +318,7 @@ measure() { # CANDIDATE PROTO RUN
 # ---------------------------------------------------------------------------------------------
 # Candidates: render config, validate, start pinned to PROXY_CPU; all side by side (an idle one
 # costs nothing) so that the rounds can interleave them, as load.sh does.
-declare -A VERSION SKIPPED PROXY_PID ENGINE
+declare -A VERSION SKIPPED PROXY_PID
 VERSION[haproxy]=$("$HAPROXY" -v 2>&1 | sed -n 1p)
 VERSION[h2load]=$(h2load --version 2>&1 | sed -n 1p || true)
 VERSION[openssl]=$(openssl version 2>&1 | sed -n 1p)
@@ -278,8 +329,10 @@ skip() { # CANDIDATE REASON
 }
 
 start_proxy() { # CANDIDATE
-    local proxy=$1 engine
-    PREFIX=$TMP/$proxy PORT=${PLAIN_PORT[$1]} TLS=${TLS_PORT[$1]} ADMIN_PORT=${ADMIN_PORTS[$1]:-}
+    local proxy=$1 probe
+    local -a probe_args=()
+    PREFIX=$TMP/$proxy PORT=${PLAIN_PORT[$1]:-0} TLS=${TLS_PORT[$1]} ADMIN_PORT=${ADMIN_PORTS[$1]:-}
+    probe=http://127.0.0.1:$PORT/rr
     mkdir -p "$PREFIX"
     case $proxy in
         haproxy)
@@ -287,31 +340,34 @@ start_proxy() { # CANDIDATE
             "$HAPROXY" -c -q -f "$PREFIX/haproxy.cfg" || die "haproxy config check failed"
             start_bg haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$PREFIX/haproxy.cfg"
             ;;
-        tether-fast | tether-pingora)
-            engine=${proxy#tether-}
+        floor-h2)
+            if [[ ! -x $FLOOR_H2_BIN ]]; then
+                skip floor-h2 "binary $FLOOR_H2_BIN not found (cargo build --release --locked --example floor-h2, or set FLOOR_H2_BIN)"
+                return 0
+            fi
+            VERSION[floor-h2]="benches/floor_h2.rs ($FLOOR_H2_BIN, built $(date -r "$FLOOR_H2_BIN" '+%F %T'))"
+            start_bg floor-h2 "$PROXY_CPU" "$FLOOR_H2_BIN" "127.0.0.1:$TLS" "$CERT" "$KEY" \
+                "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" "127.0.0.1:$B3_PORT" "127.0.0.1:$B4_PORT"
+            probe=https://127.0.0.1:$TLS/rr probe_args=(-k --http2)
+            ;;
+        tether)
             if [[ ! -x $TETHER_BIN ]]; then
-                skip "$proxy" "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
+                skip tether "binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
                 return 0
             fi
             VERSION[tether]="$("$TETHER_BIN" --version 2>&1 | sed -n 1p || true) ($TETHER_BIN, built $(date -r "$TETHER_BIN" '+%F %T'))"
             render "$LOAD_DIR/tether-h2.toml" "$PREFIX/tether.toml"
-            if ! TETHER_ENGINE=$engine "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
+            if ! "$TETHER_BIN" check -c "$PREFIX/tether.toml" >"$PREFIX/check.log" 2>&1; then
                 cat "$PREFIX/check.log" >&2
-                skip "$proxy" "\`tether check\` rejected benches/load/tether-h2.toml (errors above)"
+                skip tether "\`tether check\` rejected benches/load/tether-h2.toml (errors above)"
                 return 0
             fi
-            start_bg "$proxy" "$PROXY_CPU" env TETHER_ENGINE="$engine" RUST_LOG=info,tether::app=debug \
-                "$TETHER_BIN" run -c "$PREFIX/tether.toml"
+            start_bg tether "$PROXY_CPU" env RUST_LOG=info "$TETHER_BIN" run -c "$PREFIX/tether.toml"
             ;;
     esac
     PROXY_PID[$proxy]=$STARTED_PID
-    wait_http "$proxy" "$STARTED_PID" "http://127.0.0.1:$PORT/rr"
-    if [[ $proxy == tether-* ]]; then
-        ENGINE[$proxy]=$(logged_engine "$TMP/$proxy.log")
-        if [[ ${ENGINE[$proxy]} != "?" && ${ENGINE[$proxy]} != "$engine" ]]; then
-            die "$proxy: started with TETHER_ENGINE=$engine but runs the ${ENGINE[$proxy]} engine"
-        fi
-    fi
+    # The floor has no plain listener: probed over TLS (curl -k; it answers only HTTP/2).
+    wait_http "$proxy" "$STARTED_PID" "$probe" "${probe_args[@]}"
     log "$proxy up on 127.0.0.1:$TLS (TLS; pid $STARTED_PID, CPU $PROXY_CPU)"
 }
 
@@ -322,14 +378,21 @@ for p in "${PROXIES[@]}"; do
 done
 ((${#ACTIVE[@]})) || die "no candidate could be started"
 for p in "${ACTIVE[@]}"; do
-    for s in "${PROTS[@]}"; do
-        CHECK[$p/$s]=$(check_proto "${TLS_PORT[$p]}" "$s")
-        log "$p $s: check ${CHECK[$p/$s]}"
+    [[ " ${SCENS[*]} " == *" cookie "* ]] && COOKIE[$p]=$(bench_cookie "${TLS_PORT[$p]}")
+    for s in "${SCENS[@]}"; do
+        for q in "${PROTS[@]}"; do
+            if applies "$p" "$q"; then CHECK[$p/$s-$q]=$(check "$p" "$s" "$q"); else CHECK[$p/$s-$q]=n/a; fi
+            log "$p $s $q: check ${CHECK[$p/$s-$q]}"
+        done
     done
 done
 for ((run = 1; run <= RUNS; run++)); do
-    for s in "${PROTS[@]}"; do
-        for p in "${ACTIVE[@]}"; do measure "$p" "$s" "$run"; done
+    for s in "${SCENS[@]}"; do
+        for q in "${PROTS[@]}"; do
+            for p in "${ACTIVE[@]}"; do
+                if applies "$p" "$q"; then measure "$p" "$s" "$q" "$run"; fi
+            done
+        done
     done
 done
 
@@ -339,50 +402,57 @@ HAVE_HAPROXY=0
 [[ " ${ACTIVE[*]} " == *" haproxy "* ]] && HAVE_HAPROXY=1
 
 report() {
-    local p s key flagged=0 failed=0 r
+    local p s q key flagged=0 failed=0 r
     echo "# HTTP/2 load comparison — $STAMP"
     echo
     echo "- host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "- ${VERSION[haproxy]}; ${VERSION[h2load]}; ${VERSION[openssl]}"
-    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}; tether-fast = TETHER_ENGINE=fast (engine logged: ${ENGINE[tether-fast]:--}), tether-pingora = TETHER_ENGINE=pingora (engine logged: ${ENGINE[tether-pingora]:--}); HTTP/2 is served by pingora-proxy on both"
-    echo "- $RUNS round(s), candidates interleaved; each measured run: h2load -t1 -c$CLIENTS -m$STREAMS -D $DURATION (h2) / h2load --h1 -t1 -c$CLIENTS -m1 -D $DURATION (h1) after a ${WARMUP} s warm-up run; GET https://127.0.0.1:PORT/rr; a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, h2load and four nginx backends on CPU $CLIENT_CPU"
+    [[ -n ${VERSION[floor-h2]:-} ]] && echo "- floor-h2: ${VERSION[floor-h2]}: tokio-rustls + h2 crate + httparse, one thread, no application logic; cookie scenario: backend bench_sid % 4, no cookie of its own; h2 only"
+    [[ -n ${VERSION[tether]:-} ]] && echo "- tether: ${VERSION[tether]}"
+    echo "- $RUNS round(s), candidates interleaved; each measured run: h2load -t1 -c$CLIENTS -m$STREAMS -D $DURATION (h2) / h2load --h1 -t1 -c$CLIENTS -m1 -D $DURATION (h1) after a ${WARMUP} s warm-up run; GET https://127.0.0.1:PORT/rr (round robin) and /cookie (with -H 'cookie: bench_sid=<n>; <the candidate's affinity cookie>'); a row shows the run with the median req/s; proxy on CPU $PROXY_CPU, h2load and four nginx backends on CPU $CLIENT_CPU"
     echo "- TLS: one self-signed ECDSA P-256 certificate generated for this run, served by every candidate; h2load offers only TLS 1.3 suite(s) $TLS13_CIPHERS; the measured run includes its $CLIENTS handshakes"
     echo "- one worker thread per proxy, HTTP/1.1 keep-alive to the backends, no access logs, no health checks; 3-byte body"
     echo "- machine CPU busy before the run: ${BUSY_BEFORE}% (other load skews every number; rerun on an idle machine if high)"
     echo "- latency: mean and max are h2load's \"time for request\" (it reports only min/max/mean/sd); p50 and p99 are computed from h2load's per-request log (--log-file), nearest rank"
     echo "- CPU/req: Δ(utime+stime) of the proxy's processes over the measured run ÷ requests done; CPU %: of one core over the run (≈100% = the proxy was the bottleneck)"
-    echo "- ×HAProxy columns: each round's value ÷ HAProxy's in the same round and protocol, median over the $RUNS round(s) (CPU/req and p99: lower is better; req/s: higher is better)"
+    echo "- ×HAProxy columns: each round's value ÷ HAProxy's in the same round, scenario and protocol, median over the $RUNS round(s) (CPU/req and p99: lower is better; req/s: higher is better)"
     echo
-    echo "| candidate | protocol | req/s$( ((RUNS > 1)) && echo " (min–max)") | mean ms | p50 ms | p99 ms | max ms | CPU µs/req | CPU % | errors | CPU/req ×HAProxy | req/s ×HAProxy | p99 ×HAProxy | negotiated | check |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    for s in "${PROTS[@]}"; do
-        local want=h2
-        [[ $s == h1 ]] && want=http/1.1
-        for p in "${PROXIES[@]}"; do
-            if [[ -n ${SKIPPED[$p]:-} ]]; then
-                echo "| $p | $s | skipped ¹ | | | | | | | | | | | | |"
-                continue
-            fi
-            key=$p/$s/$(median_run "$p/$s")
-            local range="" rcpu="" rrps="" rp99="" errs=0 check=${CHECK[$p/$s]} bad=""
-            if ((RUNS > 1)); then
-                range=$(for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$p/$s/$r]}"; done |
-                    sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf " (%.0f–%.0f)", lo, hi }')
-            fi
-            if ((HAVE_HAPROXY)); then
-                rcpu=$(ratio_median CPUREQ "$p" "$s")
-                rrps=$(ratio_median RPS "$p" "$s")
-                rp99=$(ratio_median P99 "$p" "$s")
-            fi
-            for ((r = 1; r <= RUNS; r++)); do
-                errs=$((errs + ${ERRS[$p/$s/$r]:-0}))
-                [[ ${ALPN[$p/$s/$r]:-} == "$want" ]] || bad+=" run $r: ${ALPN[$p/$s/$r]:-none}"
+    echo "| candidate | scenario | protocol | req/s$( ((RUNS > 1)) && echo " (min–max)") | mean ms | p50 ms | p99 ms | max ms | CPU µs/req | CPU % | errors | CPU/req ×HAProxy | req/s ×HAProxy | p99 ×HAProxy | negotiated | check |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    for s in "${SCENS[@]}"; do
+        for q in "${PROTS[@]}"; do
+            local want=h2 sq=$s-$q
+            [[ $q == h1 ]] && want=http/1.1
+            for p in "${PROXIES[@]}"; do
+                if [[ -n ${SKIPPED[$p]:-} ]]; then
+                    echo "| $p | $s | $q | skipped ¹ | | | | | | | | | | | | |"
+                    continue
+                fi
+                if ! applies "$p" "$q"; then
+                    echo "| $p | $s | $q | n/a | | | | | | | | | | | | HTTP/2 only |"
+                    continue
+                fi
+                key=$p/$sq/$(median_run "$p/$sq")
+                local range="" rcpu="" rrps="" rp99="" errs=0 check=${CHECK[$p/$sq]} bad=""
+                if ((RUNS > 1)); then
+                    range=$(for ((r = 1; r <= RUNS; r++)); do echo "${RPS[$p/$sq/$r]}"; done |
+                        sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf " (%.0f–%.0f)", lo, hi }')
+                fi
+                if ((HAVE_HAPROXY)); then
+                    rcpu=$(ratio_median CPUREQ "$p" "$sq")
+                    rrps=$(ratio_median RPS "$p" "$sq")
+                    rp99=$(ratio_median P99 "$p" "$sq")
+                fi
+                for ((r = 1; r <= RUNS; r++)); do
+                    errs=$((errs + ${ERRS[$p/$sq/$r]:-0}))
+                    [[ ${ALPN[$p/$sq/$r]:-} == "$want" ]] || bad+=" run $r: ${ALPN[$p/$sq/$r]:-none}"
+                done
+                [[ -n $bad ]] && check="FAIL: h2load ALPN${bad} (want $want); $check"
+                [[ $check == ok* ]] || failed=1
+                local pct=${CPUPCT[$key]}
+                if ((pct < 90)); then pct="$pct ⚠"; flagged=1; fi
+                echo "| $p | $s | $q | ${RPS[$key]}$range | ${MEAN[$key]} | ${P50[$key]} | ${P99[$key]} | ${MAX[$key]} | ${CPUREQ[$key]} | $pct | $errs | $rcpu | $rrps | $rp99 | ${TLSINFO[$key]}, ${ALPN[$key]:-none} | $check |"
             done
-            [[ -n $bad ]] && check="FAIL: h2load ALPN${bad} (want $want); $check"
-            [[ $check == ok* ]] || failed=1
-            local pct=${CPUPCT[$key]}
-            if ((pct < 90)); then pct="$pct ⚠"; flagged=1; fi
-            echo "| $p | $s | ${RPS[$key]}$range | ${MEAN[$key]} | ${P50[$key]} | ${P99[$key]} | ${MAX[$key]} | ${CPUREQ[$key]} | $pct | $errs | $rcpu | $rrps | $rp99 | ${TLSINFO[$key]}, ${ALPN[$key]:-none} | $check |"
         done
     done
     echo
@@ -399,7 +469,7 @@ report() {
     for p in "${PROXIES[@]}"; do
         [[ -n ${SKIPPED[$p]:-} ]] && echo "¹ $p skipped: ${SKIPPED[$p]}." && echo
     done
-    echo "Configs: benches/load/ (haproxy-h2.cfg, tether-h2.toml, backend.nginx.conf)."
+    echo "Configs: benches/load/ (haproxy-h2.cfg, tether-h2.toml, backend.nginx.conf); floor: benches/floor_h2.rs."
     echo
     echo "<details><summary>raw h2load output</summary>"
     echo

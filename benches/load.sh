@@ -26,9 +26,10 @@
 #                 $TMP/perf-<candidate>-<scenario>-<run>.data, for `perf report -i` or `perf diff`
 #                 (sampling costs the proxy a little CPU: compare such runs only with each other)
 #   H2=1          then the HTTP/2 comparison: benches/h2load.sh (h2load over TLS, ALPN h2) on the
-#                 chosen candidates it knows (haproxy, tether), with the same DURATION, WARMUP,
-#                 RUNS, CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's processes are
-#                 stopped; H2_ARGS adds its options (e.g. "--protos h2,h1"); its report goes to
+#                 chosen candidates' HTTP/2 counterparts (haproxy; floor-tokio → floor-h2;
+#                 tether → tether; its default scenarios), with the same DURATION, WARMUP, RUNS,
+#                 CPUs, TETHER_BIN and CLIENTS=$CONNS, after this script's processes are stopped;
+#                 H2_ARGS adds its options (e.g. "--protos h2,h1"); its report goes to
 #                 benches/results-h2-<date>.md (see benches/h2load.sh --help)
 #   Ports (127.0.0.1): backends 19001-19004, haproxy 18081, nginx 18082, tether 18083 (admin
 #   18093), floor-tokio 18086; override with B1_PORT..B4_PORT HAPROXY_PORT NGINX_PORT
@@ -619,9 +620,14 @@ log "report written to $OUT"
 if [[ ${H2:-0} == 1 ]]; then
     h2_only=""
     for p in "${PROXIES[@]}"; do
-        case $p in haproxy | tether) h2_only+=${h2_only:+,}$p ;; esac
+        case $p in
+            haproxy) h2_only+=,haproxy ;;
+            floor-tokio) h2_only+=,floor-h2 ;;
+            tether) h2_only+=,tether ;;
+        esac
     done
-    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} is an HTTP/2 candidate (haproxy, tether)"
+    h2_only=${h2_only#,}
+    [[ -n $h2_only ]] || die "H2=1: none of ${PROXIES[*]} has an HTTP/2 counterpart (haproxy, floor-tokio, tether)"
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     PIDS=()
     read -ra h2_args <<<"${H2_ARGS:-}"

@@ -67,15 +67,17 @@ start_bg() {
     PIDS+=("$STARTED_PID")
 }
 
-# wait_http NAME PID URL: until URL answers with any HTTP status (10 s), or the process dies.
+# wait_http NAME PID URL [CURL_OPTION...]: until URL answers with any HTTP status (10 s), or the
+# process dies.
 wait_http() {
     local name=$1 pid=$2 url=$3 i code
+    shift 3
     for ((i = 0; i < 100; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 20 "$TMP/$name.log" >&2 || true
             die "$name exited during start-up (log above)"
         fi
-        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
+        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$@" "$url" || true)
         [[ $code != 000 && -n $code ]] && return 0
         sleep 0.1
     done
