@@ -17,6 +17,7 @@ use pingora::server::{
 use pingora::services::listening::Service;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::{reload, EnvFilter};
 
 use crate::config::{Config, LogFormat};
@@ -52,13 +53,17 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<SetLevel> {
     let filter = EnvFilter::try_new(env.as_deref().unwrap_or(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    // The log's filter applies to the log only: `h2`'s oversize events reach the layer that
+    // counts them whatever the level (DESIGN.md §20).
+    let registry = tracing_subscriber::registry()
+        .with(crate::engine::h2::Oversize.with_filter(crate::engine::h2::Oversize::targets()));
     let done = match format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -67,7 +72,8 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<SetLevel> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
     };
@@ -172,6 +178,9 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         check_bindable(&config)?;
     }
     let metrics = Arc::new(Metrics::new());
+    crate::engine::h2::Oversize::count_into(
+        metrics.rejected[crate::path::read::Reject::HeaderTooLarge.index()].clone(),
+    );
     let registry = Arc::new(Registry::new(metrics));
     let server_cfg = config.server.clone();
     let certs = Arc::new(crate::state::tls::Certs::new(&server_cfg.tls)?);

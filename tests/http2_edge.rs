@@ -360,6 +360,17 @@ fn limits_hold_on_http2_streams() {
         .request("GET", "/long", &[("x-long", &long)], None)
         .unwrap();
     assert_eq!(r.status, 431);
+    // (`h2` answers that one itself; it is counted all the same.)
+    wait_for(
+        "the oversize refusal counted",
+        Duration::from_secs(5),
+        || {
+            t.metric(
+                "tether_downstream_rejected_total",
+                &[("reason", "header_too_large")],
+            ) == Some(1.0)
+        },
+    );
     // A declared body over max_request_body: 413 before any backend is asked.
     let body = "x".repeat(100_001);
     let r = h2

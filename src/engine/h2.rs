@@ -226,3 +226,55 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+/// The `tracing` target of the `h2` event that tells of a header list over
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`, and the words it carries.
+const H2_RECV_TARGET: &str = "h2::proto::streams::recv";
+const OVERSIZE_WORDS: &str = "REQUEST_HEADER_FIELDS_TOO_LARGE";
+
+/// Where [`Oversize`] counts (the `header_too_large` refusals).
+static OVERSIZE: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
+
+/// Counts the `431`s `h2` sends itself. A header list over `max_header_size` (advertised as
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`) is answered by the crate, which never hands that stream to
+/// tether: its one trace is the crate's own diagnostic event, which this `tracing` layer —
+/// enabled for that target only ([`Oversize::targets`]) — turns into a `header_too_large`
+/// refusal, like HTTP/1.1's. (`tests/http2_edge.rs` holds the count, so an `h2` upgrade that
+/// changes the event is caught.)
+pub struct Oversize;
+
+impl Oversize {
+    /// Where the refusals are counted (once per process).
+    pub fn count_into(c: prometheus::IntCounter) {
+        let _ = OVERSIZE.set(c);
+    }
+
+    /// The events this layer reads: `h2`'s stream-receive diagnostics, nothing else.
+    pub fn targets() -> tracing_subscriber::filter::Targets {
+        tracing_subscriber::filter::Targets::new()
+            .with_target(H2_RECV_TARGET, tracing::Level::DEBUG)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Oversize {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" && format!("{v:?}").contains(OVERSIZE_WORDS) {
+                    self.0 = true;
+                }
+            }
+        }
+        if event.metadata().target() != H2_RECV_TARGET {
+            return;
+        }
+        let mut m = Message(false);
+        event.record(&mut m);
+        if m.0 {
+            if let Some(c) = OVERSIZE.get() {
+                c.inc();
+            }
+        }
+    }
+}

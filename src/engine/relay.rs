@@ -135,9 +135,10 @@ pub(super) struct Up {
 
 impl Up {
     /// Reads more of the response, within the pool's `read_timeout`.
+    /// Waits holding no buffer when none holds unread bytes (many requests may wait for their
+    /// backends at once on one thread: HTTP/2 streams).
     pub(super) async fn read(&mut self) -> Result<usize, Box<Error>> {
-        let b = self.rbuf.get_or_insert_with(buf::take);
-        if b.is_full() {
+        if let Some(b) = self.rbuf.as_mut().filter(|b| b.is_full()) {
             if b.capacity() >= MAX_RESPONSE_HEAD {
                 return Err(wire::upstream_error(
                     ErrorType::InvalidHTTPHeader,
@@ -147,7 +148,11 @@ impl Up {
             }
             b.grow(MAX_RESPONSE_HEAD);
         }
-        let r = wire::within(Some(self.timeout), wire::read_into(&mut self.stream, b)).await;
+        let r = wire::within(
+            Some(self.timeout),
+            wire::read_pooled(&mut self.stream, &mut self.rbuf),
+        )
+        .await;
         buf::release_if_empty(&mut self.rbuf);
         timed(
             r,

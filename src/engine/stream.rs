@@ -130,19 +130,11 @@ pub async fn serve(
 }
 
 /// The §12 limits a decoded HTTP/2 head is held to beyond what `h2` enforces itself (the header
-/// list size, advertised as `SETTINGS_MAX_HEADER_LIST_SIZE`): the number of fields, and the
-/// size the head would have as HTTP/1.1. `CONNECT` is not proxied.
+/// list size, advertised as `SETTINGS_MAX_HEADER_LIST_SIZE`, answered by `h2` and counted by
+/// `h2::Oversize`): the number of fields. `CONNECT` is not proxied.
 fn edge(parts: &http::request::Parts, limits: &Limits) -> Option<Reject> {
     if parts.headers.len() > limits.max_headers {
         return Some(Reject::TooManyHeaders);
-    }
-    let line = parts.method.as_str().len() + (parts as &dyn Head).path_and_query().len() + 12;
-    let size = parts
-        .headers
-        .iter()
-        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
-    if size > limits.max_header_size {
-        return Some(Reject::HeaderTooLarge);
     }
     if parts.method == http::Method::CONNECT {
         return Some(Reject::BadRequest("CONNECT is not supported\n"));
@@ -324,16 +316,20 @@ async fn relay(
         tracing::warn!(error = %e, "HTTP/2 request head could not be written upstream");
         return Relayed::Failed(Failed::local(400, None, "request_head"));
     }
-    if let Err(e) = up.write(out.data(), &[]).await {
+    let sent = up.write(out.data(), &[]).await;
+    // The buffer goes back at once: many streams may wait for their backends at once.
+    drop(out);
+    if let Err(e) = sent {
         return if up.reused {
             Relayed::StaleConnection(e)
         } else {
             relay::upstream_failed(store, ex, e)
         };
     }
-    out.consume(out.len());
     // The request body, while watching for an early (or interim) response.
-    let mut resp: Boxed<ResponseHead> = Boxed::take();
+    // The response head's table is taken when its first bytes come: streams waiting for their
+    // backends hold none.
+    let mut resp: Option<Boxed<ResponseHead>> = None;
     let mut final_len = None;
     while !d.body_done && final_len.is_none() {
         tokio::select! {
@@ -378,6 +374,7 @@ async fn relay(
         }
     }
     let head_len = final_len.unwrap_or(0);
+    let resp = resp.expect("a final head was parsed");
     if let Some((pool, u)) = ex.upstream() {
         u.response_head();
         account::passive(store, pool, u.pick.backend, true);
@@ -395,11 +392,18 @@ async fn relay(
     }
     let up_keepalive = resp.keep_alive(up.data());
     let no_body = head_request || !resp.framing().has_body();
+    // The head's bytes (and the body bytes that came with them, when that is all of a small
+    // body) are copied once: the fields' values and the first DATA frame share that copy.
+    let inline = match resp.framing() {
+        Framing::Length(n) if !no_body && up.data().len() - head_len >= n as usize => n as usize,
+        _ => 0,
+    };
+    let shared = Bytes::copy_from_slice(&up.data()[..head_len + inline]);
     let rv = ResponseView {
         head: &resp,
-        buf: up.data(),
+        buf: &shared,
     };
-    let built = respond::response_edits(ex, &rv, |e| response_head(&resp, rv.buf, e));
+    let built = respond::response_edits(ex, &rv, |e| response_head(&resp, &shared, e));
     let head = match built {
         Ok(h) => h,
         Err(what) => {
@@ -421,7 +425,20 @@ async fn relay(
     }
     d.written = Some(status);
     up.consume(head_len);
-    if !no_body {
+    if inline > 0 {
+        // The whole body came with the head: one frame.
+        let send = d
+            .send
+            .as_mut()
+            .expect("a response with a body has its stream");
+        if send_data(send, shared.slice(head_len..head_len + inline), true)
+            .await
+            .is_err()
+        {
+            return Relayed::Failed(Failed::client());
+        }
+        up.consume(inline);
+    } else if !no_body {
         if let Err(r) = response_body(store, ex, d, &mut up, resp.framing()).await {
             return r;
         }
@@ -537,11 +554,12 @@ fn chunk_size(n: usize, out: &mut [u8; 18]) -> &[u8] {
 /// like) to the client as an informational response, and says whether the final head is
 /// complete (its length).
 fn interim_or_final(
-    resp: &mut ResponseHead,
+    resp: &mut Option<Boxed<ResponseHead>>,
     up: &mut Up,
     d: &mut Down,
     head_request: bool,
 ) -> Result<Option<usize>, Relayed> {
+    let resp = resp.get_or_insert_with(Boxed::take);
     loop {
         match relay::parse(resp, up, head_request) {
             Ok(Parsed::Partial) => return Ok(None),
@@ -570,14 +588,16 @@ fn interim_or_final(
 /// plus its added ones.
 fn response_head(
     resp: &ResponseHead,
-    buf: &[u8],
+    shared: &Bytes,
     e: &crate::path::edits::Edits<'_>,
 ) -> Result<http::Response<()>, &'static str> {
+    let buf: &[u8] = shared;
     let mut out = http::Response::new(());
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status()).map_err(|_| "invalid response status")?;
     let fields = resp.fields();
     let headers = out.headers_mut();
+    headers.reserve(fields.len() + e.add.len());
     for f in fields.as_slice() {
         let name = f.name.get(buf);
         let hop = matches!(
@@ -599,7 +619,9 @@ fn response_head(
             continue;
         }
         let n = HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
-        let v = HeaderValue::from_bytes(f.value.get(buf)).map_err(|_| "invalid response field")?;
+        let span = f.value.start as usize..f.value.end as usize;
+        let v = HeaderValue::from_maybe_shared(shared.slice(span))
+            .map_err(|_| "invalid response field")?;
         headers.append(n, v);
     }
     for (n, v) in e.add {
@@ -668,9 +690,17 @@ async fn response_body(
     }
 }
 
+/// The largest last DATA frame sent without waiting for window.
+const SMALL_LAST_FRAME: usize = 16 * 1024;
+
 /// Sends `data` within the stream's flow-control window (waiting for the client to open it, at
 /// most [`BODY_READ_TIMEOUT`] at a time); `end`: the last frame.
 async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
+    if end && data.len() <= SMALL_LAST_FRAME {
+        // A small last frame is handed to `h2` as it is (it holds it until the window opens):
+        // memory stays bounded, and the common response needs no wait for the window.
+        return send.send_data(data, true).map_err(|_| ());
+    }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let cap = match wire::within(

@@ -222,7 +222,7 @@ impl Metrics {
                 let v = counter(
                     &r,
                     "tether_downstream_rejected_total",
-                    "Requests refused at the edge before reaching a backend, by reason (header_timeout, header_too_large, too_many_headers, body_too_large, bad_request).",
+                    "Requests refused at the edge before reaching a backend, by reason (header_timeout, header_too_large, too_many_headers, body_too_large, bad_request, h2_protocol).",
                     &["reason"],
                 );
                 REJECT_REASONS.map(|reason| v.with_label_values(&[reason]))
