@@ -514,3 +514,47 @@ fn rapid_reset_and_continuation_floods_close_the_connection_not_the_server() {
         ) >= Some(2.0)
     });
 }
+
+#[test]
+fn a_header_block_that_does_not_complete_in_time_closes_the_connection() {
+    let b = Backend::start("b1");
+    let t = tether(
+        "h2c = true\nheader_timeout = \"1s\"",
+        &backend_tables("web", &[&b]),
+    );
+    // A complete request, then idle for longer than header_timeout: the connection stays.
+    let mut h2 = H2::h2c(t.listen(), "localhost");
+    assert_eq!(h2.get("/", &[]).status, 200);
+    // A HEADERS frame whose block never ends (no END_HEADERS, no CONTINUATION).
+    let mut s = raw_h2c(t.listen());
+    s.write_all(&frame(HEADERS, 0, 1, &hpack(false, &[])))
+        .unwrap();
+    let started = Instant::now();
+    let (frames, closed) = read_frames(&mut s, Duration::from_secs(8), |f| {
+        f.iter().any(|f| f.0 == GOAWAY)
+    });
+    assert!(
+        frames.iter().any(|f| f.0 == GOAWAY) || closed,
+        "the connection is closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before header_timeout"
+    );
+    wait_for("the refusal counted", Duration::from_secs(5), || {
+        t.metric(
+            "tether_downstream_rejected_total",
+            &[("reason", "header_timeout")],
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        t.metric(
+            "tether_downstream_rejected_total",
+            &[("reason", "h2_protocol")]
+        ),
+        Some(0.0)
+    );
+    // The first connection was idle past header_timeout, not in a header block: still open.
+    assert!(!h2.is_closed());
+    assert_eq!(h2.get("/again", &[]).status, 200);
+}

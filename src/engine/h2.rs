@@ -5,7 +5,8 @@
 //!
 //! Owns: the connection's settings and life — `max_header_size` as
 //! `SETTINGS_MAX_HEADER_LIST_SIZE` (enforced by `h2`: `431` on the stream),
-//! `max_concurrent_streams`, the handshake within `header_timeout`, GOAWAY after
+//! `max_concurrent_streams`, the handshake and every header block within `header_timeout`
+//! (the client's frames are scanned as they arrive: [`Watched`]), GOAWAY after
 //! `keepalive_timeout` without a stream and at a graceful shutdown, and the count of
 //! connections closed for a protocol error or a flood (rapid reset and CONTINUATION floods are
 //! caught by `h2` itself, which answers GOAWAY) as `h2_protocol`. Must not touch: what a stream
@@ -77,6 +78,19 @@ pub async fn serve<S>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_size.min(u32::MAX as usize) as u32)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
+    let clock = Arc::new(HeadClock {
+        epoch: Instant::now(),
+        open_since: AtomicU64::new(0),
+        opened: tokio::sync::Notify::new(),
+    });
+    let io = Watched {
+        io,
+        scan: FrameScan {
+            preface_left: PREFACE.len(),
+            ..FrameScan::default()
+        },
+        clock: clock.clone(),
+    };
     let handshake = wire::within(
         Some(limits.header_timeout),
         builder.handshake::<_, Bytes>(io),
@@ -103,6 +117,12 @@ pub async fn serve<S>(
     let idle = limits.keepalive_timeout;
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
+    // Armed while a header block is open: `header_timeout` from its first byte.
+    let head_timer = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(head_timer);
+    let mut head_armed = false;
+    // tether closed the connection itself (its GOAWAY is not the client's protocol error).
+    let mut timed_out = false;
     let mut shutdown = shutdown.clone();
     // A shutdown that began while the connection was being set up: its first streams (sent
     // before they see the GOAWAY) are still served.
@@ -126,7 +146,7 @@ pub async fn serve<S>(
                 }
                 Some(Err(e)) => {
                     // `h2` closed the connection itself (GOAWAY): a protocol error or a flood.
-                    if e.is_go_away() && e.is_library() {
+                    if e.is_go_away() && e.is_library() && !timed_out {
                         refused(&fast, Reject::H2Protocol, &e);
                     }
                     break;
@@ -144,6 +164,29 @@ pub async fn serve<S>(
                         closing = true;
                     } else {
                         timer.as_mut().reset(last + idle);
+                    }
+                }
+            }
+            _ = clock.opened.notified(), if !closing => {
+                if let Some(t) = clock.open_since() {
+                    head_timer.as_mut().reset(t + limits.header_timeout);
+                    head_armed = true;
+                }
+            }
+            _ = &mut head_timer, if head_armed && !closing => {
+                head_armed = false;
+                if let Some(t) = clock.open_since() {
+                    if t + limits.header_timeout <= Instant::now() {
+                        // A header block that did not complete in time: the connection goes,
+                        // as an HTTP/1.1 one would with 408.
+                        fast.store.metrics().rejected[Reject::HeaderTimeout.index()].inc();
+                        tracing::debug!(reason = "header_timeout", "HTTP/2 connection closed");
+                        conn.abrupt_shutdown(h2::Reason::PROTOCOL_ERROR);
+                        closing = true;
+                        timed_out = true;
+                    } else {
+                        head_timer.as_mut().reset(t + limits.header_timeout);
+                        head_armed = true;
                     }
                 }
             }
@@ -276,5 +319,146 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Oversize {
                 c.inc();
             }
         }
+    }
+}
+
+/// Whether a client's header block is open (a HEADERS frame begun and its block not yet
+/// ended), and since when: what `header_timeout` holds on HTTP/2, read off the frames as they
+/// arrive ([`Watched`]). The connection loop is told when one stays open past a read.
+struct HeadClock {
+    epoch: Instant,
+    /// Milliseconds since `epoch` + 1 when the open block began; 0: none open.
+    open_since: AtomicU64,
+    opened: tokio::sync::Notify,
+}
+
+impl HeadClock {
+    fn open_since(&self) -> Option<Instant> {
+        match self.open_since.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        }
+    }
+}
+
+/// Where the scan of the client's bytes is: the preface still to skip, a frame header being
+/// read, the payload left of the current frame, and whether a header block is open.
+#[derive(Default)]
+struct FrameScan {
+    preface_left: usize,
+    header: [u8; 9],
+    header_len: usize,
+    payload_left: usize,
+    /// The current frame ends its header block (END_HEADERS on HEADERS or CONTINUATION).
+    ends_block: bool,
+    in_block: bool,
+}
+
+impl FrameScan {
+    const HEADERS: u8 = 0x1;
+    const CONTINUATION: u8 = 0x9;
+    const END_HEADERS: u8 = 0x4;
+
+    fn scan(&mut self, mut data: &[u8]) {
+        let skip = self.preface_left.min(data.len());
+        self.preface_left -= skip;
+        data = &data[skip..];
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let k = self.payload_left.min(data.len());
+                self.payload_left -= k;
+                data = &data[k..];
+                if self.payload_left == 0 && self.ends_block {
+                    self.in_block = false;
+                }
+                continue;
+            }
+            let k = (9 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + k].copy_from_slice(&data[..k]);
+            self.header_len += k;
+            data = &data[k..];
+            if self.header_len < 9 {
+                break;
+            }
+            self.header_len = 0;
+            let h = &self.header;
+            self.payload_left = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
+            self.ends_block = false;
+            if h[3] == Self::HEADERS || h[3] == Self::CONTINUATION {
+                self.in_block = true;
+                self.ends_block = h[4] & Self::END_HEADERS != 0;
+                if self.payload_left == 0 && self.ends_block {
+                    self.in_block = false;
+                }
+            }
+        }
+    }
+
+    /// A header block is open, or a frame header is half read (it may begin one).
+    fn open(&self) -> bool {
+        self.in_block || self.header_len > 0
+    }
+}
+
+/// The client's stream, its incoming frames scanned for header blocks left open ([`HeadClock`]).
+struct Watched<S> {
+    io: S,
+    scan: FrameScan,
+    clock: Arc<HeadClock>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = out.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, out);
+        if matches!(r, Poll::Ready(Ok(()))) && out.filled().len() > before {
+            let this = &mut *self;
+            let was_open = this.scan.open();
+            this.scan.scan(&out.filled()[before..]);
+            match (was_open, this.scan.open()) {
+                (false, true) => {
+                    let ms = this.clock.epoch.elapsed().as_millis() as u64 + 1;
+                    this.clock.open_since.store(ms, Ordering::Relaxed);
+                    this.clock.opened.notify_one();
+                }
+                (true, false) => this.clock.open_since.store(0, Ordering::Relaxed),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
