@@ -426,31 +426,128 @@ fn an_idle_connection_is_closed_with_goaway() {
     );
 }
 
+/// A backend that reads a chunked request body line by line (tolerating a connection cut
+/// mid-body) and answers 200 once it ends.
+fn chunk_reader() -> RawBackend {
+    RawBackend::start(|_head, r, w| {
+        use std::io::BufRead;
+        let mut last_zero = false;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return false; // cut off mid-body
+            }
+            if last_zero && line == "\r\n" {
+                break;
+            }
+            last_zero = line == "0\r\n";
+        }
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        true
+    })
+}
+
 #[test]
 fn a_stream_reset_mid_body_abandons_its_upstream_request() {
-    let b = Backend::start("b1");
-    let t = tether("h2c = true", &backend_tables("web", &[&b]));
+    let b = chunk_reader();
+    let t = Tether::start(&format!(
+        r#"
+[server]
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
+threads = 1
+h2c = true
+[[route]]
+path_prefix = "/"
+pool = "web"
+[pool.web]
+policy = "round_robin"
+[[pool.web.backend]]
+id = "raw"
+addr = "{}"
+"#,
+        b.addr
+    ));
     let mut h2 = H2::h2c(t.listen(), "localhost");
+    // A whole streamed body first: its upstream connection goes back for reuse.
+    let r = h2
+        .request_chunks("POST", "/whole", &[], &[b"all", b"of it"], None)
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let conns = || b.conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(conns(), 1);
+    // Reset after two chunks: the backend's request is cut off with its connection.
     let chunks: Vec<&[u8]> = vec![b"part one", b"part two", b"never"];
     let r = h2.request_chunks("POST", "/upload", &[], &chunks, Some(2));
     assert!(r.is_err());
-    // Nothing is left in flight, and the next request is served on the same connection.
+    // Nothing is left in flight, and the next request is served on a new upstream connection
+    // (the abandoned one, mid-body, is never reused).
     wait_for(
         "the in-flight gauge back to 0",
         Duration::from_secs(5),
         || t.metric_sum("tether_backend_in_flight", &[]) == 0.0,
     );
-    wait_for(
-        "the backend to see the request end",
-        Duration::from_secs(5),
-        || b.in_flight() == 0,
-    );
-    let r = h2.get("/after", &[]);
+    let r = h2
+        .request_chunks("POST", "/after", &[], &[b"x"], None)
+        .unwrap();
     assert_eq!(r.status, 200);
+    assert_eq!(r.body, "ok");
+    assert_eq!(
+        conns(),
+        2,
+        "the abandoned upstream connection was not reused"
+    );
     wait_for(
         "the in-flight gauge back to 0",
         Duration::from_secs(5),
         || t.metric_sum("tether_backend_in_flight", &[]) == 0.0,
+    );
+}
+
+#[test]
+fn a_graceful_shutdown_lets_a_stream_in_flight_finish() {
+    let b = Backend::start("b1");
+    b.set_delay(Duration::from_millis(1500));
+    // (The helper's config has a 1 s grace period, shorter than the backend's delay.)
+    let mut t = Tether::start(&format!(
+        r#"
+[server]
+listen = ["{{LISTEN}}"]
+admin = "{{ADMIN}}"
+grace_period = "20s"
+h2c = true
+[[route]]
+path_prefix = "/"
+pool = "web"
+[pool.web]
+policy = "round_robin"
+{}"#,
+        backend_tables("web", &[&b])
+    ));
+    let addr = t.listen();
+    let client = std::thread::spawn(move || {
+        let mut h2 = H2::h2c(addr, "localhost");
+        h2.request("GET", "/slow", &[], None)
+    });
+    wait_for(
+        "the request in flight at the backend",
+        Duration::from_secs(5),
+        || b.in_flight() == 1,
+    );
+    let start = Instant::now();
+    t.signal("TERM");
+    let r = client
+        .join()
+        .unwrap()
+        .expect("the stream in flight is answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.backend(), Some("b1"));
+    let status = t.wait_exit(Duration::from_secs(15)).expect("tether exits");
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "exits once nothing is in progress, not at the end of grace_period ({:?})",
+        start.elapsed()
     );
 }
 
