@@ -72,7 +72,7 @@ impl ServerApp for Fast {
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let client = peer(&stream);
-            h2::serve(self.shared.clone(), stream, client, true, shutdown).await;
+            h2::serve(self.shared.clone(), stream, None, client, true, shutdown).await;
             return None;
         }
         self.serve(stream, shutdown).await;
@@ -133,10 +133,17 @@ impl Fast {
             {
                 // Cleartext HTTP/2 with prior knowledge: the preface's first bytes are read.
                 if !conn.tls && self.store.h2c() {
-                    let pre = conn.buf.take().expect("the first bytes were read");
-                    let io = h2::Prefixed::new(pre, conn.stream);
+                    let pre = conn.buf.take();
                     drop(fresh);
-                    h2::serve(self.shared.clone(), io, client, false, shutdown).await;
+                    h2::serve(
+                        self.shared.clone(),
+                        conn.stream,
+                        pre,
+                        client,
+                        false,
+                        shutdown,
+                    )
+                    .await;
                     return;
                 }
             }

@@ -59,10 +59,12 @@ impl Drop for Running {
     }
 }
 
-/// Serves one HTTP/2 connection until it closes.
+/// Serves one HTTP/2 connection until it closes. `pre`: its first bytes, when the HTTP/1.1
+/// loop already read them (the prior-knowledge preface on a plain listener).
 pub async fn serve<S>(
     fast: Arc<Shared>,
     io: S,
+    pre: Option<Buf>,
     client: ClientIp,
     tls: bool,
     shutdown: &ShutdownWatch,
@@ -85,6 +87,7 @@ pub async fn serve<S>(
     });
     let io = Watched {
         io,
+        pre,
         scan: FrameScan {
             preface_left: PREFACE.len(),
             ..FrameScan::default()
@@ -206,68 +209,6 @@ pub async fn serve<S>(
 fn refused(fast: &Shared, r: Reject, e: &h2::Error) {
     fast.store.metrics().rejected[r.index()].inc();
     tracing::debug!(reason = r.reason(), error = %e, "HTTP/2 connection closed");
-}
-
-/// A connection whose first bytes were already read (the prior-knowledge preface, found by the
-/// HTTP/1.1 loop's first read): those bytes, then the stream's.
-pub struct Prefixed<S> {
-    pre: Option<Buf>,
-    io: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(pre: Buf, io: S) -> Prefixed<S> {
-        Prefixed { pre: Some(pre), io }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(pre) = self.pre.as_mut() {
-            let n = pre.len().min(out.remaining());
-            out.put_slice(&pre.data()[..n]);
-            pre.consume(n);
-            if pre.is_empty() {
-                self.pre = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, out)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 /// The `tracing` target of the `h2` event that tells of a header list over
@@ -400,9 +341,11 @@ impl FrameScan {
     }
 }
 
-/// The client's stream, its incoming frames scanned for header blocks left open ([`HeadClock`]).
+/// The client's stream — after the bytes already read of it, if any — its incoming frames
+/// scanned for header blocks left open ([`HeadClock`]).
 struct Watched<S> {
     io: S,
+    pre: Option<Buf>,
     scan: FrameScan,
     clock: Arc<HeadClock>,
 }
@@ -413,10 +356,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
         let before = out.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, out);
+        let r = match this.pre.as_mut() {
+            Some(pre) => {
+                let n = pre.len().min(out.remaining());
+                out.put_slice(&pre.data()[..n]);
+                pre.consume(n);
+                if pre.is_empty() {
+                    this.pre = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            None => Pin::new(&mut this.io).poll_read(cx, out),
+        };
         if matches!(r, Poll::Ready(Ok(()))) && out.filled().len() > before {
-            let this = &mut *self;
             let was_open = this.scan.open();
             this.scan.scan(&out.filled()[before..]);
             match (was_open, this.scan.open()) {

@@ -74,18 +74,7 @@ pub async fn forward(
     let resendable = outcome::may_resend(view.method(), d.body.framing().has_body());
     let mut fresh_only = false;
     loop {
-        ex.hold();
-        let (pool, u) = ex
-            .upstream()
-            .ok_or_else(|| Failed::internal("no_backend"))?;
-        u.sent_at.get_or_insert_with(Instant::now);
-        let b = &pool.backends[u.pick.backend as usize];
-        let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
-        let got = if fresh_only {
-            Box::pin(upstreams.fresh(&b.peer)).await
-        } else {
-            upstreams.get(key, &b.peer).await
-        };
+        let (got, key, read_timeout) = connect(upstreams, ex, fresh_only).await?;
         let e = match got {
             Ok(conn) => match relay(store, ex, d, conn, read_timeout, key).await {
                 Relayed::Done(next) => return Ok(next),
@@ -103,22 +92,59 @@ pub async fn forward(
             },
             Err(e) => e,
         };
-        match outcome::after_connect_failure(store, ex, &view, d.client, &e) {
-            AfterFailure::Next => {
-                fresh_only = false;
-                // The new backend's circuit-breaker slot, waiting for it if full.
-                let w = pick::waiting(ex, &view, d.client);
-                if let Err(r) = pick::admit(ex, w, &mut Watch::of(d)).await {
-                    let (status, retry_after) = outcome::queue_refusal(r).unzip();
-                    return Err(Failed::local(status.unwrap_or(0), retry_after, r.as_str()));
-                }
+        let client = d.client;
+        fail_over(store, ex, &view, client, &e, &mut Watch::of(d)).await?;
+        fresh_only = false;
+    }
+}
+
+/// A connection for the exchange's current backend (the exchange holds it from now, its send
+/// time set): a fresh one when `fresh_only`, else an idle one if any. With the backend's
+/// connection key and read timeout.
+pub(super) async fn connect(
+    upstreams: &Upstreams,
+    ex: &mut Exchange,
+    fresh_only: bool,
+) -> Result<(pingora::Result<Conn>, upstream::Key, Duration), Failed> {
+    ex.hold();
+    let (pool, u) = ex
+        .upstream()
+        .ok_or_else(|| Failed::internal("no_backend"))?;
+    u.sent_at.get_or_insert_with(Instant::now);
+    let b = &pool.backends[u.pick.backend as usize];
+    let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
+    let got = if fresh_only {
+        Box::pin(upstreams.fresh(&b.peer)).await
+    } else {
+        upstreams.get(key, &b.peer).await
+    };
+    Ok((got, key, read_timeout))
+}
+
+/// After a failed connection `e`: the request moves to the next backend (waiting for its
+/// circuit-breaker slot if full, watching the client with `watch`), or ends with the status the
+/// outcome rules give (each failed connection was counted when it failed).
+pub(super) async fn fail_over(
+    store: &Store,
+    ex: &mut Exchange,
+    req: &dyn crate::http::Head,
+    client: crate::path::head::ClientIp,
+    e: &Error,
+    watch: &mut (impl pick::Client + Send),
+) -> Result<(), Failed> {
+    match outcome::after_connect_failure(store, ex, req, client, e) {
+        AfterFailure::Next => {
+            let w = pick::waiting(ex, req, client);
+            if let Err(r) = pick::admit(ex, w, watch).await {
+                let (status, retry_after) = outcome::queue_refusal(r).unzip();
+                return Err(Failed::local(status.unwrap_or(0), retry_after, r.as_str()));
             }
-            // Each failed connection was counted when it failed.
-            AfterFailure::Answer {
-                status,
-                retry_after,
-            } => return Err(Failed::local(status, retry_after, e.etype().as_str())),
+            Ok(())
         }
+        AfterFailure::Answer {
+            status,
+            retry_after,
+        } => Err(Failed::local(status, retry_after, e.etype().as_str())),
     }
 }
 

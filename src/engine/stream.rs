@@ -14,7 +14,7 @@
 use std::future::poll_fn;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -36,7 +36,7 @@ use crate::path::account::{self, End};
 use crate::path::exchange::{Active, Exchange};
 use crate::path::forward::{self, Downstream};
 use crate::path::head::ClientIp;
-use crate::path::outcome::{self, AfterFailure, Front};
+use crate::path::outcome::{self, Front};
 use crate::path::pick;
 use crate::path::read::{self, Reject};
 use crate::path::respond::{self, Local};
@@ -195,18 +195,7 @@ async fn forward(
     let resendable = outcome::may_resend(parts.method.as_str().as_bytes(), !d.body_done);
     let mut fresh_only = false;
     loop {
-        ex.hold();
-        let (pool, u) = ex
-            .upstream()
-            .ok_or_else(|| Failed::internal("no_backend"))?;
-        u.sent_at.get_or_insert_with(Instant::now);
-        let b = &pool.backends[u.pick.backend as usize];
-        let (key, read_timeout) = (b.conn_key, pool.conf.read_timeout);
-        let got = if fresh_only {
-            Box::pin(fast.upstreams.fresh(&b.peer)).await
-        } else {
-            fast.upstreams.get(key, &b.peer).await
-        };
+        let (got, key, read_timeout) = relay::connect(&fast.upstreams, ex, fresh_only).await?;
         let e = match got {
             Ok(conn) => match relay(store, ex, parts, d, conn, read_timeout, key).await {
                 Relayed::Done(_) => return Ok(()),
@@ -222,20 +211,8 @@ async fn forward(
             },
             Err(e) => e,
         };
-        match outcome::after_connect_failure(store, ex, parts, d.client, &e) {
-            AfterFailure::Next => {
-                fresh_only = false;
-                let w = pick::waiting(ex, parts, d.client);
-                if let Err(r) = pick::admit(ex, w, &mut Reset(&mut d.respond)).await {
-                    let (status, retry_after) = outcome::queue_refusal(r).unzip();
-                    return Err(Failed::local(status.unwrap_or(0), retry_after, r.as_str()));
-                }
-            }
-            AfterFailure::Answer {
-                status,
-                retry_after,
-            } => return Err(Failed::local(status, retry_after, e.etype().as_str())),
-        }
+        relay::fail_over(store, ex, parts, d.client, &e, &mut Reset(&mut d.respond)).await?;
+        fresh_only = false;
     }
 }
 
@@ -335,12 +312,7 @@ async fn relay(
         tokio::select! {
             biased;
             r = up.read() => {
-                match r {
-                    Ok(n) if n > 0 => {}
-                    Ok(_) => return head_failed(store, ex, d, &up, relay::closed()),
-                    Err(e) => return head_failed(store, ex, d, &up, e),
-                }
-                match interim_or_final(&mut resp, &mut up, d, head_request) {
+                match response_read(store, ex, d, &mut up, &mut resp, head_request, r) {
                     Ok(f) => final_len = f,
                     Err(r) => return r,
                 }
@@ -356,12 +328,7 @@ async fn relay(
         tokio::select! {
             biased;
             r = up.read() => {
-                match r {
-                    Ok(n) if n > 0 => {}
-                    Ok(_) => return head_failed(store, ex, d, &up, relay::closed()),
-                    Err(e) => return head_failed(store, ex, d, &up, e),
-                }
-                match interim_or_final(&mut resp, &mut up, d, head_request) {
+                match response_read(store, ex, d, &mut up, &mut resp, head_request, r) {
                     Ok(f) => final_len = f,
                     Err(r) => return r,
                 }
@@ -449,6 +416,24 @@ async fn relay(
         upstream::put(key, up.stream);
     }
     Relayed::Done(crate::engine::down::Next::KeepAlive)
+}
+
+/// After a read of the response (`r`): the head's length once the final head is complete.
+fn response_read(
+    store: &Store,
+    ex: &mut Exchange,
+    d: &mut Down,
+    up: &mut Up,
+    resp: &mut Option<Boxed<ResponseHead>>,
+    head_request: bool,
+    r: Result<usize, Box<pingora::Error>>,
+) -> Result<Option<usize>, Relayed> {
+    match r {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return Err(head_failed(store, ex, d, up, relay::closed())),
+        Err(e) => return Err(head_failed(store, ex, d, up, e)),
+    }
+    interim_or_final(resp, up, d, head_request)
 }
 
 /// The response head could not be read.
@@ -600,19 +585,7 @@ fn response_head(
     headers.reserve(fields.len() + e.add.len());
     for f in fields.as_slice() {
         let name = f.name.get(buf);
-        let hop = matches!(
-            Known::classify(name),
-            Some(
-                Known::Connection
-                    | Known::KeepAlive
-                    | Known::ProxyConnection
-                    | Known::Te
-                    | Known::Trailer
-                    | Known::Upgrade
-                    | Known::TransferEncoding
-            )
-        );
-        if hop
+        if Known::is_per_hop(name)
             || e.drop.iter().any(|n| n.eq_ignore_ascii_case(name))
             || fields.connection_has(buf, name)
         {

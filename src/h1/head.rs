@@ -99,6 +99,13 @@ pub enum Known {
 impl Known {
     pub const COUNT: usize = 14;
 
+    /// Whether a field named `name` never crosses from one HTTP version's hop to another's:
+    /// the hop-by-hop fields and `Transfer-Encoding` (the next hop frames the body its own way).
+    pub fn is_per_hop(name: &[u8]) -> bool {
+        Known::classify(name)
+            .is_some_and(|k| k == Known::TransferEncoding || Known::HOP_BY_HOP.contains(&k))
+    }
+
     /// The lower-case name.
     pub fn name(self) -> &'static [u8] {
         match self {

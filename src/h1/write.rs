@@ -114,22 +114,12 @@ pub fn write_request_fields<'f, I: Iterator<Item = (&'f [u8], &'f [u8])>>(
         return Err(WriteError::InvalidValue(usize::MAX));
     }
     let dropped = |name: &[u8], value: &[u8]| {
-        matches!(
-            Known::classify(name),
-            Some(
-                Known::Connection
-                    | Known::KeepAlive
-                    | Known::ProxyConnection
-                    | Known::Te
-                    | Known::Trailer
-                    | Known::Upgrade
-                    | Known::TransferEncoding
-                    | Known::ContentLength
-            )
-        ) || edits
-            .drop_names
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
+        Known::is_per_hop(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || edits
+                .drop_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
             || edits.drop_if.is_some_and(|p| p(name, value))
     };
     let mut hosts = edits

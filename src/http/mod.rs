@@ -6,8 +6,8 @@
 use pingora::http::RequestHeader;
 
 /// What a stage reads of a request head, whichever codec parsed it: tether's HTTP/1.1 codec
-/// (`h1::RequestView`, spans into the connection's buffer) or pingora's `RequestHeader`
-/// (HTTP/2). No stage depends on `http::HeaderMap`; nothing here allocates.
+/// (`h1::RequestView`, spans into the connection's buffer) or the `h2` crate's
+/// `http::request::Parts` (an HTTP/2 stream). No stage depends on `http::HeaderMap`; nothing here allocates.
 pub trait Head: Fields {
     /// The method, as sent.
     fn method(&self) -> &[u8];
@@ -69,9 +69,12 @@ impl<'h> dyn Head + 'h {
     }
 }
 
+/// pingora's request head (benches and unit tests build heads with it): the view of the
+/// `http::request::Parts` it wraps.
 impl Fields for RequestHeader {
     fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
-        map_value(&self.headers, name, n)
+        let parts: &http::request::Parts = self;
+        parts.value(name, n)
     }
 }
 
@@ -116,21 +119,20 @@ impl Head for http::request::Parts {
     }
 }
 
-/// pingora's request head: the same view.
 impl Head for RequestHeader {
     fn method(&self) -> &[u8] {
-        self.method.as_str().as_bytes()
+        let parts: &http::request::Parts = self;
+        parts.method()
     }
 
     fn path_and_query(&self) -> &[u8] {
-        match self.uri.path_and_query() {
-            Some(pq) => pq.as_str().as_bytes(),
-            None => b"/",
-        }
+        let parts: &http::request::Parts = self;
+        parts.path_and_query()
     }
 
     fn authority(&self) -> Option<&[u8]> {
-        self.uri.authority().map(|a| a.as_str().as_bytes())
+        let parts: &http::request::Parts = self;
+        parts.authority()
     }
 }
 

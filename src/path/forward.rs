@@ -1,8 +1,7 @@
 //! The forward stage's header work (DESIGN.md §11, §13): what the request looks like on its way
 //! to the backend. Codec-neutral: the stage says which fields go and which come ([`Edits`]),
-//! read through the head view; tether's HTTP/1.1 codec writes the client's own bytes with them
-//! applied, and pingora's `RequestHeader` (HTTP/2 on the pingora engine) is edited by
-//! [`request_headers`] from the same edits.
+//! read through the head view; tether's HTTP/1.1 codec writes them into the upstream head,
+//! from the client's own bytes (HTTP/1.1) or from an HTTP/2 stream's fields.
 //!
 //! Owns: `X-Forwarded-*`, `X-Request-Id` and `traceparent` upstream, stripping the affinity
 //! cookie, the client's copies of forwarded claims. Must not touch: selection, sockets,
@@ -14,12 +13,11 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::ops::Range;
 
-use pingora::http::RequestHeader;
 use smallvec::SmallVec;
 
 use crate::http::Head;
 use crate::path::authenticate;
-use crate::path::edits::{owned, Edits};
+use crate::path::edits::Edits;
 use crate::path::exchange::{Exchange, Stage};
 use crate::path::head::{host_header, trim};
 
@@ -139,25 +137,6 @@ pub fn request_edits<R>(
     })
 }
 
-/// Edits pingora's request head for the backend (the pingora engine): the same edits the
-/// HTTP/1.1 codec writes, but `Host`, which pingora-proxy sets from the authority itself.
-pub fn request_headers(
-    ex: &Exchange,
-    req: &mut RequestHeader,
-    down: &Downstream,
-) -> pingora::Result<()> {
-    let e = request_edits(ex, &*req, down, owned)?;
-    for n in &e.drop {
-        req.remove_header(n);
-    }
-    for (n, v) in e.add {
-        if n != http::header::HOST {
-            req.append_header(n, v)?;
-        }
-    }
-    Ok(())
-}
-
 /// Appends to `out` the request's cookies but `name`, joined by `; ` (nothing when none is
 /// left).
 pub fn strip_cookie(req: &dyn Head, name: &str, out: &mut Vec<u8>) {
@@ -181,6 +160,7 @@ pub fn strip_cookie(req: &dyn Head, name: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     #[test]
     fn the_affinity_cookie_is_stripped_and_others_kept() {

@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use crate::balance::cookie::Affinity;
 use crate::http::Fields;
-use crate::path::edits::{owned, Edits};
+use crate::path::edits::Edits;
 use crate::path::exchange::{Exchange, Stage};
 use crate::path::head::names;
 use crate::snapshot::Pool;
@@ -50,18 +50,6 @@ pub fn response_edits<R>(
         drop: &drop,
         add: &add,
     })
-}
-
-/// Edits a backend's response head for the client (pingora's head): the same edits.
-pub fn response_headers(ex: &Exchange, resp: &mut ResponseHeader) -> pingora::Result<()> {
-    let e = response_edits(ex, &*resp, owned)?;
-    for n in &e.drop {
-        resp.remove_header(n);
-    }
-    for (n, v) in e.add {
-        resp.append_header(n, v)?;
-    }
-    Ok(())
 }
 
 /// A response tether writes itself: head and body.
