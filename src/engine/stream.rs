@@ -30,6 +30,7 @@ use crate::engine::relay::{self, Parsed, Relayed, Up};
 use crate::engine::shared::Shared;
 use crate::engine::wire;
 use crate::h1::buf::{self, Boxed};
+use crate::h1::head::Bits;
 use crate::h1::{self as codec, Framing, Known, ResponseHead, ResponseView};
 use crate::http::Head;
 use crate::path::account::{self, End};
@@ -38,7 +39,7 @@ use crate::path::forward::{self, Downstream};
 use crate::path::head::ClientIp;
 use crate::path::outcome::{self, Front};
 use crate::path::pick;
-use crate::path::read::{self, Reject};
+use crate::path::read::Reject;
 use crate::path::respond::{self, Local};
 use crate::path::route;
 use crate::snapshot::Store;
@@ -249,12 +250,12 @@ async fn relay(
     let head_request = parts.method == http::Method::HEAD;
     // How the body is framed upstream: its declared length (which `h2` holds the stream to),
     // else chunked; none when the stream ended with its head.
-    let declared = read::content_length(parts);
-    let mut len_text = [0u8; 20];
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH);
     let framing: Option<(&[u8], &[u8])> = if d.body_done {
         (declared.is_some() || length_expected(&parts.method)).then_some((b"Content-Length", b"0"))
     } else if let Some(n) = declared {
-        Some((b"Content-Length", decimal(n, &mut len_text)))
+        // As sent: `h2` refuses a stream whose `content-length` is not one number.
+        Some((b"Content-Length", n.as_bytes()))
     } else {
         d.chunked_up = true;
         Some((b"Transfer-Encoding", b"chunked"))
@@ -464,18 +465,14 @@ async fn body_step(
                 return Err(Relayed::Failed(Failed::local(413, None, "body_too_large")));
             }
             if n > 0 {
-                up.body_sent = true;
                 let sent = if d.chunked_up {
-                    let mut size = [0u8; 18];
-                    let head = chunk_size(n, &mut size);
-                    let r = up.write(head, &data).await;
-                    match r {
-                        Ok(()) => up.write(b"\r\n", &[]).await,
-                        e => e,
-                    }
+                    let mut size = [0u8; 20];
+                    let head = chunk_size(n, up.body_sent, &mut size);
+                    up.write(head, &data).await
                 } else {
                     up.write(&data, &[]).await
                 };
+                up.body_sent = true;
                 if let Err(e) = sent {
                     return Err(relay::upstream_failed(store, ex, e));
                 }
@@ -487,7 +484,9 @@ async fn body_step(
             // The body ended: its trailers, if any, end a chunked body.
             d.body_done = true;
             if d.chunked_up {
-                let mut end: Vec<u8> = b"0\r\n".to_vec();
+                // The last data chunk's CRLF, then the last chunk.
+                let last: &[u8] = if up.body_sent { b"\r\n0\r\n" } else { b"0\r\n" };
+                let mut end: Vec<u8> = last.to_vec();
                 if let Ok(Some(trailers)) = d.body.trailers().await {
                     for (n, v) in trailers.iter() {
                         if v.as_bytes().iter().all(|&c| codec::head::is_field_vchar(c)) {
@@ -510,29 +509,23 @@ async fn body_step(
     }
 }
 
-/// `n` in decimal, into `out`.
-fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
-/// `{n:x}\r\n` into `out`.
-fn chunk_size(n: usize, out: &mut [u8; 18]) -> &[u8] {
+/// `{n:x}\r\n` into `out`, after the CRLF that ends the previous chunk's data when
+/// `after_chunk` (so that a chunk's size line and data go out in one write).
+fn chunk_size(n: usize, after_chunk: bool, out: &mut [u8; 20]) -> &[u8] {
+    let start = if after_chunk {
+        out[..2].copy_from_slice(b"\r\n");
+        2
+    } else {
+        0
+    };
     let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, o) in out.iter_mut().take(digits).enumerate() {
+    for (i, o) in out[start..].iter_mut().take(digits).enumerate() {
         let nibble = (n >> ((digits - 1 - i) * 4)) & 0xf;
         *o = b"0123456789abcdef"[nibble];
     }
-    out[digits] = b'\r';
-    out[digits + 1] = b'\n';
-    &out[..digits + 2]
+    let end = start + digits;
+    out[end..end + 2].copy_from_slice(b"\r\n");
+    &out[..end + 2]
 }
 
 /// After a read of the response: sends every complete interim head (`100 Continue` and the
@@ -581,16 +574,19 @@ fn response_head(
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status()).map_err(|_| "invalid response status")?;
     let fields = resp.fields();
+    // The HTTP/1.1 writer's rule (hop-by-hop, `Connection`-named, the stage's drops), plus
+    // `Transfer-Encoding`: HTTP/2 frames the body itself.
+    let edits = codec::Edits {
+        drop_names: e.drop,
+        ..codec::Edits::default()
+    };
+    let dropped =
+        codec::write::dropped(fields, buf, &edits, false) | fields.mask(Known::TransferEncoding);
     let headers = out.headers_mut();
     headers.reserve(fields.len() + e.add.len());
-    for f in fields.as_slice() {
+    for i in Bits(fields.all_mask() & !dropped) {
+        let f = &fields.as_slice()[i];
         let name = f.name.get(buf);
-        if Known::is_per_hop(name)
-            || e.drop.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || fields.connection_has(buf, name)
-        {
-            continue;
-        }
         let n = HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
         let span = f.value.start as usize..f.value.end as usize;
         let v = HeaderValue::from_maybe_shared(shared.slice(span))

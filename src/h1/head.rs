@@ -216,6 +216,15 @@ impl Fields {
         self.len == 0
     }
 
+    /// A bit for every field of the table.
+    pub fn all_mask(&self) -> u128 {
+        if self.len() == 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.len()) - 1
+        }
+    }
+
     pub fn as_slice(&self) -> &[Field] {
         &self.table[..self.len]
     }
@@ -287,7 +296,7 @@ impl Fields {
 }
 
 /// The indices of the set bits of a mask, lowest first.
-pub(crate) struct Bits(pub u128);
+pub struct Bits(pub u128);
 
 impl Iterator for Bits {
     type Item = usize;

@@ -217,7 +217,7 @@ pub fn write_response(
 /// exchange is an upgrade), the framing ones when re-framing, the ones `Connection` names
 /// (except `Host`, `Content-Length` and `Transfer-Encoding`: a client must not be able to strip
 /// the fields that route and frame the request), and the caller's.
-fn dropped(fields: &Fields, buf: &[u8], edits: &Edits<'_>, upgrade: bool) -> u128 {
+pub(crate) fn dropped(fields: &Fields, buf: &[u8], edits: &Edits<'_>, upgrade: bool) -> u128 {
     let mut drop = 0u128;
     for k in Known::HOP_BY_HOP {
         if !(k == Known::Upgrade && upgrade) {
@@ -291,11 +291,7 @@ fn finish(
     upgrade: bool,
     edits: &Edits<'_>,
 ) -> Result<(), WriteError> {
-    let all = if fields.len() == 128 {
-        u128::MAX
-    } else {
-        (1u128 << fields.len()) - 1
-    };
+    let all = fields.all_mask();
     let mut run: Option<Span> = None;
     for i in Bits(all & !dropped) {
         let start = fields.as_slice()[i].name.start as usize;
