@@ -152,20 +152,8 @@ fn cookie_pins_sessions_with_opaque_signed_values() {
             "a hit does not re-set the cookie"
         );
     }
-    assert_eq!(
-        t.metric(
-            "tether_affinity_total",
-            &[("pool", "shop"), ("outcome", "hit")]
-        ),
-        Some(10.0)
-    );
-    assert_eq!(
-        t.metric(
-            "tether_affinity_total",
-            &[("pool", "shop"), ("outcome", "new")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(affinity_count(&t, "hit", 10.0), Some(10.0));
+    assert_eq!(affinity_count(&t, "new", 1.0), Some(1.0));
 
     // Tampered, truncated and garbage cookies are treated as absent: a new session, counted.
     let mut tampered = value.clone().into_bytes();
@@ -188,13 +176,7 @@ fn cookie_pins_sessions_with_opaque_signed_values() {
             "a bad cookie gets a fresh one"
         );
     }
-    assert_eq!(
-        t.metric(
-            "tether_affinity_total",
-            &[("pool", "shop"), ("outcome", "invalid")]
-        ),
-        Some(4.0)
-    );
+    assert_eq!(affinity_count(&t, "invalid", 4.0), Some(4.0));
 }
 
 #[test]
@@ -502,4 +484,18 @@ fn pinned_hash_sessions_stay_after_recovery() {
         get(&t.url("/"), &[("Cookie", &jsid(i))]).backend(),
         Some("s1")
     );
+}
+
+/// `tether_affinity_total{pool="shop",outcome}` once it has reached `want` (within 5 s): a
+/// request is accounted after its response is written, so the client can read the response
+/// a moment before the count moves. Returns the value then read, for an exact assertion.
+fn affinity_count(t: &Tether, outcome: &str, want: f64) -> Option<f64> {
+    let read = || {
+        t.metric(
+            "tether_affinity_total",
+            &[("pool", "shop"), ("outcome", outcome)],
+        )
+    };
+    eventually(Duration::from_secs(5), || read() >= Some(want));
+    read()
 }
