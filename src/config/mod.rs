@@ -235,6 +235,41 @@ impl Named for Policy {
     ];
 }
 
+/// `[pool.NAME] protocol`: how tether talks to the pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS with `[pool.NAME.tls]`).
+    #[default]
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS, ALPN `h2` (needs `[pool.NAME.tls]`).
+    H2,
+}
+
+impl Protocol {
+    /// Whether requests go out as HTTP/2 streams.
+    pub fn is_h2(self) -> bool {
+        self != Protocol::Http1
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
+impl Named for Protocol {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("http1", Protocol::Http1),
+        ("h2c", Protocol::H2c),
+        ("h2", Protocol::H2),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
     Strict,
@@ -381,6 +416,9 @@ pub struct HealthOpts {
     pub expect: Option<Vec<u16>>,
     /// Host header of the check; default: the backend's address.
     pub host: Option<String>,
+    /// `Some(service)`: the check is `grpc.health.v1.Health/Check` for that service (empty:
+    /// the server's overall health) instead of `GET path` (DESIGN.md §21).
+    pub grpc_service: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -395,6 +433,8 @@ pub struct BackendConf {
 pub struct Pool {
     pub name: String,
     pub policy: Policy,
+    /// What the pool's backends speak (DESIGN.md §21).
+    pub protocol: Protocol,
     /// Connect failures retried on another backend.
     pub retries: u32,
     pub connect_timeout: Duration,

@@ -81,6 +81,7 @@ impl ServerApp for Fast {
 
     async fn cleanup(&self) {
         upstream::clear();
+        crate::state::upstream_h2::clear();
     }
 }
 

@@ -12,6 +12,7 @@ pub mod body;
 pub mod down;
 pub mod fast;
 pub mod h2;
+pub mod h2up;
 pub mod listen;
 pub mod relay;
 pub mod shared;

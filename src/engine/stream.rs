@@ -36,6 +36,7 @@ use crate::http::Head;
 use crate::path::account::{self, End};
 use crate::path::exchange::{Active, Exchange};
 use crate::path::forward::{self, Downstream};
+use crate::path::grpc;
 use crate::path::head::ClientIp;
 use crate::path::outcome::{self, Front};
 use crate::path::pick;
@@ -46,21 +47,23 @@ use crate::snapshot::Store;
 use crate::state::upstream::{self, Conn};
 
 /// The client's side of one stream.
-struct Down {
-    respond: SendResponse<Bytes>,
-    body: RecvStream,
+pub(super) struct Down {
+    pub(super) respond: SendResponse<Bytes>,
+    pub(super) body: RecvStream,
     /// The response body's stream, once the response head was sent with a body to follow.
-    send: Option<SendStream<Bytes>>,
-    client: ClientIp,
-    tls: bool,
+    pub(super) send: Option<SendStream<Bytes>>,
+    pub(super) client: ClientIp,
+    pub(super) tls: bool,
+    /// The request is gRPC: tether's own answers are gRPC statuses (DESIGN.md §21).
+    pub(super) grpc: bool,
     /// The request body has ended (END_STREAM seen).
-    body_done: bool,
+    pub(super) body_done: bool,
     /// Request body bytes received so far.
-    body_read: u64,
+    pub(super) body_read: u64,
     /// The request body goes to the backend chunked (no `content-length` was given).
     chunked_up: bool,
     /// The status of the final response head sent, once one was.
-    written: Option<u16>,
+    pub(super) written: Option<u16>,
 }
 
 /// Serves one stream to its end and accounts it.
@@ -81,6 +84,7 @@ pub async fn serve(
         send: None,
         client,
         tls,
+        grpc: grpc::is_grpc(&parts),
         body_read: 0,
         chunked_up: false,
         written: None,
@@ -88,6 +92,12 @@ pub async fn serve(
     if let Some(r) = edge(&parts, &limits) {
         fast.store.metrics().rejected[r.index()].inc();
         tracing::debug!(reason = r.reason(), "HTTP/2 request refused");
+        if d.grpc {
+            let ex = route::start(&fast.store, &fast.ids, &parts);
+            let resp = grpc::answer(&ex, r.status(), r.reason(), None);
+            let _ = d.respond.send_response(resp, true);
+            return;
+        }
         let _ = send_plain(
             &mut d,
             r.status(),
@@ -105,13 +115,24 @@ pub async fn serve(
         }
         Err(f) => {
             let status = if let Some(s) = d.written {
-                // The response had started: the client sees the stream reset.
+                // The response had started: the client sees the stream reset, or a gRPC
+                // client the status UNAVAILABLE in trailers (its retry policy's signal).
                 if let Some(send) = d.send.as_mut() {
-                    send.send_reset(Reason::INTERNAL_ERROR);
+                    if !(d.grpc && f.status != 0)
+                        || send
+                            .send_trailers(grpc::failed_trailers("the backend failed mid-stream"))
+                            .is_err()
+                    {
+                        send.send_reset(Reason::INTERNAL_ERROR);
+                    }
                 }
                 s
             } else if f.status == 0 {
                 0 // the client went away: nobody to answer
+            } else if d.grpc {
+                let resp = grpc::answer(&ex, f.status, f.error, f.retry_after);
+                let _ = d.respond.send_response(resp, true);
+                f.status
             } else {
                 if let Ok(l) = outcome::local(&ex, f.status, f.retry_after) {
                     let _ = write_local(&mut d, &l, parts.method == http::Method::HEAD);
@@ -160,6 +181,9 @@ async fn stages(
             if let Err(r) = pick::admit(ex, w, &mut Reset(&mut d.respond)).await {
                 return match outcome::queue_refusal(r) {
                     None => Err(Failed::local(0, None, r.as_str())),
+                    Some((status, retry_after)) if d.grpc => {
+                        write_grpc(d, ex, status, r.as_str(), Some(retry_after))
+                    }
                     Some((status, retry_after)) => {
                         let l = outcome::local(ex, status, Some(retry_after))
                             .map_err(|e| Failed::from(&e))?;
@@ -168,15 +192,30 @@ async fn stages(
                 };
             }
         }
+        Front::Answer { local, .. } if d.grpc => {
+            let retry_after = local
+                .head
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let status = local.head.status.as_u16();
+            return write_grpc(d, ex, status, "", retry_after);
+        }
         Front::Answer { local, .. } => {
             return write_local(d, &local, parts.method == http::Method::HEAD);
         }
+    }
+    let h2_pool = ex
+        .route()
+        .is_some_and(|(_, _, pool)| pool.conf.protocol.is_h2());
+    if h2_pool {
+        return crate::engine::h2up::forward(store, fast, ex, parts, d).await;
     }
     forward(store, fast, ex, parts, d).await
 }
 
 /// The client side of a stream waiting in a breaker queue: gone once it resets the stream.
-struct Reset<'a>(&'a mut SendResponse<Bytes>);
+pub(super) struct Reset<'a>(pub(super) &'a mut SendResponse<Bytes>);
 
 impl pick::Client for Reset<'_> {
     async fn gone(&mut self) {
@@ -664,7 +703,11 @@ const SMALL_LAST_FRAME: usize = 16 * 1024;
 
 /// Sends `data` within the stream's flow-control window (waiting for the client to open it, at
 /// most [`BODY_READ_TIMEOUT`] at a time); `end`: the last frame.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
+pub(super) async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), ()> {
     if end && data.len() <= SMALL_LAST_FRAME {
         // A small last frame is handed to `h2` as it is (it holds it until the window opens):
         // memory stays bounded, and the common response needs no wait for the window.
@@ -707,6 +750,24 @@ fn write_local(d: &mut Down, l: &Local, head_request: bool) -> Result<(), Failed
         send.send_data(Bytes::from_static(l.body.as_bytes()), true)
             .map_err(|_| Failed::client())?;
     }
+    Ok(())
+}
+
+/// One of tether's own answers to a gRPC request: a trailers-only gRPC status.
+fn write_grpc(
+    d: &mut Down,
+    ex: &Exchange,
+    status: u16,
+    reason: &str,
+    retry_after: Option<u64>,
+) -> Result<(), Failed> {
+    let resp = grpc::answer(ex, status, reason, retry_after);
+    d.respond
+        .send_response(resp, true)
+        .map_err(|_| Failed::client())?;
+    // Accounted as the HTTP status it stands for (the access log and metrics agree with an
+    // HTTP client's refusal).
+    d.written = Some(status);
     Ok(())
 }
 

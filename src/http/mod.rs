@@ -84,6 +84,13 @@ impl Fields for pingora::http::ResponseHeader {
     }
 }
 
+/// An HTTP/2 backend's response fields (names already lower case).
+impl Fields for http::HeaderMap {
+    fn value(&self, name: &[u8], n: usize) -> Option<&[u8]> {
+        map_value(self, name, n)
+    }
+}
+
 fn map_value<'a>(map: &'a http::HeaderMap, name: &[u8], n: usize) -> Option<&'a [u8]> {
     let name = std::str::from_utf8(name).ok()?;
     map.get_all(name).iter().nth(n).map(|v| v.as_bytes())

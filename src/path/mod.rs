@@ -11,6 +11,7 @@ pub mod authenticate;
 pub mod edits;
 pub mod exchange;
 pub mod forward;
+pub mod grpc;
 pub mod head;
 pub mod limit;
 pub mod outcome;

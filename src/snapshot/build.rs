@@ -126,6 +126,9 @@ fn build_pool(
             peer.options.total_connection_timeout = Some(pc.connect_timeout);
             peer.options.read_timeout = Some(pc.read_timeout);
             peer.options.write_timeout = Some(pc.read_timeout);
+            if pc.protocol == config::Protocol::H2 {
+                peer.options.alpn = pingora::protocols::ALPN::H2;
+            }
             Backend {
                 id: bc.id.as_str().into(),
                 addr: bc.addr,

@@ -16,4 +16,5 @@ pub mod tcp;
 pub mod tls;
 pub mod traffic;
 pub mod upstream;
+pub mod upstream_h2;
 pub mod upstream_tls;

@@ -121,6 +121,7 @@ pub(crate) struct Redis {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Pool {
     pub policy: Option<String>,
+    pub protocol: Option<String>,
     pub retries: Option<i64>,
     pub connect_timeout: Option<RawDuration>,
     pub read_timeout: Option<RawDuration>,
@@ -191,6 +192,8 @@ pub(crate) struct Health {
     pub fall: Option<i64>,
     pub expect: Option<Vec<i64>>,
     pub host: Option<String>,
+    pub kind: Option<String>,
+    pub grpc_service: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

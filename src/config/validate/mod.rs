@@ -25,7 +25,7 @@ use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
     content_hash, Affinity, BackendConf, BreakerOpts, CaBundle, CertPair, Config, CookieOpts,
     Engine, Fallback, HashOpts, HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Named,
-    OutlierOpts, Policy, Pool, Route, SameSite, Server, Source, TlsListener, UpstreamTls,
+    OutlierOpts, Policy, Pool, Protocol, Route, SameSite, Server, Source, TlsListener, UpstreamTls,
 };
 
 mod jwt;

@@ -77,7 +77,15 @@ impl Cx<'_> {
             }
         }
 
-        let health = p.health.as_ref().map(|h| self.health(&kp.key("health"), h));
+        let protocol_kp = kp.key("protocol");
+        let protocol = match p.protocol.as_deref() {
+            None => Some(Protocol::Http1),
+            Some(text) => self.parse_named::<Protocol>(&protocol_kp, text),
+        };
+        let health = p
+            .health
+            .as_ref()
+            .map(|h| self.health(&kp.key("health"), h, protocol));
         let outlier = p
             .outlier
             .as_ref()
@@ -99,6 +107,20 @@ impl Cx<'_> {
             .tls
             .as_ref()
             .and_then(|t| self.upstream_tls(&kp.key("tls"), t));
+
+        match (protocol, &p.tls) {
+            (Some(Protocol::H2), None) => self.error(
+                &protocol_kp,
+                quoted("h2"),
+                format!("needs a [{}] table (HTTP/2 over TLS, ALPN h2); use \"h2c\" for cleartext HTTP/2", kp.key("tls")),
+            ),
+            (Some(Protocol::H2c), Some(_)) => self.error(
+                &protocol_kp,
+                quoted("h2c"),
+                format!("is cleartext HTTP/2, but [{}] is set: use \"h2\" for HTTP/2 over TLS", kp.key("tls")),
+            ),
+            _ => {}
+        }
 
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
@@ -136,6 +158,7 @@ impl Cx<'_> {
         Pool {
             name: name.to_owned(),
             policy: policy.unwrap_or(Policy::RoundRobin),
+            protocol: protocol.unwrap_or_default(),
             retries,
             connect_timeout,
             read_timeout,
@@ -324,15 +347,32 @@ impl Cx<'_> {
         }
     }
 
-    pub(super) fn health(&mut self, kp: &KeyPath, h: &file::Health) -> HealthOpts {
+    pub(super) fn health(
+        &mut self,
+        kp: &KeyPath,
+        h: &file::Health,
+        protocol: Option<Protocol>,
+    ) -> HealthOpts {
+        let grpc_service = self.grpc_check(kp, h, protocol);
         let path_kp = kp.key("path");
         let what = "the path to GET, e.g. path = \"/healthz\"";
-        let path = match self.required(&path_kp, h.path.as_deref(), what) {
-            None => "/".to_owned(),
-            Some(p) => {
-                self.checked(&path_kp, p, check_path(p));
+        let path = match (&grpc_service, h.path.as_deref()) {
+            (Some(_), None) => "/".to_owned(),
+            (Some(_), Some(p)) => {
+                self.error(
+                    &path_kp,
+                    quoted(p),
+                    "is not used by a gRPC health check (grpc.health.v1.Health/Check); remove it",
+                );
                 p.to_owned()
             }
+            (None, raw) => match self.required(&path_kp, raw, what) {
+                None => "/".to_owned(),
+                Some(p) => {
+                    self.checked(&path_kp, p, check_path(p));
+                    p.to_owned()
+                }
+            },
         };
         let interval = self.duration(
             &kp.key("interval"),
@@ -403,7 +443,65 @@ impl Cx<'_> {
             fall,
             expect,
             host: h.host.clone(),
+            grpc_service,
         }
+    }
+
+    /// `kind` and `grpc_service` of `[pool.NAME.health]`: `Some(service)` for a gRPC check
+    /// (`kind = "grpc"` alone checks the server's overall health, service `""`), which needs a
+    /// pool that speaks HTTP/2 to its backends.
+    fn grpc_check(
+        &mut self,
+        kp: &KeyPath,
+        h: &file::Health,
+        protocol: Option<Protocol>,
+    ) -> Option<String> {
+        let kind = match h.kind.as_deref() {
+            None => None,
+            Some("http") => Some(false),
+            Some("grpc") => Some(true),
+            Some(other) => {
+                self.error(
+                    &kp.key("kind"),
+                    quoted(other),
+                    "must be \"http\" or \"grpc\"",
+                );
+                None
+            }
+        };
+        let service = match (kind, h.grpc_service.as_deref()) {
+            (Some(false), Some(s)) => {
+                self.error(
+                    &kp.key("grpc_service"),
+                    quoted(s),
+                    "is only used with kind = \"grpc\" (this check is kind = \"http\")",
+                );
+                return None;
+            }
+            (_, Some(s)) => s.to_owned(),
+            (Some(true), None) => String::new(),
+            (_, None) => return None,
+        };
+        if service.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.error(
+                &kp.key("grpc_service"),
+                quoted(&service),
+                "must be a gRPC service name such as \"shop.Cart\" (or \"\" for the whole server)",
+            );
+        }
+        if protocol.is_some_and(|p| !p.is_h2()) {
+            let at = if h.grpc_service.is_some() {
+                kp.key("grpc_service")
+            } else {
+                kp.key("kind")
+            };
+            self.error(
+                &at,
+                None,
+                "a gRPC health check needs a pool that speaks HTTP/2 to its backends: set protocol = \"h2c\" (or \"h2\" with [tls])",
+            );
+        }
+        Some(service)
     }
 
     pub(super) fn backend(&mut self, kp: &KeyPath, b: &file::Backend) -> Option<BackendConf> {

@@ -1,0 +1,212 @@
+//! HTTP/2 connections to backends of pools with `protocol = "h2c"` or `"h2"` (DESIGN.md §21):
+//! a few per backend and worker thread, each carrying as many streams at once as the backend's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows; another connection is opened only when every one
+//! is full.
+//!
+//! Owns: the client connections (the `h2` crate's, over a connection from [`Upstreams`]), their
+//! tasks, and which connection a new stream goes on. A connection the backend sent GOAWAY on,
+//! or that failed, takes no new stream: its streams in flight finish on it (the `h2` crate
+//! keeps driving it) and it is forgotten. Must not touch: HTTP semantics (the request path's).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::state::upstream::{Key, Upstreams};
+
+/// Connections kept per backend and worker thread. Beyond this, new streams share the least
+/// busy connection (the `h2` crate queues a stream until the backend allows it to open).
+const MAX_CONNS: usize = 16;
+/// A connection that carried no stream for this long is closed when next looked at.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
+/// Streams assumed per connection until the backend's SETTINGS say otherwise.
+const DEFAULT_STREAMS: usize = 100;
+/// Flow-control windows tether offers a backend: a stream's response may run ahead of a slow
+/// client by this much (per stream), all streams of a connection by the connection's.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONN_WINDOW: u32 = 4 * 1024 * 1024;
+
+struct Shared {
+    /// Streams of tether's in flight on the connection.
+    streams: AtomicUsize,
+    /// The connection ended or refused a stream (GOAWAY, error): no new stream goes on it.
+    closed: AtomicBool,
+}
+
+struct H2Conn {
+    send: SendRequest<Bytes>,
+    shared: Arc<Shared>,
+    idle_since: Instant,
+}
+
+thread_local! {
+    static CONNS: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::new());
+}
+
+/// The right to open one stream on a connection; the connection counts it until dropped.
+pub struct Lease {
+    pub send: SendRequest<Bytes>,
+    /// The connection carried streams before this one (a failure before any response byte may
+    /// be a connection the backend was closing).
+    pub reused: bool,
+    shared: Arc<Shared>,
+}
+
+impl Lease {
+    /// The backend refused this connection for new streams (GOAWAY, or a connection error when
+    /// the stream was sent): no later stream is put on it.
+    pub fn retire(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.shared.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stream slot to the backend `peer` under `key`: on a connection of this thread with room,
+/// else a new connection (cleartext prior knowledge, or TLS with ALPN `h2` when the peer is
+/// TLS); `fresh_only` skips the existing ones.
+pub async fn get(
+    upstreams: &Upstreams,
+    key: Key,
+    peer: &HttpPeer,
+    fresh_only: bool,
+) -> pingora::Result<Lease> {
+    if !fresh_only {
+        if let Some(l) = take(key) {
+            return Ok(l);
+        }
+    }
+    let c = Box::pin(connect(upstreams, peer)).await?;
+    let lease = lease(&c, false);
+    CONNS.with(|conns| conns.borrow_mut().entry(key).or_default().push(c));
+    Ok(lease)
+}
+
+fn lease(c: &H2Conn, reused: bool) -> Lease {
+    c.shared.streams.fetch_add(1, Ordering::AcqRel);
+    Lease {
+        send: c.send.clone(),
+        reused,
+        shared: c.shared.clone(),
+    }
+}
+
+/// A slot on a live connection with room (or, with `MAX_CONNS` connections open, on the least
+/// busy one); forgets closed and long-idle connections on the way.
+fn take(key: Key) -> Option<Lease> {
+    CONNS.with(|conns| {
+        let mut conns = conns.borrow_mut();
+        let list = conns.get_mut(&key)?;
+        let now = Instant::now();
+        list.retain_mut(|c| {
+            let busy = c.shared.streams.load(Ordering::Acquire);
+            if busy > 0 {
+                c.idle_since = now;
+            }
+            !c.shared.closed.load(Ordering::Acquire)
+                && (busy > 0 || now.duration_since(c.idle_since) < MAX_IDLE_TIME)
+        });
+        let room = |c: &H2Conn| {
+            let max = match c.send.current_max_send_streams() {
+                usize::MAX => DEFAULT_STREAMS,
+                n => n.max(1),
+            };
+            c.shared.streams.load(Ordering::Acquire) < max
+        };
+        if let Some(c) = list.iter_mut().find(|c| room(c)) {
+            c.idle_since = now;
+            return Some(lease(c, true));
+        }
+        if list.len() >= MAX_CONNS {
+            let c = list
+                .iter_mut()
+                .min_by_key(|c| c.shared.streams.load(Ordering::Acquire))?;
+            c.idle_since = now;
+            return Some(lease(c, true));
+        }
+        None
+    })
+}
+
+/// A new HTTP/2 connection to `peer`, its connection task spawned on this thread's runtime.
+async fn connect(upstreams: &Upstreams, peer: &HttpPeer) -> pingora::Result<H2Conn> {
+    use pingora::upstreams::peer::Peer;
+    let conn = upstreams.fresh(peer).await?;
+    let stream = conn.stream;
+    if peer.tls() && stream.selected_alpn_proto() != Some(ALPN::H2) {
+        return Err(Error::explain(
+            ErrorType::ConnectProxyFailure,
+            format!(
+                "the backend at {} did not negotiate HTTP/2 (ALPN h2) over TLS",
+                peer.address()
+            ),
+        ));
+    }
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_header_list_size(256 * 1024)
+        .enable_push(false)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| {
+            Error::because(
+                ErrorType::ConnectError,
+                format!("HTTP/2 handshake with {}", peer.address()),
+                e,
+            )
+        })?;
+    let shared = Arc::new(Shared {
+        streams: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
+    });
+    let watch = shared.clone();
+    let addr = peer.address().to_string();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(backend = %addr, error = %e, "HTTP/2 connection to the backend ended");
+        }
+        watch.closed.store(true, Ordering::Release);
+    });
+    Ok(H2Conn {
+        send,
+        shared,
+        idle_since: Instant::now(),
+    })
+}
+
+/// Drops every connection of this thread (shutdown): streams in flight keep theirs.
+pub fn clear() {
+    CONNS.with(|conns| conns.borrow_mut().clear())
+}
+
+/// Whether an error on a stream means the backend never processed it (refused before it was
+/// looked at: GOAWAY past its id, `REFUSED_STREAM`): safe to send again on another connection.
+pub fn never_processed(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_streams_may_be_sent_again() {
+        let refused: h2::Error = h2::Reason::REFUSED_STREAM.into();
+        assert!(never_processed(&refused));
+        let reset: h2::Error = h2::Reason::INTERNAL_ERROR.into();
+        assert!(!never_processed(&reset));
+    }
+}
