@@ -2,6 +2,9 @@
 //! sending `GET path` every `interval` with `timeout`; `rise`/`fall` consecutive results flip the
 //! backend's state in the registry, and the pool's live view is rebuilt.
 //!
+//! Pools that speak HTTP/2 to their backends are checked over HTTP/2 (`grpc_health`): `GET
+//! path`, or `grpc.health.v1.Health/Check` with `grpc_service` (DESIGN.md §21).
+//!
 //! Owns: the check tasks and the tiny HTTP/1.1 probe (over TLS with the pool's `[tls]` settings,
 //! through the backend's own `HttpPeer`, so checks and traffic agree on TLS). Must not touch: the request path. Passive
 //! marking (connection failures while proxying) is fed by the proxy through
@@ -22,6 +25,8 @@ use crate::config::HealthOpts;
 use crate::snapshot::{Snapshot, Store};
 use crate::state::backend::BackendState;
 
+mod grpc_health;
+
 /// What a running check task was started with; a change restarts the task.
 #[derive(PartialEq)]
 struct TaskKey {
@@ -35,6 +40,9 @@ struct TaskKey {
     expect: Option<Vec<u16>>,
     /// The pool's TLS identity (0: plain): new TLS settings restart the check.
     tls: u64,
+    /// The pool speaks HTTP/2 to its backends: the check does too.
+    h2: bool,
+    grpc_service: Option<String>,
 }
 
 type Task = (TaskKey, JoinHandle<()>);
@@ -75,6 +83,8 @@ impl Health {
                     fall: h.fall,
                     expect: h.expect.clone(),
                     tls: b.conn_key.tls,
+                    h2: pool.conf.protocol.is_h2(),
+                    grpc_service: h.grpc_service.clone(),
                 };
                 wanted.push(id.clone());
                 if let Some((k, t)) = tasks.get(&id) {
@@ -89,6 +99,7 @@ impl Health {
                     b.addr,
                     b.peer.is_tls().then(|| b.peer.clone()),
                     h.clone(),
+                    pool.conf.protocol.is_h2(),
                 ));
                 tasks.insert(id, (key, task));
             }
@@ -117,8 +128,10 @@ async fn check_loop(
     addr: SocketAddr,
     tls: Option<HttpPeer>,
     h: HealthOpts,
+    h2: bool,
 ) {
     let host = h.host.clone().unwrap_or_else(|| addr.to_string());
+    let probe_h2 = h2.then(|| grpc_health::Probe::new(&h, &host, tls.is_some()));
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tether-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         h.path
@@ -127,12 +140,28 @@ async fn check_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result =
-            tokio::time::timeout(h.timeout, probe(addr, tls.as_ref(), request.as_bytes())).await;
-        let (ok, detail) = match result {
-            Ok(Ok(status)) => (accepts(&h.expect, status), format!("status {status}")),
-            Ok(Err(e)) => (false, e),
-            Err(_) => (false, format!("timed out after {:?}", h.timeout)),
+        let (ok, detail) = match &probe_h2 {
+            Some(p) => match tokio::time::timeout(h.timeout, p.run(addr, tls.as_ref())).await {
+                Ok(Ok(grpc_health::Answer::Grpc(serving))) => (
+                    serving == grpc_health::SERVING,
+                    format!("gRPC health status {}", grpc_health::status_name(serving)),
+                ),
+                Ok(Ok(grpc_health::Answer::Http(status))) => {
+                    (accepts(&h.expect, status), format!("status {status}"))
+                }
+                Ok(Err(e)) => (false, e),
+                Err(_) => (false, format!("timed out after {:?}", h.timeout)),
+            },
+            None => {
+                let result =
+                    tokio::time::timeout(h.timeout, probe(addr, tls.as_ref(), request.as_bytes()))
+                        .await;
+                match result {
+                    Ok(Ok(status)) => (accepts(&h.expect, status), format!("status {status}")),
+                    Ok(Err(e)) => (false, e),
+                    Err(_) => (false, format!("timed out after {:?}", h.timeout)),
+                }
+            }
         };
         if ok {
             state.metrics.checks_ok.inc();

@@ -11,6 +11,7 @@
 pub mod body;
 pub mod down;
 pub mod fast;
+pub mod h1h2;
 pub mod h2;
 pub mod h2up;
 pub mod listen;

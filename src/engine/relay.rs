@@ -70,6 +70,12 @@ pub async fn forward(
     ex: &mut Exchange,
     d: &mut Down<'_>,
 ) -> Result<Next, Failed> {
+    if ex
+        .route()
+        .is_some_and(|(_, _, pool)| pool.conf.protocol.is_h2())
+    {
+        return crate::engine::h1h2::forward(store, upstreams, ex, d).await;
+    }
     let view = d.view();
     let resendable = outcome::may_resend(view.method(), d.body.framing().has_body());
     let mut fresh_only = false;

@@ -1,0 +1,490 @@
+//! An HTTP/1.1 client's request on a backend of a pool with `protocol = "h2c"` or `"h2"`
+//! (DESIGN.md §21): the head becomes HTTP/2 fields (`Host` → `:authority`, hop-by-hop and
+//! `Connection`-named fields dropped, the forward stage's edits), the body goes out as DATA
+//! frames (de-chunked), and the response comes back as an HTTP/1.1 head with the respond
+//! stage's edits — framed by its `content-length`, else chunked (its trailers in the last
+//! chunk), else (an HTTP/1.0 client) by the close.
+//!
+//! Owns: the translation of one exchange between the two framings. Decisions (failover,
+//! statuses) are `outcome`'s, connections `state::upstream_h2`'s. Not supported: an
+//! `Upgrade` (WebSocket) over an HTTP/2 backend (RFC 8441): the request goes without it, and
+//! request trailers of a chunked HTTP/1.1 body (validated, not forwarded).
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::SendStream;
+use http::{HeaderName, HeaderValue};
+use pingora::{Error, ErrorType};
+use smallvec::SmallVec;
+
+use crate::config::Protocol;
+use crate::engine::body::Body;
+use crate::engine::down::{Down, Failed, Next, Watch, BODY_READ_TIMEOUT};
+use crate::engine::relay::{self, Relayed};
+use crate::engine::stream::send_data;
+use crate::engine::wire;
+use crate::h1::{self as codec, Framing};
+use crate::http::Head;
+use crate::path::account;
+use crate::path::exchange::Exchange;
+use crate::path::forward::{self, Downstream};
+use crate::path::respond;
+use crate::snapshot::Store;
+use crate::state::upstream::Upstreams;
+use crate::state::upstream_h2::{self, Lease};
+
+const MAX_RESENDS: u32 = 3;
+
+/// Response fields that never go to an HTTP/1.1 client from an HTTP/2 message, and the
+/// framing ones tether writes itself.
+const NOT_RELAYED: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Connect (failing over on connection errors), send, relay: `relay::forward`'s loop on an
+/// HTTP/2 connection.
+pub(super) async fn forward(
+    store: &Store,
+    upstreams: &Upstreams,
+    ex: &mut Exchange,
+    d: &mut Down<'_>,
+) -> Result<Next, Failed> {
+    let view = d.view();
+    let mut fresh_only = false;
+    let mut resends = 0;
+    loop {
+        ex.hold();
+        let (pool, u) = ex
+            .upstream()
+            .ok_or_else(|| Failed::internal("no_backend"))?;
+        u.sent_at.get_or_insert_with(Instant::now);
+        let b = &pool.backends[u.pick.backend as usize];
+        let read_timeout = pool.conf.read_timeout;
+        let tls = pool.conf.protocol == Protocol::H2;
+        let got = upstream_h2::get(upstreams, b.conn_key, &b.peer, fresh_only).await;
+        let e = match got {
+            Ok(lease) => match relay(store, ex, d, lease, read_timeout, tls).await {
+                Relayed::Done(next) => return Ok(next),
+                Relayed::Failed(f) => return Err(f),
+                Relayed::StaleConnection(e) => {
+                    if resends < MAX_RESENDS {
+                        resends += 1;
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(Failed::from(&e));
+                }
+                Relayed::Refused(e) => e,
+            },
+            Err(e) => e,
+        };
+        let client = d.client;
+        relay::fail_over(store, ex, &view, client, &e, &mut Watch::of(d)).await?;
+        fresh_only = false;
+    }
+}
+
+async fn relay(
+    store: &Store,
+    ex: &mut Exchange,
+    d: &mut Down<'_>,
+    lease: Lease,
+    timeout: Duration,
+    tls: bool,
+) -> Relayed {
+    let head_request = d.view().method() == b"HEAD";
+    let req = match request(ex, d, tls) {
+        Ok(r) => r,
+        Err(what) => {
+            tracing::warn!(
+                error = what,
+                "request could not be built for an HTTP/2 backend"
+            );
+            return Relayed::Failed(Failed::local(400, None, "request_head"));
+        }
+    };
+    // The body, de-chunked: walked afresh from the bytes that came with the head.
+    let mut body = Body::new(d.body.framing());
+    let mut sender = lease.send.clone();
+    let (mut resp_fut, up) = match sender.send_request(req, body.is_done()) {
+        Ok(x) => x,
+        Err(e) if e.is_go_away() || e.is_io() => {
+            lease.retire();
+            return Relayed::StaleConnection(h2_error(
+                ErrorType::ConnectionClosed,
+                "opening a stream",
+                e,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the backend's HTTP/2 connection refused the request");
+            return Relayed::Failed(Failed::local(502, None, "h2_request"));
+        }
+    };
+    let mut up_body = (!body.is_done()).then_some(up);
+    let mut sent_any = false;
+    if up_body.is_some() && d.in_head == 0 && expects_continue(d) {
+        // An HTTP/2 backend sends no `100 Continue` through `h2`: tether invites the body.
+        if wire::write_all(d.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Relayed::Failed(Failed::client());
+        }
+    }
+    if let Some(up) = up_body.as_mut() {
+        let head_body = d.head_body();
+        match send_body(up, &mut body, head_body).await {
+            Ok(n) => sent_any |= n > 0,
+            Err(r) => return r,
+        }
+        if body.is_done() {
+            up_body = None;
+        }
+    }
+    let got = loop {
+        tokio::select! {
+            biased;
+            r = wire::within(Some(timeout), &mut resp_fut) => break r,
+            r = wire::within(Some(BODY_READ_TIMEOUT), wire::read_pooled(d.stream, &mut d.bbuf)), if up_body.is_some() => {
+                match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Relayed::Failed(Failed::client()),
+                }
+                let Some(b) = d.bbuf.as_mut() else { continue };
+                let Some(up) = up_body.as_mut() else { continue };
+                match send_body(up, &mut body, b.data()).await {
+                    Ok(n) => {
+                        sent_any |= n > 0;
+                        b.consume(n);
+                    }
+                    Err(r) => return r,
+                }
+                crate::h1::buf::release_if_empty(&mut d.bbuf);
+                d.body_read = body.data_len(d.body_read);
+                if body.framing() == Framing::Chunked && outcome_exceeds(store, ex, d.body_read) {
+                    return Relayed::Failed(Failed::local(413, None, "body_too_large"));
+                }
+                if body.is_done() {
+                    up_body = None;
+                }
+            }
+        }
+    };
+    let response = match got {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            if e.is_go_away() || e.is_io() {
+                lease.retire();
+            }
+            if upstream_h2::never_processed(&e) && !sent_any && d.in_head == 0 {
+                return Relayed::StaleConnection(h2_error(
+                    ErrorType::ConnectionClosed,
+                    "the stream was refused",
+                    e,
+                ));
+            }
+            return relay::upstream_failed(
+                store,
+                ex,
+                h2_error(ErrorType::ReadError, "reading the response head", e),
+            );
+        }
+        Err(()) => {
+            return relay::upstream_failed(
+                store,
+                ex,
+                wire::upstream_error(ErrorType::ReadTimedout, "reading the response head", None),
+            )
+        }
+    };
+    if let Some((pool, u)) = ex.upstream() {
+        u.response_head();
+        account::passive(store, pool, u.pick.backend, true);
+    }
+    // The request's own body is left behind once the backend answered before it ended.
+    let body_done = body.is_done();
+    drop(up_body);
+    d.body = body;
+    if !body_done {
+        d.keep_alive = false;
+    }
+    let (rparts, mut rbody) = response.into_parts();
+    let no_body = head_request
+        || rparts.status == http::StatusCode::NO_CONTENT
+        || rparts.status == http::StatusCode::NOT_MODIFIED;
+    let length = rparts.headers.get(http::header::CONTENT_LENGTH).cloned();
+    let chunked = !no_body && length.is_none() && !d.head.is_http10();
+    if !no_body && length.is_none() && d.head.is_http10() {
+        // Delimited by the close.
+        d.keep_alive = false;
+    }
+    let close = !d.keep_alive;
+    let mut head = Vec::with_capacity(512);
+    let built = respond::response_edits(ex, &rparts.headers, |e| {
+        response_head(&mut head, &rparts, e, chunked, close, d.head.is_http10())
+    });
+    if let Err(what) = built {
+        return relay::upstream_failed(
+            store,
+            ex,
+            wire::upstream_error(ErrorType::InvalidHTTPHeader, what, None),
+        );
+    }
+    if wire::write_all(d.stream, &head).await.is_err() {
+        return Relayed::Failed(Failed::client());
+    }
+    d.written = Some(rparts.status.as_u16());
+    if !no_body || !rbody.is_end_stream() {
+        loop {
+            match wire::within(Some(timeout), rbody.data()).await {
+                Ok(Some(Ok(data))) => {
+                    let n = data.len();
+                    if !no_body && n > 0 {
+                        let r = if chunked {
+                            let size = format!("{n:x}\r\n");
+                            wire::write_two(d.stream, size.as_bytes(), &data)
+                                .await
+                                .and(wire::write_all(d.stream, b"\r\n").await)
+                        } else {
+                            wire::write_all(d.stream, &data).await
+                        };
+                        if r.is_err() {
+                            return Relayed::Failed(Failed::client());
+                        }
+                    }
+                    let _ = rbody.flow_control().release_capacity(n);
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    if e.is_go_away() || e.is_io() {
+                        lease.retire();
+                    }
+                    d.keep_alive = false;
+                    return relay::upstream_failed(
+                        store,
+                        ex,
+                        h2_error(ErrorType::ReadError, "reading the response body", e),
+                    );
+                }
+                Err(()) => {
+                    d.keep_alive = false;
+                    return relay::upstream_failed(
+                        store,
+                        ex,
+                        wire::upstream_error(
+                            ErrorType::ReadTimedout,
+                            "reading the response body",
+                            None,
+                        ),
+                    );
+                }
+            }
+        }
+        if chunked {
+            let mut end = b"0\r\n".to_vec();
+            if let Ok(Ok(Some(t))) = wire::within(Some(timeout), rbody.trailers()).await {
+                for (n, v) in t.iter() {
+                    if v.as_bytes().iter().all(|&c| codec::head::is_field_vchar(c)) {
+                        end.extend_from_slice(n.as_str().as_bytes());
+                        end.extend_from_slice(b": ");
+                        end.extend_from_slice(v.as_bytes());
+                        end.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            end.extend_from_slice(b"\r\n");
+            if wire::write_all(d.stream, &end).await.is_err() {
+                return Relayed::Failed(Failed::client());
+            }
+        }
+    }
+    if d.keep_alive {
+        Relayed::Done(Next::KeepAlive)
+    } else {
+        Relayed::Done(Next::Close {
+            unread: !d.body.is_done(),
+        })
+    }
+}
+
+fn expects_continue(d: &Down<'_>) -> bool {
+    let buf = d.hbuf.data();
+    d.head
+        .fields()
+        .all(codec::Known::Expect)
+        .any(|f| f.value.get(buf).eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn outcome_exceeds(store: &Store, ex: &Exchange, read: u64) -> bool {
+    crate::path::outcome::body_exceeds(store, ex, read)
+}
+
+/// Walks `input` (request body bytes as the client framed them) and sends their data: how many
+/// of `input`'s bytes belong to the body. The body's end ends the stream.
+async fn send_body(
+    up: &mut SendStream<Bytes>,
+    body: &mut Body,
+    input: &[u8],
+) -> Result<usize, Relayed> {
+    let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
+    let step = body
+        .step(input, Some(&mut ranges))
+        .map_err(|_| Relayed::Failed(Failed::local(400, None, "bad_chunked_body")))?;
+    if body.framing() != Framing::Chunked {
+        ranges.push(0..step.consumed);
+    }
+    ranges.retain(|r| r.start < r.end);
+    let last = ranges.len();
+    for (i, r) in ranges.iter().enumerate() {
+        let end = step.done && i + 1 == last;
+        if send_data(up, Bytes::copy_from_slice(&input[r.clone()]), end)
+            .await
+            .is_err()
+        {
+            return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
+                ErrorType::WriteError,
+                "writing the request body",
+                None,
+            ))));
+        }
+    }
+    if step.done && last == 0 && up.send_data(Bytes::new(), true).is_err() {
+        return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
+            ErrorType::WriteError,
+            "ending the request body",
+            None,
+        ))));
+    }
+    Ok(step.consumed)
+}
+
+/// The HTTP/1.1 request as an HTTP/2 one: `:authority` from `Host` (or an absolute-form
+/// target), the fields less the hop-by-hop ones, those `Connection` names, `Host`, the framing
+/// ones (HTTP/2 frames the body; a `content-length` stays) and `te`, with the forward stage's
+/// edits.
+fn request(ex: &Exchange, d: &Down<'_>, tls: bool) -> Result<http::Request<()>, &'static str> {
+    let view = d.view();
+    let buf = d.hbuf.data();
+    let host = match (&view as &dyn Head).authority() {
+        Some(a) => a,
+        None => crate::http::host_header(&view),
+    };
+    let authority = http::uri::Authority::try_from(host).map_err(|_| "bad host")?;
+    let pq = (&view as &dyn Head).path_and_query();
+    let pq = if pq == b"*" { &b"/"[..] } else { pq };
+    let uri = http::Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| "bad target")?;
+    let mut req = http::Request::new(());
+    *req.method_mut() = http::Method::from_bytes(view.method()).map_err(|_| "bad method")?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    let down = Downstream {
+        client: d.client,
+        tls: d.tls,
+    };
+    let fields = d.head.fields();
+    forward::request_edits(ex, &view, &down, |e| {
+        let edits = codec::Edits {
+            drop_names: e.drop,
+            ..codec::Edits::default()
+        };
+        let dropped = codec::write::dropped(fields, buf, &edits, false)
+            | fields.mask(codec::Known::Host)
+            | fields.mask(codec::Known::TransferEncoding)
+            | fields.mask(codec::Known::Te)
+            | fields.mask(codec::Known::Expect);
+        let h = req.headers_mut();
+        h.reserve(fields.len() + e.add.len());
+        for i in codec::head::Bits(fields.all_mask() & !dropped) {
+            let f = &fields.as_slice()[i];
+            let n = HeaderName::from_bytes(f.name.get(buf)).map_err(|_| "bad field name")?;
+            let v = HeaderValue::from_bytes(f.value.get(buf)).map_err(|_| "bad field value")?;
+            h.append(n, v);
+        }
+        // `TE: trailers` crosses (a gRPC server asks for it); other codings are per hop.
+        let trailers = fields
+            .all(codec::Known::Te)
+            .flat_map(|f| codec::head::list_items(f.value.get(buf)))
+            .any(|t| t.eq_ignore_ascii_case(b"trailers"));
+        if trailers {
+            h.append(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        for (n, v) in e.add {
+            let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
+            let v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+            h.append(n, v);
+        }
+        Ok::<(), &'static str>(())
+    })?;
+    Ok(req)
+}
+
+/// The HTTP/1.1 response head for the client.
+fn response_head(
+    out: &mut Vec<u8>,
+    r: &http::response::Parts,
+    e: &crate::path::edits::Edits<'_>,
+    chunked: bool,
+    close: bool,
+    http10: bool,
+) -> Result<(), &'static str> {
+    let reason = r.status.canonical_reason().unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", r.status.as_u16());
+    for (n, v) in r.headers.iter() {
+        let name = n.as_str();
+        if NOT_RELAYED.contains(&name)
+            || e.drop
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (n, v) in e.add {
+        if !n.iter().all(|&c| codec::head::is_tchar(c))
+            || !v
+                .iter()
+                .all(|&c| codec::head::is_field_vchar(c) || c == b' ' || c == b'\t')
+        {
+            return Err("invalid added field");
+        }
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+fn h2_error(etype: ErrorType, what: &'static str, e: h2::Error) -> Box<Error> {
+    let mut err = wire::upstream_error(etype, what, None);
+    err.set_cause(e);
+    err
+}
