@@ -915,3 +915,87 @@ fn max_reload_move_is_a_share() {
         );
     }
 }
+
+#[test]
+fn pool_protocols() {
+    let c = ok(BASE);
+    assert_eq!(c.pools[0].protocol, Protocol::Http1);
+    let h2c = BASE.replace(
+        "policy = \"round_robin\"",
+        "policy = \"round_robin\"\nprotocol = \"h2c\"",
+    );
+    assert_eq!(ok(&h2c).pools[0].protocol, Protocol::H2c);
+    let bad = BASE.replace(
+        "policy = \"round_robin\"",
+        "policy = \"round_robin\"\nprotocol = \"http2\"",
+    );
+    has(
+        &errs(&bad),
+        &[
+            "pool.web.protocol",
+            "\"http2\"",
+            "\"http1\", \"h2c\" or \"h2\"",
+        ],
+    );
+    // h2 is HTTP/2 over TLS: it needs the pool's [tls]; h2c is cleartext: it refuses one.
+    let h2 = BASE.replace(
+        "policy = \"round_robin\"",
+        "policy = \"round_robin\"\nprotocol = \"h2\"",
+    );
+    has(
+        &errs(&h2),
+        &["pool.web.protocol", "needs a [pool.web.tls] table"],
+    );
+    let h2_tls = format!("{h2}\n[pool.web.tls]\nverify = false\n");
+    assert_eq!(ok(&h2_tls).pools[0].protocol, Protocol::H2);
+    let h2c_tls = format!("{h2c}\n[pool.web.tls]\nverify = false\n");
+    has(&errs(&h2c_tls), &["pool.web.protocol", "cleartext HTTP/2"]);
+}
+
+#[test]
+fn grpc_health_checks() {
+    let h2c = BASE.replace(
+        "policy = \"round_robin\"",
+        "policy = \"round_robin\"\nprotocol = \"h2c\"",
+    );
+    let c = ok(&format!(
+        "{h2c}\n[pool.web.health]\ngrpc_service = \"shop.Cart\"\n"
+    ));
+    let h = c.pools[0].health.as_ref().unwrap();
+    assert_eq!(h.grpc_service.as_deref(), Some("shop.Cart"));
+    // kind = "grpc" alone: the server's overall health, no path needed.
+    let c = ok(&format!("{h2c}\n[pool.web.health]\nkind = \"grpc\"\n"));
+    assert_eq!(
+        c.pools[0].health.as_ref().unwrap().grpc_service.as_deref(),
+        Some("")
+    );
+    // An HTTP check still needs its path.
+    has(
+        &errs(&format!("{h2c}\n[pool.web.health]\nkind = \"http\"\n")),
+        &["pool.web.health.path"],
+    );
+    has(
+        &errs(&format!("{h2c}\n[pool.web.health]\nkind = \"tcp\"\n")),
+        &["pool.web.health.kind", "\"http\" or \"grpc\""],
+    );
+    has(
+        &errs(&format!(
+            "{h2c}\n[pool.web.health]\nkind = \"http\"\npath = \"/\"\ngrpc_service = \"a\"\n"
+        )),
+        &[
+            "pool.web.health.grpc_service",
+            "only used with kind = \"grpc\"",
+        ],
+    );
+    has(
+        &errs(&format!(
+            "{h2c}\n[pool.web.health]\ngrpc_service = \"a\"\npath = \"/healthz\"\n"
+        )),
+        &["pool.web.health.path", "not used by a gRPC health check"],
+    );
+    // gRPC needs HTTP/2 to the backends.
+    has(
+        &errs(&with("[pool.web.health]\ngrpc_service = \"a\"\n")),
+        &["pool.web.health.grpc_service", "protocol = \"h2c\""],
+    );
+}
