@@ -21,10 +21,10 @@ use pingora::{Error, ErrorType};
 use smallvec::SmallVec;
 
 use crate::config::Protocol;
+use crate::engine::attempt::{self as relay, Relayed};
 use crate::engine::body::Body;
 use crate::engine::down::{Down, Failed, Next, Watch, BODY_READ_TIMEOUT};
-use crate::engine::relay::{self, Relayed};
-use crate::engine::stream::send_data;
+use crate::engine::h2down::send_data;
 use crate::engine::wire;
 use crate::h1::{self as codec, Framing};
 use crate::http::Head;
@@ -61,6 +61,14 @@ pub(super) async fn forward(
     let view = d.view();
     let mut fresh_only = false;
     let mut resends = 0;
+    let mut taken = Taken {
+        body: Body::new(d.body.framing()),
+        replay: Vec::new(),
+        len: 0,
+        overflowed: false,
+        head_walked: false,
+        continued: false,
+    };
     loop {
         ex.hold();
         let (pool, u) = ex
@@ -72,7 +80,7 @@ pub(super) async fn forward(
         let tls = pool.conf.protocol == Protocol::H2;
         let got = upstream_h2::get(upstreams, b.conn_key, &b.peer, fresh_only).await;
         let e = match got {
-            Ok(lease) => match relay(store, ex, d, lease, read_timeout, tls).await {
+            Ok(lease) => match relay(store, ex, d, &mut taken, lease, read_timeout, tls).await {
                 Relayed::Done(next) => return Ok(next),
                 Relayed::Failed(f) => return Err(f),
                 Relayed::StaleConnection(e) => {
@@ -93,10 +101,81 @@ pub(super) async fn forward(
     }
 }
 
+/// The largest request body kept to be sent again when the backend refuses a stream unprocessed.
+const REPLAY_MAX: usize = 64 * 1024;
+
+/// The request body taken from the client, across attempts: where its framing is, and its data
+/// (de-chunked) while small enough to be sent again on another connection.
+struct Taken {
+    body: Body,
+    replay: Vec<Bytes>,
+    len: usize,
+    /// More was taken than is kept: the request can no longer be sent again.
+    overflowed: bool,
+    /// The body bytes that came with the head were taken.
+    head_walked: bool,
+    /// `100 Continue` was sent.
+    continued: bool,
+}
+
+impl Taken {
+    /// Walks `input` (body bytes as the client framed them): how many belong to the body, and
+    /// their data, which is also kept for a resend while it fits.
+    fn take(&mut self, input: &[u8]) -> Result<(usize, SmallVec<[Bytes; 4]>), Relayed> {
+        let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
+        let step = self
+            .body
+            .step(input, Some(&mut ranges))
+            .map_err(|_| Relayed::Failed(Failed::local(400, None, "bad_chunked_body")))?;
+        if self.body.framing() != Framing::Chunked {
+            ranges.push(0..step.consumed);
+        }
+        let mut data = SmallVec::new();
+        for r in ranges.into_iter().filter(|r| r.start < r.end) {
+            let b = Bytes::copy_from_slice(&input[r]);
+            if !self.overflowed {
+                self.len += b.len();
+                if self.len > REPLAY_MAX {
+                    self.overflowed = true;
+                    self.replay = Vec::new();
+                } else {
+                    self.replay.push(b.clone());
+                }
+            }
+            data.push(b);
+        }
+        Ok((step.consumed, data))
+    }
+}
+
+/// Sends body data to the backend, and the end of the stream once the body is done.
+async fn send_chunks(
+    up: &mut SendStream<Bytes>,
+    data: impl IntoIterator<Item = Bytes>,
+    done: bool,
+) -> Result<(), Relayed> {
+    let failed = || {
+        Relayed::Failed(Failed::from(&wire::upstream_error(
+            ErrorType::WriteError,
+            "writing the request body",
+            None,
+        )))
+    };
+    for b in data {
+        send_data(up, b, false).await.map_err(|_| failed())?;
+    }
+    if done {
+        up.send_data(Bytes::new(), true).map_err(|_| failed())?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     store: &Store,
     ex: &mut Exchange,
     d: &mut Down<'_>,
+    taken: &mut Taken,
     lease: Lease,
     timeout: Duration,
     tls: bool,
@@ -112,10 +191,15 @@ async fn relay(
             return Relayed::Failed(Failed::local(400, None, "request_head"));
         }
     };
-    // The body, de-chunked: walked afresh from the bytes that came with the head.
-    let mut body = Body::new(d.body.framing());
+    if !taken.head_walked {
+        taken.head_walked = true;
+        if let Err(r) = taken.take(d.head_body()) {
+            return r;
+        }
+    }
     let mut sender = lease.send.clone();
-    let (mut resp_fut, up) = match sender.send_request(req, body.is_done()) {
+    let end = taken.body.is_done() && taken.replay.is_empty();
+    let (mut resp_fut, up) = match sender.send_request(req, end) {
         Ok(x) => x,
         Err(e) if e.is_go_away() || e.is_io() => {
             lease.retire();
@@ -130,10 +214,10 @@ async fn relay(
             return Relayed::Failed(Failed::local(502, None, "h2_request"));
         }
     };
-    let mut up_body = (!body.is_done()).then_some(up);
-    let mut sent_any = false;
-    if up_body.is_some() && d.in_head == 0 && expects_continue(d) {
+    let mut up_body = (!end).then_some(up);
+    if !taken.body.is_done() && !taken.continued && d.in_head == 0 && expects_continue(d) {
         // An HTTP/2 backend sends no `100 Continue` through `h2`: tether invites the body.
+        taken.continued = true;
         if wire::write_all(d.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
             .is_err()
@@ -142,12 +226,12 @@ async fn relay(
         }
     }
     if let Some(up) = up_body.as_mut() {
-        let head_body = d.head_body();
-        match send_body(up, &mut body, head_body).await {
-            Ok(n) => sent_any |= n > 0,
-            Err(r) => return r,
+        // What was taken of the body so far (all of it on a first attempt: the head's bytes).
+        let done = taken.body.is_done();
+        if let Err(r) = send_chunks(up, taken.replay.iter().cloned(), done).await {
+            return r;
         }
-        if body.is_done() {
+        if done {
             up_body = None;
         }
     }
@@ -162,19 +246,21 @@ async fn relay(
                 }
                 let Some(b) = d.bbuf.as_mut() else { continue };
                 let Some(up) = up_body.as_mut() else { continue };
-                match send_body(up, &mut body, b.data()).await {
-                    Ok(n) => {
-                        sent_any |= n > 0;
-                        b.consume(n);
-                    }
+                let (n, data) = match taken.take(b.data()) {
+                    Ok(x) => x,
                     Err(r) => return r,
-                }
+                };
+                b.consume(n);
                 crate::h1::buf::release_if_empty(&mut d.bbuf);
-                d.body_read = body.data_len(d.body_read);
-                if body.framing() == Framing::Chunked && outcome_exceeds(store, ex, d.body_read) {
+                d.body_read = taken.body.data_len(d.body_read + n as u64);
+                if taken.body.framing() == Framing::Chunked && outcome_exceeds(store, ex, d.body_read) {
                     return Relayed::Failed(Failed::local(413, None, "body_too_large"));
                 }
-                if body.is_done() {
+                let done = taken.body.is_done();
+                if let Err(r) = send_chunks(up, data, done).await {
+                    return r;
+                }
+                if done {
                     up_body = None;
                 }
             }
@@ -186,7 +272,8 @@ async fn relay(
             if e.is_go_away() || e.is_io() {
                 lease.retire();
             }
-            if upstream_h2::never_processed(&e) && !sent_any && d.in_head == 0 {
+            // Never processed: sent again, with the body taken so far, if all of it was kept.
+            if upstream_h2::never_processed(&e) && !taken.overflowed {
                 return Relayed::StaleConnection(h2_error(
                     ErrorType::ConnectionClosed,
                     "the stream was refused",
@@ -212,9 +299,9 @@ async fn relay(
         account::passive(store, pool, u.pick.backend, true);
     }
     // The request's own body is left behind once the backend answered before it ended.
-    let body_done = body.is_done();
+    let body_done = taken.body.is_done();
     drop(up_body);
-    d.body = body;
+    d.body = std::mem::replace(&mut taken.body, Body::new(Framing::None));
     if !body_done {
         d.keep_alive = false;
     }
@@ -327,45 +414,6 @@ fn expects_continue(d: &Down<'_>) -> bool {
 
 fn outcome_exceeds(store: &Store, ex: &Exchange, read: u64) -> bool {
     crate::path::outcome::body_exceeds(store, ex, read)
-}
-
-/// Walks `input` (request body bytes as the client framed them) and sends their data: how many
-/// of `input`'s bytes belong to the body. The body's end ends the stream.
-async fn send_body(
-    up: &mut SendStream<Bytes>,
-    body: &mut Body,
-    input: &[u8],
-) -> Result<usize, Relayed> {
-    let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
-    let step = body
-        .step(input, Some(&mut ranges))
-        .map_err(|_| Relayed::Failed(Failed::local(400, None, "bad_chunked_body")))?;
-    if body.framing() != Framing::Chunked {
-        ranges.push(0..step.consumed);
-    }
-    ranges.retain(|r| r.start < r.end);
-    let last = ranges.len();
-    for (i, r) in ranges.iter().enumerate() {
-        let end = step.done && i + 1 == last;
-        if send_data(up, Bytes::copy_from_slice(&input[r.clone()]), end)
-            .await
-            .is_err()
-        {
-            return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
-                ErrorType::WriteError,
-                "writing the request body",
-                None,
-            ))));
-        }
-    }
-    if step.done && last == 0 && up.send_data(Bytes::new(), true).is_err() {
-        return Err(Relayed::Failed(Failed::from(&wire::upstream_error(
-            ErrorType::WriteError,
-            "ending the request body",
-            None,
-        ))));
-    }
-    Ok(step.consumed)
 }
 
 /// The HTTP/1.1 request as an HTTP/2 one: `:authority` from `Host` (or an absolute-form

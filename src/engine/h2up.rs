@@ -18,10 +18,10 @@ use http::{HeaderName, HeaderValue};
 use pingora::{Error, ErrorType};
 
 use crate::config::Protocol;
+use crate::engine::attempt::{self as relay, Relayed};
 use crate::engine::down::{Failed, Next};
-use crate::engine::relay::{self, Relayed};
+use crate::engine::h2down::{send_data, Down, Reset};
 use crate::engine::shared::Shared;
-use crate::engine::stream::{send_data, Down, Reset};
 use crate::engine::wire;
 use crate::path::account;
 use crate::path::exchange::Exchange;
@@ -58,6 +58,7 @@ pub(super) async fn forward(
 ) -> Result<(), Failed> {
     // `grpc-timeout` caps the pool's read timeout for this request.
     let deadline = if d.grpc { grpc::timeout(parts) } else { None };
+    let mut replay = Replay::default();
     let mut fresh_only = false;
     let mut resends = 0;
     loop {
@@ -72,21 +73,23 @@ pub(super) async fn forward(
         let tls = pool.conf.protocol == Protocol::H2;
         let got = upstream_h2::get(&fast.upstreams, b.conn_key, &b.peer, fresh_only).await;
         let e = match got {
-            Ok(lease) => match relay(store, ex, parts, d, lease, read_timeout, tls).await {
-                Relayed::Done(_) => return Ok(()),
-                Relayed::Failed(f) => return Err(f),
-                Relayed::StaleConnection(e) => {
-                    // Never processed by the backend, and nothing of the body taken: the
-                    // stream goes again on a new connection, whatever its method.
-                    if resends < MAX_RESENDS {
-                        resends += 1;
-                        fresh_only = true;
-                        continue;
+            Ok(lease) => {
+                match relay(store, ex, parts, d, &mut replay, lease, read_timeout, tls).await {
+                    Relayed::Done(_) => return Ok(()),
+                    Relayed::Failed(f) => return Err(f),
+                    Relayed::StaleConnection(e) => {
+                        // Never processed by the backend, and nothing of the body taken: the
+                        // stream goes again on a new connection, whatever its method.
+                        if resends < MAX_RESENDS {
+                            resends += 1;
+                            fresh_only = true;
+                            continue;
+                        }
+                        return Err(Failed::from(&e));
                     }
-                    return Err(Failed::from(&e));
+                    Relayed::Refused(e) => e,
                 }
-                Relayed::Refused(e) => e,
-            },
+            }
             Err(e) => e,
         };
         relay::fail_over(store, ex, parts, d.client, &e, &mut Reset(&mut d.respond)).await?;
@@ -94,12 +97,48 @@ pub(super) async fn forward(
     }
 }
 
+/// The largest request body kept to be sent again when the backend refuses a stream unprocessed
+/// (a gRPC message, a small POST).
+const REPLAY_MAX: usize = 64 * 1024;
+
+/// The request body taken from the client so far (shared `Bytes`, no copy), while it is small
+/// enough to be sent again on another connection.
+#[derive(Default)]
+struct Replay {
+    chunks: Vec<Bytes>,
+    len: usize,
+    trailers: Option<http::HeaderMap>,
+    /// More was taken than is kept: the request can no longer be sent again.
+    overflowed: bool,
+}
+
+impl Replay {
+    fn keep(&mut self, data: &Bytes) {
+        if self.overflowed {
+            return;
+        }
+        self.len += data.len();
+        if self.len > REPLAY_MAX {
+            self.overflowed = true;
+            self.chunks = Vec::new();
+        } else {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.trailers.is_none()
+    }
+}
+
 /// One attempt on `lease`'s connection.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     store: &Store,
     ex: &mut Exchange,
     parts: &http::request::Parts,
     d: &mut Down,
+    replay: &mut Replay,
     lease: Lease,
     timeout: Duration,
     tls: bool,
@@ -115,7 +154,8 @@ async fn relay(
         }
     };
     let mut sender = lease.send.clone();
-    let (mut resp_fut, up) = match sender.send_request(req, d.body_done) {
+    let end = d.body_done && replay.is_empty();
+    let (mut resp_fut, up) = match sender.send_request(req, end) {
         Ok(x) => x,
         Err(e) if e.is_go_away() || e.is_io() => {
             // The connection is closing or gone: nothing was sent.
@@ -131,7 +171,33 @@ async fn relay(
             return Relayed::Failed(Failed::local(502, None, "h2_request"));
         }
     };
-    let mut up_body = (!d.body_done).then_some(up);
+    let mut up_body = (!end).then_some(up);
+    if let Some(up) = up_body.as_mut() {
+        // A second attempt: what was taken of the body goes first.
+        for c in &replay.chunks {
+            if send_data(up, c.clone(), false).await.is_err() {
+                return relay::upstream_failed(
+                    store,
+                    ex,
+                    wire::upstream_error(ErrorType::WriteError, "writing the request body", None),
+                );
+            }
+        }
+        if d.body_done {
+            let sent = match replay.trailers.clone() {
+                Some(t) => up.send_trailers(t),
+                None => up.send_data(Bytes::new(), true),
+            };
+            if let Err(e) = sent {
+                return relay::upstream_failed(
+                    store,
+                    ex,
+                    h2_error(ErrorType::WriteError, "ending the request body", e),
+                );
+            }
+            up_body = None;
+        }
+    }
 
     // The request body while waiting for the response head; the head's wait restarts with each
     // step of the body (a client-streaming RPC is answered once its client is done).
@@ -144,7 +210,7 @@ async fn relay(
                 return Relayed::Failed(Failed::client());
             }
         };
-        if let Err(r) = body_step(store, ex, d, &mut up_body, step).await {
+        if let Err(r) = body_step(store, ex, d, replay, &mut up_body, step).await {
             return r;
         }
     };
@@ -154,7 +220,8 @@ async fn relay(
             if e.is_go_away() || e.is_io() {
                 lease.retire();
             }
-            if upstream_h2::never_processed(&e) && d.body_read == 0 {
+            // Never processed: sent again, with the body taken so far, if all of it was kept.
+            if upstream_h2::never_processed(&e) && !replay.overflowed {
                 return Relayed::StaleConnection(h2_error(
                     ErrorType::ConnectionClosed,
                     "the stream was refused",
@@ -204,7 +271,18 @@ async fn relay(
     if end {
         return Relayed::Done(Next::KeepAlive);
     }
-    match response_body(store, ex, d, &mut up_body, &mut rbody, &lease, timeout).await {
+    match response_body(
+        store,
+        ex,
+        d,
+        replay,
+        &mut up_body,
+        &mut rbody,
+        &lease,
+        timeout,
+    )
+    .await
+    {
         Ok(()) => Relayed::Done(Next::KeepAlive),
         Err(r) => r,
     }
@@ -213,10 +291,12 @@ async fn relay(
 /// The response's body and trailers to the client, while the request's body (a bidirectional
 /// RPC's) keeps flowing to the backend. The wait for the backend restarts with any progress
 /// either way: a stream idle both ways for the read timeout ends.
+#[allow(clippy::too_many_arguments)]
 async fn response_body(
     store: &Store,
     ex: &mut Exchange,
     d: &mut Down,
+    replay: &mut Replay,
     up_body: &mut Option<SendStream<Bytes>>,
     rbody: &mut RecvStream,
     lease: &Lease,
@@ -272,7 +352,7 @@ async fn response_body(
                     ),
                 ))
             }
-            Ev::Req(step) => body_step(store, ex, d, up_body, step).await?,
+            Ev::Req(step) => body_step(store, ex, d, replay, up_body, step).await?,
             Ev::Gone => return Err(Relayed::Failed(Failed::client())),
         }
     }
@@ -313,6 +393,7 @@ async fn body_step(
     store: &Store,
     ex: &mut Exchange,
     d: &mut Down,
+    replay: &mut Replay,
     up_body: &mut Option<SendStream<Bytes>>,
     r: Option<Result<Bytes, h2::Error>>,
 ) -> Result<(), Relayed> {
@@ -327,6 +408,7 @@ async fn body_step(
                 return Err(Relayed::Failed(Failed::local(413, None, "body_too_large")));
             }
             if n > 0 {
+                replay.keep(&data);
                 if send_data(up, data, false).await.is_err() {
                     return Err(relay::upstream_failed(
                         store,
@@ -345,7 +427,10 @@ async fn body_step(
         None => {
             d.body_done = true;
             let sent = match d.body.trailers().await {
-                Ok(Some(t)) => up.send_trailers(t),
+                Ok(Some(t)) => {
+                    replay.trailers = Some(t.clone());
+                    up.send_trailers(t)
+                }
                 _ => up.send_data(Bytes::new(), true),
             };
             *up_body = None;
@@ -442,13 +527,24 @@ fn response_head(
     Ok(out)
 }
 
+/// Appends the stage's added fields. Those whose value is new on every request (the request
+/// id, the trace context) are marked never-indexed: HPACK then sends them as literals instead of
+/// churning the connection's dynamic table, which keeps the fields that repeat indexed.
 fn add_fields(h: &mut http::HeaderMap, add: &[(&[u8], &[u8])]) -> Result<(), &'static str> {
     for (n, v) in add {
         let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
-        let v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+        let mut v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+        if unique_per_request(&n) {
+            v.set_sensitive(true);
+        }
         h.append(n, v);
     }
     Ok(())
+}
+
+/// Fields tether adds whose value differs on every request.
+pub(super) fn unique_per_request(n: &HeaderName) -> bool {
+    matches!(n.as_str(), "x-request-id" | "traceparent" | "tracestate")
 }
 
 /// An `h2` error as the error the outcome rules read.

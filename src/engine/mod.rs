@@ -8,11 +8,13 @@
 //! - `shared`: what those loops share (store, request ids, upstream connections);
 //! - `listen`: plain-TCP listeners accepted by tether itself (TLS listeners are pingora-core's).
 
+pub mod attempt;
 pub mod body;
 pub mod down;
 pub mod fast;
 pub mod h1h2;
 pub mod h2;
+pub mod h2down;
 pub mod h2up;
 pub mod listen;
 pub mod relay;

@@ -24,25 +24,15 @@ use crate::h1::{self as codec, Framing, ResponseError, ResponseHead, ResponseVie
 use crate::path::account;
 use crate::path::exchange::Exchange;
 use crate::path::forward::{self, Downstream};
-use crate::path::outcome::{self, AfterFailure};
-use crate::path::pick;
+use crate::path::outcome;
 use crate::path::respond;
 use crate::snapshot::Store;
 use crate::state::upstream::{self, Conn, Upstreams};
 
+pub(super) use crate::engine::attempt::{closed, fail_over, upstream_failed, Relayed};
+
 /// The largest response head tether reads (a pooled buffer first, grown up to this).
 pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// How one attempt on one backend connection ended.
-pub(super) enum Relayed {
-    Done(Next),
-    Failed(Failed),
-    /// A reused connection failed before any response byte.
-    StaleConnection(Box<Error>),
-    /// A fresh TLS connection the backend refused after the handshake (TLS 1.3 client
-    /// certificate), before any request body was read: a connect failure.
-    Refused(Box<Error>),
-}
 
 /// Walks the body bytes that came with the head: how many of them belong to the body, and
 /// whether a chunked body is already malformed or over the pool's limit.
@@ -125,33 +115,6 @@ pub(super) async fn connect(
         upstreams.get(key, &b.peer).await
     };
     Ok((got, key, read_timeout))
-}
-
-/// After a failed connection `e`: the request moves to the next backend (waiting for its
-/// circuit-breaker slot if full, watching the client with `watch`), or ends with the status the
-/// outcome rules give (each failed connection was counted when it failed).
-pub(super) async fn fail_over(
-    store: &Store,
-    ex: &mut Exchange,
-    req: &dyn crate::http::Head,
-    client: crate::path::head::ClientIp,
-    e: &Error,
-    watch: &mut (impl pick::Client + Send),
-) -> Result<(), Failed> {
-    match outcome::after_connect_failure(store, ex, req, client, e) {
-        AfterFailure::Next => {
-            let w = pick::waiting(ex, req, client);
-            if let Err(r) = pick::admit(ex, w, watch).await {
-                let (status, retry_after) = outcome::queue_refusal(r).unzip();
-                return Err(Failed::local(status.unwrap_or(0), retry_after, r.as_str()));
-            }
-            Ok(())
-        }
-        AfterFailure::Answer {
-            status,
-            retry_after,
-        } => Err(Failed::local(status, retry_after, e.etype().as_str())),
-    }
 }
 
 /// The backend's side of one attempt.
@@ -632,21 +595,6 @@ pub(super) fn head_failed(
         return Relayed::Refused(e);
     }
     upstream_failed(store, ex, e)
-}
-
-/// A failure of the backend's side after the connection was made: an upstream timeout counts
-/// toward passive health.
-pub(super) fn upstream_failed(store: &Store, ex: &mut Exchange, e: Box<Error>) -> Relayed {
-    if outcome::timed_out(&e) {
-        if let Some((pool, u)) = ex.upstream() {
-            account::passive(store, pool, u.pick.backend, false);
-        }
-    }
-    Relayed::Failed(Failed::from(&e))
-}
-
-pub(super) fn closed() -> Box<Error> {
-    wire::upstream_error(ErrorType::ConnectionClosed, "the backend closed", None)
 }
 
 /// After a `101`: bytes flow both ways until both sides are done. Each direction ends on its

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, RecvStream};
 use http::{HeaderName, HeaderValue};
 use pingora::ErrorType;
 use smallvec::SmallVec;
@@ -26,6 +26,7 @@ use smallvec::SmallVec;
 use crate::config::Limits;
 use crate::engine::body::Body;
 use crate::engine::down::{Failed, BODY_READ_TIMEOUT};
+use crate::engine::h2down::{send_data, Down, Reset};
 use crate::engine::relay::{self, Parsed, Relayed, Up};
 use crate::engine::shared::Shared;
 use crate::engine::wire;
@@ -45,26 +46,6 @@ use crate::path::respond::{self, Local};
 use crate::path::route;
 use crate::snapshot::Store;
 use crate::state::upstream::{self, Conn};
-
-/// The client's side of one stream.
-pub(super) struct Down {
-    pub(super) respond: SendResponse<Bytes>,
-    pub(super) body: RecvStream,
-    /// The response body's stream, once the response head was sent with a body to follow.
-    pub(super) send: Option<SendStream<Bytes>>,
-    pub(super) client: ClientIp,
-    pub(super) tls: bool,
-    /// The request is gRPC: tether's own answers are gRPC statuses (DESIGN.md §21).
-    pub(super) grpc: bool,
-    /// The request body has ended (END_STREAM seen).
-    pub(super) body_done: bool,
-    /// Request body bytes received so far.
-    pub(super) body_read: u64,
-    /// The request body goes to the backend chunked (no `content-length` was given).
-    chunked_up: bool,
-    /// The status of the final response head sent, once one was.
-    pub(super) written: Option<u16>,
-}
 
 /// Serves one stream to its end and accounts it.
 pub async fn serve(
@@ -212,15 +193,6 @@ async fn stages(
         return crate::engine::h2up::forward(store, fast, ex, parts, d).await;
     }
     forward(store, fast, ex, parts, d).await
-}
-
-/// The client side of a stream waiting in a breaker queue: gone once it resets the stream.
-pub(super) struct Reset<'a>(pub(super) &'a mut SendResponse<Bytes>);
-
-impl pick::Client for Reset<'_> {
-    async fn gone(&mut self) {
-        let _ = poll_fn(|cx| self.0.poll_reset(cx)).await;
-    }
 }
 
 /// Connect (failing over on connection errors), send the request, relay the response: the
@@ -634,7 +606,10 @@ fn response_head(
     }
     for (n, v) in e.add {
         let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
-        let v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+        let mut v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+        if crate::engine::h2up::unique_per_request(&n) {
+            v.set_sensitive(true);
+        }
         headers.append(n, v);
     }
     Ok(out)
@@ -696,42 +671,6 @@ async fn response_body(
             Err(e) => return Err(relay::upstream_failed(store, ex, e)),
         }
     }
-}
-
-/// The largest last DATA frame sent without waiting for window.
-const SMALL_LAST_FRAME: usize = 16 * 1024;
-
-/// Sends `data` within the stream's flow-control window (waiting for the client to open it, at
-/// most [`BODY_READ_TIMEOUT`] at a time); `end`: the last frame.
-pub(super) async fn send_data(
-    send: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-) -> Result<(), ()> {
-    if end && data.len() <= SMALL_LAST_FRAME {
-        // A small last frame is handed to `h2` as it is (it holds it until the window opens):
-        // memory stays bounded, and the common response needs no wait for the window.
-        return send.send_data(data, true).map_err(|_| ());
-    }
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let cap = match wire::within(
-            Some(BODY_READ_TIMEOUT),
-            poll_fn(|cx| send.poll_capacity(cx)),
-        )
-        .await
-        {
-            Ok(Some(Ok(c))) => c,
-            _ => return Err(()),
-        };
-        if cap == 0 {
-            continue;
-        }
-        let chunk = data.split_to(cap.min(data.len()));
-        send.send_data(chunk, end && data.is_empty())
-            .map_err(|_| ())?;
-    }
-    Ok(())
 }
 
 /// Writes one of tether's own answers on the stream.

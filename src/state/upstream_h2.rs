@@ -19,6 +19,7 @@ use h2::client::SendRequest;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tokio::sync::Notify;
 
 use crate::state::upstream::{Key, Upstreams};
 
@@ -49,6 +50,45 @@ struct H2Conn {
 
 thread_local! {
     static CONNS: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::new());
+    /// Connections being opened, per key, and how the streams waiting for them are woken.
+    static CONNECTING: RefCell<HashMap<Key, (usize, Arc<Notify>)>> = RefCell::new(HashMap::new());
+}
+
+/// Counts one connection being opened under a key until dropped (opened, failed, or the
+/// stream that opened it went away), then wakes the streams that waited for it.
+struct Connecting(Key);
+
+impl Connecting {
+    fn start(key: Key) -> Connecting {
+        CONNECTING.with(|c| {
+            let mut c = c.borrow_mut();
+            let e = c.entry(key).or_insert_with(|| (0, Arc::new(Notify::new())));
+            e.0 += 1;
+        });
+        Connecting(key)
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        CONNECTING.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(e) = c.get_mut(&self.0) {
+                e.0 -= 1;
+                e.1.notify_waiters();
+                if e.0 == 0 {
+                    c.remove(&self.0);
+                }
+            }
+        });
+    }
+}
+
+/// The connection being opened under `key`, if any: a stream waits for it rather than opening
+/// one of its own (a burst on a cold thread shares one new connection instead of opening one
+/// per stream).
+fn opening(key: Key) -> Option<Arc<Notify>> {
+    CONNECTING.with(|c| c.borrow().get(&key).map(|e| e.1.clone()))
 }
 
 /// The right to open one stream on a connection; the connection counts it until dropped.
@@ -87,7 +127,17 @@ pub async fn get(
         if let Some(l) = take(key) {
             return Ok(l);
         }
+        if let Some(wake) = opening(key) {
+            // Registered before this task yields: on this thread's runtime the connection
+            // cannot finish in between. Woken once: if the connection failed, this stream
+            // tries its own (and fails over as usual) rather than queueing behind the next.
+            wake.notified().await;
+            if let Some(l) = take(key) {
+                return Ok(l);
+            }
+        }
     }
+    let _connecting = Connecting::start(key);
     let c = Box::pin(connect(upstreams, peer)).await?;
     let lease = lease(&c, false);
     CONNS.with(|conns| conns.borrow_mut().entry(key).or_default().push(c));
@@ -129,7 +179,9 @@ fn take(key: Key) -> Option<Lease> {
             c.idle_since = now;
             return Some(lease(c, true));
         }
-        if list.len() >= MAX_CONNS {
+        // Connections being opened count toward the cap.
+        let opening = CONNECTING.with(|c| c.borrow().get(&key).map_or(0, |e| e.0));
+        if list.len() + opening >= MAX_CONNS {
             let c = list
                 .iter_mut()
                 .min_by_key(|c| c.shared.streams.load(Ordering::Acquire))?;
