@@ -472,8 +472,7 @@ fn request(ex: &Exchange, d: &Down<'_>, tls: bool) -> Result<http::Request<()>, 
             h.append(http::header::TE, HeaderValue::from_static("trailers"));
         }
         for (n, v) in e.add {
-            let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
-            let v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
+            let (n, v) = crate::engine::h2down::added_field(n, v)?;
             h.append(n, v);
         }
         Ok::<(), &'static str>(())

@@ -62,6 +62,10 @@ pub(super) async fn send_data(
     }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
+        // `h2` assigns what the windows allow at once: most frames need no wait (and no timer).
+        if send.capacity() >= data.len() {
+            return send.send_data(data, end).map_err(|_| ());
+        }
         let cap = match wire::within(
             Some(BODY_READ_TIMEOUT),
             poll_fn(|cx| send.poll_capacity(cx)),
@@ -79,4 +83,37 @@ pub(super) async fn send_data(
             .map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// One field a stage adds, as an HTTP/2 field: the names tether adds on every request are
+/// taken from static storage (no allocation, no lower-casing), and values new on every request
+/// (the request id, the trace context) are marked never-indexed, so that HPACK sends them as
+/// literals instead of churning the connection's dynamic table out of the fields that repeat.
+pub(super) fn added_field(
+    name: &[u8],
+    value: &[u8],
+) -> Result<(http::HeaderName, http::HeaderValue), &'static str> {
+    const KNOWN: [&str; 9] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "cookie",
+        "set-cookie",
+        "cache-control",
+    ];
+    let n = match KNOWN
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+    {
+        Some(k) => http::HeaderName::from_static(k),
+        None => http::HeaderName::from_bytes(name).map_err(|_| "invalid added field name")?,
+    };
+    let mut v = http::HeaderValue::from_bytes(value).map_err(|_| "invalid added field")?;
+    if matches!(n.as_str(), "x-request-id" | "traceparent" | "tracestate") {
+        v.set_sensitive(true);
+    }
+    Ok((n, v))
 }

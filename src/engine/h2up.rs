@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use http::{HeaderName, HeaderValue};
 use pingora::{Error, ErrorType};
 
 use crate::config::Protocol;
 use crate::engine::attempt::{self as relay, Relayed};
 use crate::engine::down::{Failed, Next};
-use crate::engine::h2down::{send_data, Down, Reset};
+use crate::engine::h2down::{added_field, send_data, Down, Reset};
 use crate::engine::shared::Shared;
 use crate::engine::wire;
 use crate::path::account;
@@ -527,24 +526,13 @@ fn response_head(
     Ok(out)
 }
 
-/// Appends the stage's added fields. Those whose value is new on every request (the request
-/// id, the trace context) are marked never-indexed: HPACK then sends them as literals instead of
-/// churning the connection's dynamic table, which keeps the fields that repeat indexed.
+/// Appends the stage's added fields.
 fn add_fields(h: &mut http::HeaderMap, add: &[(&[u8], &[u8])]) -> Result<(), &'static str> {
     for (n, v) in add {
-        let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
-        let mut v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
-        if unique_per_request(&n) {
-            v.set_sensitive(true);
-        }
+        let (n, v) = added_field(n, v)?;
         h.append(n, v);
     }
     Ok(())
-}
-
-/// Fields tether adds whose value differs on every request.
-pub(super) fn unique_per_request(n: &HeaderName) -> bool {
-    matches!(n.as_str(), "x-request-id" | "traceparent" | "tracestate")
 }
 
 /// An `h2` error as the error the outcome rules read.

@@ -605,11 +605,7 @@ fn response_head(
         headers.append(n, v);
     }
     for (n, v) in e.add {
-        let n = HeaderName::from_bytes(n).map_err(|_| "invalid added field name")?;
-        let mut v = HeaderValue::from_bytes(v).map_err(|_| "invalid added field")?;
-        if crate::engine::h2up::unique_per_request(&n) {
-            v.set_sensitive(true);
-        }
+        let (n, v) = crate::engine::h2down::added_field(n, v)?;
         headers.append(n, v);
     }
     Ok(out)
