@@ -1280,3 +1280,127 @@ fn grpc_timeout_also_ends_a_stream_idle_after_its_head() {
     );
     assert!(r.body.ends_with(b"g1:sleep:1"), "{:?}", r.body);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Affinity for gRPC clients: the signed cookie as metadata, and a JWT claim
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_grpc_client_carrying_the_affinity_cookie_stays_on_its_backend() {
+    let servers: Vec<GrpcServer> = (1..=3)
+        .map(|i| GrpcServer::start(&format!("c{i}")))
+        .collect();
+    let refs: Vec<&GrpcServer> = servers.iter().collect();
+    let t = Tether::start(&format!(
+        r#"{HEAD}[affinity]
+secret = "grpc-test-secret-0123456789abcdefghij"
+[[route]]
+pool = "g"
+[pool.g]
+policy = "cookie"
+protocol = "h2c"
+{}"#,
+        grpc_backends("g", &refs)
+    ));
+    // The first call gets the affinity cookie in its initial metadata (a Set-Cookie field).
+    let first = call(t.listen(), &["unary", "hello"]);
+    ok(&first);
+    let home = s(&first["initial"]["x-backend"]).to_owned();
+    let set = s(&first["initial"]["set-cookie"]).to_owned();
+    assert!(set.starts_with("tether_g="), "{first}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    // Calls that carry it as `cookie` metadata all land on that backend (round robin would
+    // spread ten calls over three), and get no new cookie; unary and streaming alike.
+    let md = format!("cookie={cookie}");
+    for v in client(
+        t.listen(),
+        &["--metadata", &md, "--count", "10", "unary", "again"],
+    ) {
+        ok(&v);
+        assert_eq!(s(&v["initial"]["x-backend"]), home, "{v}");
+        assert!(v["initial"].get("set-cookie").is_none(), "{v}");
+    }
+    let v = call(t.listen(), &["--metadata", &md, "server-stream", "3"]);
+    ok(&v);
+    let want: Vec<String> = (0..3).map(|i| format!("{home}:{i}")).collect();
+    assert_eq!(v["messages"], serde_json::json!(want), "{v}");
+    // Without the cookie, new sessions go round robin over all three.
+    let homes: BTreeSet<String> = client(t.listen(), &["--count", "6", "unary", "x"])
+        .iter()
+        .map(|v| s(&ok(v)["initial"]["x-backend"]).to_owned())
+        .collect();
+    assert_eq!(homes.len(), 3, "new sessions spread: {homes:?}");
+}
+
+/// An HS256 token for `sub`, valid for an hour.
+fn hs256(secret: &[u8], sub: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"sub": sub, "iat": now, "exp": now + 3600}).to_string());
+    let msg = format!("{header}.{claims}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let sig = ring::hmac::sign(&key, msg.as_bytes());
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[test]
+fn a_jwt_claim_pins_a_grpc_user_to_the_same_backend_on_two_instances() {
+    let servers: Vec<GrpcServer> = (1..=3)
+        .map(|i| GrpcServer::start(&format!("j{i}")))
+        .collect();
+    let refs: Vec<&GrpcServer> = servers.iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let key = "a-shared-secret-of-32-bytes-long";
+    std::fs::write(&secret, format!("{key}\n")).unwrap();
+    let config = format!(
+        r#"{HEAD}[jwt.users]
+secret_file = "{}"
+algorithms = ["HS256"]
+[[route]]
+pool = "g"
+jwt = "users"
+[pool.g]
+policy = "hash"
+protocol = "h2c"
+[pool.g.hash]
+key = "jwt:sub"
+{}"#,
+        secret.display(),
+        grpc_backends("g", &refs)
+    );
+    let a = Tether::start(&config);
+    let b = Tether::start(&config);
+    let mut used = BTreeSet::new();
+    for i in 0..12 {
+        let md = format!(
+            "authorization=Bearer {}",
+            hs256(key.as_bytes(), &format!("user-{i}"))
+        );
+        let on_a: BTreeSet<String> = client(
+            a.listen(),
+            &["--metadata", &md, "--count", "3", "unary", "x"],
+        )
+        .iter()
+        .map(|v| s(&ok(v)["initial"]["x-backend"]).to_owned())
+        .collect();
+        let on_b = call(b.listen(), &["--metadata", &md, "bidi", "y"]);
+        ok(&on_b);
+        assert_eq!(on_a.len(), 1, "user-{i} stays on one backend: {on_a:?}");
+        let home = on_a.into_iter().next().unwrap();
+        let msg = format!("{home}:y");
+        assert_eq!(
+            on_b["messages"],
+            serde_json::json!([msg]),
+            "instances agree: {on_b}"
+        );
+        used.insert(home);
+    }
+    assert!(used.len() >= 2, "users spread over the backends: {used:?}");
+}
