@@ -351,6 +351,9 @@ fn all_four_rpc_kinds_pass_through_an_h2c_pool_with_metadata_trailers_and_errors
     ));
     let at = t.listen();
     let mut seen = BTreeSet::new();
+    // /status says what the pool speaks to its backends.
+    let st = t.status();
+    assert_eq!(st["pools"][0]["protocol"], "h2c", "{st:#}");
 
     // Unary: body, initial metadata, trailers; round robin over one HTTP/2 connection.
     let unary = client(

@@ -277,7 +277,8 @@ impl AdminApp {
                     .map(|(from, to, reason, count)| json!({"from": from, "to": to, "reason": reason, "count": count}))
                     .collect();
                 let mut pj = json!({
-                    "name": &*p.name, "policy": policy, "backends": backends,
+                    "name": &*p.name, "policy": policy, "protocol": p.conf.protocol.as_str(),
+                    "backends": backends,
                     "last_10s": window(traffic.window(&p.name, "")),
                     "moves": moves,
                 });

@@ -232,11 +232,16 @@ fn pool(o: &mut String, p: &Value) {
     let t = &p["last_10s"];
     let _ = write!(
         o,
-        "<section class=\"pool\" data-pool=\"{name}\"><h2>{name}<span class=\"policy\">{}</span></h2>\
+        "<section class=\"pool\" data-pool=\"{name}\"><h2>{name}<span class=\"policy\">{}{}</span></h2>\
          <p class=\"pool-traffic\"><span data-field=\"last_10s.per_second\">{}</span> req/s, \
          <span data-field=\"last_10s.percent_5xx\">{}</span> 5xx, over the last \
          <span data-field=\"last_10s.seconds\">{}</span> s</p>",
         esc(s(p, "policy")),
+        match s(p, "protocol") {
+            "h2c" => " · HTTP/2 (h2c)",
+            "h2" => " · HTTP/2 (TLS)",
+            _ => "",
+        },
         one(&t["per_second"]),
         pct(&t["percent_5xx"]),
         num(&t["seconds"]),

@@ -48,7 +48,11 @@ struct H2Conn {
     idle_since: Instant,
 }
 
+/// How often the connections of every key are looked over (on the way to a new stream).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 thread_local! {
+    static SWEPT: std::cell::Cell<Instant> = std::cell::Cell::new(Instant::now());
     static CONNS: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::new());
     /// Connections being opened, per key, and how the streams waiting for them are woken.
     static CONNECTING: RefCell<HashMap<Key, (usize, Arc<Notify>)>> = RefCell::new(HashMap::new());
@@ -158,16 +162,18 @@ fn lease(c: &H2Conn, reused: bool) -> Lease {
 fn take(key: Key) -> Option<Lease> {
     CONNS.with(|conns| {
         let mut conns = conns.borrow_mut();
-        let list = conns.get_mut(&key)?;
         let now = Instant::now();
-        list.retain_mut(|c| {
-            let busy = c.shared.streams.load(Ordering::Acquire);
-            if busy > 0 {
-                c.idle_since = now;
-            }
-            !c.shared.closed.load(Ordering::Acquire)
-                && (busy > 0 || now.duration_since(c.idle_since) < MAX_IDLE_TIME)
-        });
+        if SWEPT.with(|s| now.duration_since(s.get()) >= SWEEP_EVERY) {
+            // Every key, not only this one: connections to backends no request asks for any
+            // more (removed by a reload, or long quiet) are closed too.
+            SWEPT.with(|s| s.set(now));
+            conns.retain(|_, list| {
+                list.retain_mut(|c| alive(c, now));
+                !list.is_empty()
+            });
+        }
+        let list = conns.get_mut(&key)?;
+        list.retain_mut(|c| alive(c, now));
         let room = |c: &H2Conn| {
             let max = match c.send.current_max_send_streams() {
                 usize::MAX => DEFAULT_STREAMS,
@@ -190,6 +196,17 @@ fn take(key: Key) -> Option<Lease> {
         }
         None
     })
+}
+
+/// Whether a kept connection may take new streams: not closed, and busy or idle for less than
+/// [`MAX_IDLE_TIME`] (a forgotten idle connection closes once its last handle is dropped).
+fn alive(c: &mut H2Conn, now: Instant) -> bool {
+    let busy = c.shared.streams.load(Ordering::Acquire);
+    if busy > 0 {
+        c.idle_since = now;
+    }
+    !c.shared.closed.load(Ordering::Acquire)
+        && (busy > 0 || now.duration_since(c.idle_since) < MAX_IDLE_TIME)
 }
 
 /// A new HTTP/2 connection to `peer`, its connection task spawned on this thread's runtime.
