@@ -130,8 +130,16 @@ pub fn connect_failed(store: &Store, ex: &mut Exchange, why: &pingora::Error) {
     if let Some((pool, u)) = ex.upstream() {
         let bi = u.pick.backend;
         let b = &pool.backends[bi as usize];
-        // Why, in full: for TLS the rustls error (e.g. "invalid peer certificate: UnknownIssuer").
-        tracing::warn!(pool = %pool.name, backend = %b.id, addr = %b.addr, "connecting to backend failed: {why}");
+        // Why, in full (for TLS the rustls error, e.g. "invalid peer certificate: UnknownIssuer"),
+        // once a second per backend (a dead backend under load fails thousands
+        // of connections a second; the counter has them all).
+        if let Some(unlogged) = b.state.log_connect_failure() {
+            if unlogged > 0 {
+                tracing::warn!(pool = %pool.name, backend = %b.id, addr = %b.addr, "connecting to backend failed: {why} ({unlogged} more failed since the last line)");
+            } else {
+                tracing::warn!(pool = %pool.name, backend = %b.id, addr = %b.addr, "connecting to backend failed: {why}");
+            }
+        }
         b.state.metrics.connect_failures.inc();
         passive(store, pool, bi, false);
         outlier(store, pool, bi, Exchanged::Failed);

@@ -92,6 +92,9 @@ pub struct BackendState {
     /// When the current ejection ends, in unix milliseconds; 0 while not ejected (`/status`'s
     /// `ejected_until`).
     ejected_until_ms: AtomicU64,
+    /// When a failed connection was last logged, and how many failed since without a line.
+    connect_logged_ms: AtomicU64,
+    connect_unlogged: AtomicU64,
     /// Drain start and deadline (DESIGN.md §16).
     pub drain: crate::state::drain::DrainClock,
     /// Distinct affinity sessions served recently (`recent_sessions` of `/status`).
@@ -182,7 +185,28 @@ pub fn clock_ms() -> u64 {
     start.elapsed().as_millis() as u64 + 1
 }
 
+/// At most one log line per backend for failed connections in this long.
+const CONNECT_LOG_EVERY_MS: u64 = 1000;
+
 impl BackendState {
+    /// Whether a failed connection gets a log line now: the first in each second does, with
+    /// the number of failures that went unlogged since the last line; the others are counted
+    /// (`tether_upstream_connect_failures_total` has them all).
+    pub fn log_connect_failure(&self) -> Option<u64> {
+        let now = clock_ms();
+        let last = self.connect_logged_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= CONNECT_LOG_EVERY_MS)
+            && self
+                .connect_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.connect_unlogged.swap(0, Ordering::Relaxed));
+        }
+        self.connect_unlogged.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
     fn new(m: &Metrics, pool: &str, id: &str, addr: SocketAddr) -> BackendState {
         let l = [pool, id];
         let metrics = BackendMetrics {
@@ -209,6 +233,8 @@ impl BackendState {
             returned_at_ms: AtomicU64::new(0),
             eligible_since_ms: AtomicU64::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            connect_logged_ms: AtomicU64::new(0),
+            connect_unlogged: AtomicU64::new(0),
             drain: Default::default(),
             sessions: Default::default(),
             metrics,
@@ -569,6 +595,20 @@ mod tests {
 
     fn reg() -> Registry {
         Registry::new(Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn failed_connections_are_logged_once_a_second_with_the_rest_counted() {
+        let r = reg();
+        let s = r.get_or_create("p", "a", "127.0.0.1:1".parse().unwrap());
+        // The first is always logged, the next ones in the same second are not.
+        assert_eq!(s.log_connect_failure(), Some(0));
+        assert_eq!(s.log_connect_failure(), None);
+        assert_eq!(s.log_connect_failure(), None);
+        // Once the last line is old enough (0: as if never): logged, with the two that were not.
+        s.connect_logged_ms.store(0, Ordering::Relaxed);
+        assert_eq!(s.log_connect_failure(), Some(2));
+        assert_eq!(s.log_connect_failure(), None);
     }
 
     #[test]
