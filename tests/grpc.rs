@@ -1407,3 +1407,39 @@ key = "jwt:sub"
     }
     assert!(used.len() >= 2, "users spread over the backends: {used:?}");
 }
+
+#[test]
+fn the_backend_is_told_what_is_left_of_the_deadline_after_a_breaker_queue() {
+    let g = GrpcServer::start("g1");
+    let t = Tether::start(&format!(
+        r#"{HEAD}[[route]]
+pool = "g"
+[pool.g]
+policy = "round_robin"
+protocol = "h2c"
+[pool.g.circuit_breaker]
+max_in_flight = 1
+max_queue = 10
+queue_timeout = "5s"
+{}"#,
+        grpc_backends("g", &[&g])
+    ));
+    // Without a queue: the backend sees (about) the client's own deadline.
+    let v = call(t.listen(), &["--timeout", "8", "unary", "x"]);
+    let left: f64 = s(&ok(&v)["trailing"]["x-time-remaining"]).parse().unwrap();
+    assert!(left > 6.0 && left <= 8.0, "{v}");
+    // A call that waits ~1.5 s in the breaker's queue behind a slow one: the backend is told
+    // what is left (grpc-timeout rewritten), not the 8 s the client asked for.
+    let mut slow = spawn_client(t.listen(), &["unary", "sleep:1.5"]);
+    wait_for("the slow call in flight", WAIT, || {
+        in_flight(&t, "g", "g1") == Some(1.0)
+    });
+    let v = call(t.listen(), &["--timeout", "8", "unary", "x"]);
+    let left: f64 = s(&ok(&v)["trailing"]["x-time-remaining"]).parse().unwrap();
+    assert!(
+        left > 0.0 && left < 7.0,
+        "the queue's wait is taken off: {v}"
+    );
+    let done = slow.rest(Duration::from_secs(20));
+    assert_eq!(done.len(), 1, "{done:?}");
+}

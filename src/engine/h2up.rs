@@ -57,6 +57,7 @@ pub(super) async fn forward(
 ) -> Result<(), Failed> {
     // `grpc-timeout` caps the pool's read timeout for this request.
     let deadline = if d.grpc { grpc::timeout(parts) } else { None };
+    let started = ex.start;
     let mut replay = Replay::default();
     let mut fresh_only = false;
     let mut resends = 0;
@@ -67,13 +68,21 @@ pub(super) async fn forward(
             .ok_or_else(|| Failed::internal("no_backend"))?;
         u.sent_at.get_or_insert_with(Instant::now);
         let b = &pool.backends[u.pick.backend as usize];
+        // What is left of the client's deadline after the time spent in tether (a breaker
+        // queue, an earlier attempt): the cap, and what the backend is told.
+        let remaining = deadline.map(|g| g.saturating_sub(started.elapsed()).max(MIN_LEFT));
         let read_timeout =
-            deadline.map_or(pool.conf.read_timeout, |g| g.min(pool.conf.read_timeout));
+            remaining.map_or(pool.conf.read_timeout, |g| g.min(pool.conf.read_timeout));
         let tls = pool.conf.protocol == Protocol::H2;
         let got = upstream_h2::get(&fast.upstreams, b.conn_key, &b.peer, fresh_only).await;
         let e = match got {
             Ok(lease) => {
-                match relay(store, ex, parts, d, &mut replay, lease, read_timeout, tls).await {
+                let up = Upstream {
+                    timeout: read_timeout,
+                    tls,
+                    grpc_timeout: remaining,
+                };
+                match relay(store, ex, parts, d, &mut replay, lease, up).await {
                     Relayed::Done(_) => return Ok(()),
                     Relayed::Failed(f) => return Err(f),
                     Relayed::StaleConnection(e) => {
@@ -130,8 +139,19 @@ impl Replay {
     }
 }
 
+/// The smallest `grpc-timeout` sent on: a deadline already spent still gets a moment.
+const MIN_LEFT: Duration = Duration::from_millis(1);
+
+/// How one attempt talks to its backend.
+struct Upstream {
+    /// The pool's read timeout, capped by the call's remaining deadline.
+    timeout: Duration,
+    tls: bool,
+    /// A gRPC call's remaining deadline, sent as its `grpc-timeout`.
+    grpc_timeout: Option<Duration>,
+}
+
 /// One attempt on `lease`'s connection.
-#[allow(clippy::too_many_arguments)]
 async fn relay(
     store: &Store,
     ex: &mut Exchange,
@@ -139,10 +159,14 @@ async fn relay(
     d: &mut Down,
     replay: &mut Replay,
     lease: Lease,
-    timeout: Duration,
-    tls: bool,
+    up_opts: Upstream,
 ) -> Relayed {
-    let req = match request(ex, parts, d, tls) {
+    let Upstream {
+        timeout,
+        tls,
+        grpc_timeout,
+    } = up_opts;
+    let req = match request(ex, parts, d, tls, grpc_timeout) {
         Ok(r) => r,
         Err(what) => {
             tracing::warn!(
@@ -453,6 +477,7 @@ fn request(
     parts: &http::request::Parts,
     d: &Down,
     tls: bool,
+    grpc_timeout: Option<Duration>,
 ) -> Result<http::Request<()>, &'static str> {
     let authority = match parts.uri.authority() {
         Some(a) => a.clone(),
@@ -490,10 +515,16 @@ fn request(
                     .iter()
                     .any(|d| d.eq_ignore_ascii_case(name.as_bytes()))
                 || (name == "te" && !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+                || (name == "grpc-timeout" && grpc_timeout.is_some())
             {
                 continue;
             }
             h.append(n.clone(), v.clone());
+        }
+        if let Some(left) = grpc_timeout {
+            if let Ok(v) = http::HeaderValue::from_str(&grpc::format_timeout(left)) {
+                h.append(http::HeaderName::from_static("grpc-timeout"), v);
+            }
         }
         add_fields(h, e.add)
     })?;

@@ -53,6 +53,25 @@ fn parse_timeout(v: &[u8]) -> Option<Duration> {
     })
 }
 
+/// `d` as a `grpc-timeout` value (at most 8 digits): in whole milliseconds, at least 1, when
+/// they fit, else seconds, minutes or hours.
+pub fn format_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let ms = d.as_nanos().div_ceil(1_000_000).max(1);
+    if ms <= MAX {
+        return format!("{ms}m");
+    }
+    let s = d.as_secs();
+    if u128::from(s) <= MAX {
+        return format!("{s}S");
+    }
+    let m = s / 60;
+    if u128::from(m) <= MAX {
+        return format!("{m}M");
+    }
+    format!("{}H", (s / 3600).min(99_999_999))
+}
+
 /// The gRPC status and message for one of tether's own answers: `status` as it would have been
 /// over plain HTTP and `reason`, the refusal's name (`queue_full`, `rate_limited`, …).
 pub fn status_for(status: u16, reason: &str, retry_after: Option<u64>) -> (u32, String) {
@@ -146,6 +165,16 @@ mod tests {
         assert_eq!(parse_timeout(b"S"), None);
         assert_eq!(parse_timeout(b"10x"), None);
         assert_eq!(parse_timeout(b"-1S"), None);
+    }
+
+    #[test]
+    fn remaining_deadlines_are_written_as_grpc_reads_them() {
+        assert_eq!(format_timeout(Duration::from_millis(250)), "250m");
+        assert_eq!(format_timeout(Duration::from_micros(1500)), "2m");
+        assert_eq!(format_timeout(Duration::ZERO), "1m");
+        assert_eq!(format_timeout(Duration::from_secs(200_000)), "200000S");
+        let back = parse_timeout(format_timeout(Duration::from_secs(3600 * 40_000)).as_bytes());
+        assert!(back.is_some_and(|d| d >= Duration::from_secs(3600 * 39_999)));
     }
 
     #[test]
