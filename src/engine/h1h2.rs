@@ -12,31 +12,27 @@
 
 use std::io::Write as _;
 use std::ops::Range;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::SendStream;
 use http::{HeaderName, HeaderValue};
-use pingora::{Error, ErrorType};
+use pingora::ErrorType;
 use smallvec::SmallVec;
 
-use crate::config::Protocol;
 use crate::engine::attempt::{self as relay, Relayed};
 use crate::engine::body::Body;
 use crate::engine::down::{Down, Failed, Next, Watch, BODY_READ_TIMEOUT};
 use crate::engine::h2down::send_data;
+use crate::engine::h2up::{self, h2_error, Replay, Upstream};
 use crate::engine::wire;
 use crate::h1::{self as codec, Framing};
 use crate::http::Head;
-use crate::path::account;
 use crate::path::exchange::Exchange;
 use crate::path::forward::{self, Downstream};
 use crate::path::respond;
 use crate::snapshot::Store;
 use crate::state::upstream::Upstreams;
-use crate::state::upstream_h2::{self, Lease};
-
-const MAX_RESENDS: u32 = 3;
+use crate::state::upstream_h2::Lease;
 
 /// Response fields that never go to an HTTP/1.1 client from an HTTP/2 message, and the
 /// framing ones tether writes itself.
@@ -63,33 +59,20 @@ pub(super) async fn forward(
     let mut resends = 0;
     let mut taken = Taken {
         body: Body::new(d.body.framing()),
-        replay: Vec::new(),
-        len: 0,
-        overflowed: false,
+        replay: Replay::default(),
         head_walked: false,
         continued: false,
     };
     loop {
-        ex.hold();
-        let (pool, u) = ex
-            .upstream()
-            .ok_or_else(|| Failed::internal("no_backend"))?;
-        u.sent_at.get_or_insert_with(Instant::now);
-        let b = &pool.backends[u.pick.backend as usize];
-        let read_timeout = pool.conf.read_timeout;
-        let tls = pool.conf.protocol == Protocol::H2;
-        let got = upstream_h2::get(upstreams, b.conn_key, &b.peer, fresh_only).await;
+        let (got, up) = h2up::connect(upstreams, ex, fresh_only, None).await?;
         let e = match got {
-            Ok(lease) => match relay(store, ex, d, &mut taken, lease, read_timeout, tls).await {
+            Ok(lease) => match relay(store, ex, d, &mut taken, lease, up).await {
                 Relayed::Done(next) => return Ok(next),
                 Relayed::Failed(f) => return Err(f),
                 Relayed::StaleConnection(e) => {
-                    if resends < MAX_RESENDS {
-                        resends += 1;
-                        fresh_only = true;
-                        continue;
-                    }
-                    return Err(Failed::from(&e));
+                    h2up::resend(&mut resends, &e)?;
+                    fresh_only = true;
+                    continue;
                 }
                 Relayed::Refused(e) => e,
             },
@@ -101,17 +84,11 @@ pub(super) async fn forward(
     }
 }
 
-/// The largest request body kept to be sent again when the backend refuses a stream unprocessed.
-const REPLAY_MAX: usize = 64 * 1024;
-
 /// The request body taken from the client, across attempts: where its framing is, and its data
 /// (de-chunked) while small enough to be sent again on another connection.
 struct Taken {
     body: Body,
-    replay: Vec<Bytes>,
-    len: usize,
-    /// More was taken than is kept: the request can no longer be sent again.
-    overflowed: bool,
+    replay: Replay,
     /// The body bytes that came with the head were taken.
     head_walked: bool,
     /// `100 Continue` was sent.
@@ -133,15 +110,7 @@ impl Taken {
         let mut data = SmallVec::new();
         for r in ranges.into_iter().filter(|r| r.start < r.end) {
             let b = Bytes::copy_from_slice(&input[r]);
-            if !self.overflowed {
-                self.len += b.len();
-                if self.len > REPLAY_MAX {
-                    self.overflowed = true;
-                    self.replay = Vec::new();
-                } else {
-                    self.replay.push(b.clone());
-                }
-            }
+            self.replay.keep(&b);
             data.push(b);
         }
         Ok((step.consumed, data))
@@ -170,16 +139,15 @@ async fn send_chunks(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn relay(
     store: &Store,
     ex: &mut Exchange,
     d: &mut Down<'_>,
     taken: &mut Taken,
     lease: Lease,
-    timeout: Duration,
-    tls: bool,
+    up_opts: Upstream,
 ) -> Relayed {
+    let Upstream { timeout, tls, .. } = up_opts;
     let head_request = d.view().method() == b"HEAD";
     let req = match request(ex, d, tls) {
         Ok(r) => r,
@@ -197,22 +165,10 @@ async fn relay(
             return r;
         }
     }
-    let mut sender = lease.send.clone();
-    let end = taken.body.is_done() && taken.replay.is_empty();
-    let (mut resp_fut, up) = match sender.send_request(req, end) {
+    let end = taken.body.is_done() && taken.replay.chunks.is_empty();
+    let (mut resp_fut, up) = match h2up::open(&lease, req, end) {
         Ok(x) => x,
-        Err(e) if e.is_go_away() || e.is_io() => {
-            lease.retire();
-            return Relayed::StaleConnection(h2_error(
-                ErrorType::ConnectionClosed,
-                "opening a stream",
-                e,
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the backend's HTTP/2 connection refused the request");
-            return Relayed::Failed(Failed::local(502, None, "h2_request"));
-        }
+        Err(r) => return r,
     };
     let mut up_body = (!end).then_some(up);
     if !taken.body.is_done() && !taken.continued && d.in_head == 0 && expects_continue(d) {
@@ -228,7 +184,7 @@ async fn relay(
     if let Some(up) = up_body.as_mut() {
         // What was taken of the body so far (all of it on a first attempt: the head's bytes).
         let done = taken.body.is_done();
-        if let Err(r) = send_chunks(up, taken.replay.iter().cloned(), done).await {
+        if let Err(r) = send_chunks(up, taken.replay.chunks.iter().cloned(), done).await {
             return r;
         }
         if done {
@@ -266,38 +222,10 @@ async fn relay(
             }
         }
     };
-    let response = match got {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            if e.is_go_away() || e.is_io() {
-                lease.retire();
-            }
-            // Never processed: sent again, with the body taken so far, if all of it was kept.
-            if upstream_h2::never_processed(&e) && !taken.overflowed {
-                return Relayed::StaleConnection(h2_error(
-                    ErrorType::ConnectionClosed,
-                    "the stream was refused",
-                    e,
-                ));
-            }
-            return relay::upstream_failed(
-                store,
-                ex,
-                h2_error(ErrorType::ReadError, "reading the response head", e),
-            );
-        }
-        Err(()) => {
-            return relay::upstream_failed(
-                store,
-                ex,
-                wire::upstream_error(ErrorType::ReadTimedout, "reading the response head", None),
-            )
-        }
+    let response = match h2up::response_head_of(store, ex, &lease, got, !taken.replay.overflowed) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
-    if let Some((pool, u)) = ex.upstream() {
-        u.response_head();
-        account::passive(store, pool, u.pick.backend, true);
-    }
     // The request's own body is left behind once the backend answered before it ended.
     let body_done = taken.body.is_done();
     drop(up_body);
@@ -528,10 +456,4 @@ fn response_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
-}
-
-fn h2_error(etype: ErrorType, what: &'static str, e: h2::Error) -> Box<Error> {
-    let mut err = wire::upstream_error(etype, what, None);
-    err.set_cause(e);
-    err
 }

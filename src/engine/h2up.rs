@@ -29,6 +29,7 @@ use crate::path::grpc;
 use crate::path::outcome;
 use crate::path::respond;
 use crate::snapshot::Store;
+use crate::state::upstream::Upstreams;
 use crate::state::upstream_h2::{self, Lease};
 
 /// Streams the backend refused unprocessed (GOAWAY, `REFUSED_STREAM`) sent again on a new
@@ -57,51 +58,132 @@ pub(super) async fn forward(
 ) -> Result<(), Failed> {
     // `grpc-timeout` caps the pool's read timeout for this request.
     let deadline = if d.grpc { grpc::timeout(parts) } else { None };
-    let started = ex.start;
     let mut replay = Replay::default();
     let mut fresh_only = false;
     let mut resends = 0;
     loop {
-        ex.hold();
-        let (pool, u) = ex
-            .upstream()
-            .ok_or_else(|| Failed::internal("no_backend"))?;
-        u.sent_at.get_or_insert_with(Instant::now);
-        let b = &pool.backends[u.pick.backend as usize];
-        // What is left of the client's deadline after the time spent in tether (a breaker
-        // queue, an earlier attempt): the cap, and what the backend is told.
-        let remaining = deadline.map(|g| g.saturating_sub(started.elapsed()).max(MIN_LEFT));
-        let read_timeout =
-            remaining.map_or(pool.conf.read_timeout, |g| g.min(pool.conf.read_timeout));
-        let tls = pool.conf.protocol == Protocol::H2;
-        let got = upstream_h2::get(&fast.upstreams, b.conn_key, &b.peer, fresh_only).await;
+        let (got, up) = connect(&fast.upstreams, ex, fresh_only, deadline).await?;
         let e = match got {
-            Ok(lease) => {
-                let up = Upstream {
-                    timeout: read_timeout,
-                    tls,
-                    grpc_timeout: remaining,
-                };
-                match relay(store, ex, parts, d, &mut replay, lease, up).await {
-                    Relayed::Done(_) => return Ok(()),
-                    Relayed::Failed(f) => return Err(f),
-                    Relayed::StaleConnection(e) => {
-                        // Never processed by the backend, and nothing of the body taken: the
-                        // stream goes again on a new connection, whatever its method.
-                        if resends < MAX_RESENDS {
-                            resends += 1;
-                            fresh_only = true;
-                            continue;
-                        }
-                        return Err(Failed::from(&e));
-                    }
-                    Relayed::Refused(e) => e,
+            Ok(lease) => match relay(store, ex, parts, d, &mut replay, lease, up).await {
+                Relayed::Done(_) => return Ok(()),
+                Relayed::Failed(f) => return Err(f),
+                Relayed::StaleConnection(e) => {
+                    resend(&mut resends, &e)?;
+                    fresh_only = true;
+                    continue;
                 }
-            }
+                Relayed::Refused(e) => e,
+            },
             Err(e) => e,
         };
         relay::fail_over(store, ex, parts, d.client, &e, &mut Reset(&mut d.respond)).await?;
         fresh_only = false;
+    }
+}
+
+/// A stream slot on the exchange's current backend (which the exchange holds from now, its
+/// send time set), with how the attempt talks to it: `deadline`, a gRPC call's, caps the
+/// pool's read timeout by what is left of it.
+pub(super) async fn connect(
+    upstreams: &Upstreams,
+    ex: &mut Exchange,
+    fresh_only: bool,
+    deadline: Option<Duration>,
+) -> Result<(pingora::Result<Lease>, Upstream), Failed> {
+    // What is left of the client's deadline after the time spent in tether (a breaker queue,
+    // an earlier attempt): the cap, and what the backend is told.
+    let remaining = deadline.map(|g| g.saturating_sub(ex.start.elapsed()).max(MIN_LEFT));
+    ex.hold();
+    let (pool, u) = ex
+        .upstream()
+        .ok_or_else(|| Failed::internal("no_backend"))?;
+    u.sent_at.get_or_insert_with(Instant::now);
+    let b = &pool.backends[u.pick.backend as usize];
+    let up = Upstream {
+        timeout: remaining.map_or(pool.conf.read_timeout, |g| g.min(pool.conf.read_timeout)),
+        tls: pool.conf.protocol == Protocol::H2,
+        grpc_timeout: remaining,
+    };
+    let got = upstream_h2::get(upstreams, b.conn_key, &b.peer, fresh_only).await;
+    Ok((got, up))
+}
+
+/// After an attempt whose stream the backend never processed: the count of such attempts, or
+/// the failure once there were [`MAX_RESENDS`].
+pub(super) fn resend(resends: &mut u32, e: &Error) -> Result<(), Failed> {
+    if *resends < MAX_RESENDS {
+        *resends += 1;
+        return Ok(());
+    }
+    Err(Failed::from(e))
+}
+
+/// Opens the request's stream on `lease`'s connection (`end`: no body follows). A connection
+/// that is closing or gone retires, and the request may go again (nothing was sent).
+pub(super) fn open(
+    lease: &Lease,
+    req: http::Request<()>,
+    end: bool,
+) -> Result<(h2::client::ResponseFuture, SendStream<Bytes>), Relayed> {
+    let mut sender = lease.send.clone();
+    match sender.send_request(req, end) {
+        Ok(x) => Ok(x),
+        Err(e) if e.is_go_away() || e.is_io() => {
+            lease.retire();
+            Err(Relayed::StaleConnection(h2_error(
+                ErrorType::ConnectionClosed,
+                "opening a stream",
+                e,
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the backend's HTTP/2 connection refused the request");
+            Err(Relayed::Failed(Failed::local(502, None, "h2_request")))
+        }
+    }
+}
+
+/// The response head's wait (`got`: the head, the stream's error, or the read timeout) as the
+/// response, counted as the backend's answer, or how the attempt ends: sent again when the
+/// backend never processed the stream and `resendable` (all of the body taken is kept).
+pub(super) fn response_head_of(
+    store: &Store,
+    ex: &mut Exchange,
+    lease: &Lease,
+    got: Result<Result<http::Response<RecvStream>, h2::Error>, ()>,
+    resendable: bool,
+) -> Result<http::Response<RecvStream>, Relayed> {
+    let what = "reading the response head";
+    match got {
+        Ok(Ok(r)) => {
+            if let Some((pool, u)) = ex.upstream() {
+                u.response_head();
+                account::passive(store, pool, u.pick.backend, true);
+            }
+            Ok(r)
+        }
+        Ok(Err(e)) => {
+            if e.is_go_away() || e.is_io() {
+                lease.retire();
+            }
+            if upstream_h2::never_processed(&e) && resendable {
+                return Err(Relayed::StaleConnection(h2_error(
+                    ErrorType::ConnectionClosed,
+                    "the stream was refused",
+                    e,
+                )));
+            }
+            Err(relay::upstream_failed(
+                store,
+                ex,
+                h2_error(ErrorType::ReadError, what, e),
+            ))
+        }
+        Err(()) => Err(relay::upstream_failed(
+            store,
+            ex,
+            wire::upstream_error(ErrorType::ReadTimedout, what, None),
+        )),
     }
 }
 
@@ -112,16 +194,16 @@ const REPLAY_MAX: usize = 64 * 1024;
 /// The request body taken from the client so far (shared `Bytes`, no copy), while it is small
 /// enough to be sent again on another connection.
 #[derive(Default)]
-struct Replay {
-    chunks: Vec<Bytes>,
+pub(super) struct Replay {
+    pub(super) chunks: Vec<Bytes>,
     len: usize,
     trailers: Option<http::HeaderMap>,
     /// More was taken than is kept: the request can no longer be sent again.
-    overflowed: bool,
+    pub(super) overflowed: bool,
 }
 
 impl Replay {
-    fn keep(&mut self, data: &Bytes) {
+    pub(super) fn keep(&mut self, data: &Bytes) {
         if self.overflowed {
             return;
         }
@@ -143,10 +225,10 @@ impl Replay {
 const MIN_LEFT: Duration = Duration::from_millis(1);
 
 /// How one attempt talks to its backend.
-struct Upstream {
+pub(super) struct Upstream {
     /// The pool's read timeout, capped by the call's remaining deadline.
-    timeout: Duration,
-    tls: bool,
+    pub(super) timeout: Duration,
+    pub(super) tls: bool,
     /// A gRPC call's remaining deadline, sent as its `grpc-timeout`.
     grpc_timeout: Option<Duration>,
 }
@@ -176,23 +258,10 @@ async fn relay(
             return Relayed::Failed(Failed::local(400, None, "request_head"));
         }
     };
-    let mut sender = lease.send.clone();
     let end = d.body_done && replay.is_empty();
-    let (mut resp_fut, up) = match sender.send_request(req, end) {
+    let (mut resp_fut, up) = match open(&lease, req, end) {
         Ok(x) => x,
-        Err(e) if e.is_go_away() || e.is_io() => {
-            // The connection is closing or gone: nothing was sent.
-            lease.retire();
-            return Relayed::StaleConnection(h2_error(
-                ErrorType::ConnectionClosed,
-                "opening a stream",
-                e,
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the backend's HTTP/2 connection refused the request");
-            return Relayed::Failed(Failed::local(502, None, "h2_request"));
-        }
+        Err(r) => return r,
     };
     let mut up_body = (!end).then_some(up);
     if let Some(up) = up_body.as_mut() {
@@ -237,38 +306,10 @@ async fn relay(
             return r;
         }
     };
-    let response = match got {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            if e.is_go_away() || e.is_io() {
-                lease.retire();
-            }
-            // Never processed: sent again, with the body taken so far, if all of it was kept.
-            if upstream_h2::never_processed(&e) && !replay.overflowed {
-                return Relayed::StaleConnection(h2_error(
-                    ErrorType::ConnectionClosed,
-                    "the stream was refused",
-                    e,
-                ));
-            }
-            return relay::upstream_failed(
-                store,
-                ex,
-                h2_error(ErrorType::ReadError, "reading the response head", e),
-            );
-        }
-        Err(()) => {
-            return relay::upstream_failed(
-                store,
-                ex,
-                wire::upstream_error(ErrorType::ReadTimedout, "reading the response head", None),
-            )
-        }
+    let response = match response_head_of(store, ex, &lease, got, !replay.overflowed) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
-    if let Some((pool, u)) = ex.upstream() {
-        u.response_head();
-        account::passive(store, pool, u.pick.backend, true);
-    }
     let (rparts, mut rbody) = response.into_parts();
     let head = respond::response_edits(ex, &rparts.headers, |e| response_head(&rparts, e));
     let head = match head {
@@ -567,7 +608,7 @@ fn add_fields(h: &mut http::HeaderMap, add: &[(&[u8], &[u8])]) -> Result<(), &'s
 }
 
 /// An `h2` error as the error the outcome rules read.
-fn h2_error(etype: ErrorType, what: &'static str, e: h2::Error) -> Box<Error> {
+pub(super) fn h2_error(etype: ErrorType, what: &'static str, e: h2::Error) -> Box<Error> {
     let mut err = wire::upstream_error(etype, what, None);
     err.set_cause(e);
     err
