@@ -195,6 +195,15 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
     crate::state::ratelimit::redis::set_runtime(control.handle());
+    // Backends found through DNS (§22) are in the first snapshot: resolved before it is built.
+    let mut config = config;
+    let discovery = Arc::new(crate::control::discover::Discovery::new());
+    crate::control::discover::initial(
+        &discovery,
+        &mut config,
+        registry.metrics(),
+        control.handle(),
+    );
     let store = Arc::new(Store::new(config, registry));
     let health = Arc::new(Health::new(store.clone(), control.handle().clone()));
     health.sync(&store.load());
@@ -208,8 +217,10 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         certs.clone(),
         path,
         set_level,
+        discovery,
     ));
     control.spawn(reloader.clone().watch());
+    crate::control::discover::start(reloader.clone(), control.handle());
     // Requests per second and 5xx share over 10 s for /status and the status page.
     control.spawn(crate::control::traffic::run(store.clone()));
     if let Some(mut signals) = sighup {

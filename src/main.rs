@@ -178,6 +178,13 @@ fn check(path: PathBuf, against: Option<PathBuf>) -> ExitCode {
     for w in &c.warnings {
         eprintln!("warning: {w}");
     }
+    for (warning, line) in tether::control::discover::check(&c) {
+        if warning {
+            eprintln!("warning: {line}");
+        } else {
+            println!("{line}");
+        }
+    }
     if let Ok(e) = std::env::var("TETHER_ENGINE") {
         eprintln!(
             "warning: TETHER_ENGINE={e:?}: {}",

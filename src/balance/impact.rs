@@ -127,8 +127,9 @@ pub fn hash_move_share(before: &[(String, u32)], after: &[(String, u32)]) -> f64
     let (rb, ra) = (ring_of(before), ring_of(after));
     let (pb, pa) = (rb.points(), ra.points());
     match (pb.is_empty(), pa.is_empty()) {
-        (true, true) => return 0.0,
-        (true, false) | (false, true) => return 1.0,
+        // No key had an owner before (a discovered pool's first answer): nothing moves.
+        (true, _) => return 0.0,
+        (false, true) => return 1.0,
         _ => {}
     }
     // Cut points of both rings, in order; the arc ending at cut c (exclusive of the previous
@@ -242,7 +243,8 @@ mod tests {
         }
         assert_eq!(hash_move_share(&m(&[("a", 1)]), &m(&[("a", 1)])), 0.0);
         assert_eq!(hash_move_share(&m(&[("a", 1)]), &m(&[("b", 1)])), 1.0);
-        assert_eq!(hash_move_share(&[], &m(&[("b", 1)])), 1.0);
+        assert_eq!(hash_move_share(&[], &m(&[("b", 1)])), 0.0);
+        assert_eq!(hash_move_share(&m(&[("b", 1)]), &[]), 1.0);
     }
 
     #[test]

@@ -421,12 +421,73 @@ pub struct HealthOpts {
     pub grpc_service: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConf {
     pub id: String,
     pub addr: SocketAddr,
     /// 1..=256.
     pub weight: u32,
+    /// Written in the file, or found through `[pool.NAME.discover]`.
+    pub source: BackendSource,
+    /// SRV priority (lower is preferred: only the lowest group with a serving member takes
+    /// traffic); 0 for every other backend.
+    pub priority: u16,
+}
+
+/// Where a backend came from (`/status`'s `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendSource {
+    /// A `[[pool.NAME.backend]]` table.
+    Static,
+    /// An answer of `[pool.NAME.discover]` (its id is `IP:PORT`).
+    Dns,
+}
+
+impl BackendSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendSource::Static => "static",
+            BackendSource::Dns => "dns",
+        }
+    }
+}
+
+/// What `[pool.NAME.discover]` looks up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverName {
+    /// `dns = "HOST:PORT"`: A and AAAA records of `host`, each address with `port`.
+    Dns { host: String, port: u16 },
+    /// `srv = "_SERVICE._PROTO.NAME"`: target, port, weight and priority from the records.
+    Srv(String),
+}
+
+impl std::fmt::Display for DiscoverName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoverName::Dns { host, port } if host.contains(':') => {
+                write!(f, "dns [{host}]:{port}")
+            }
+            DiscoverName::Dns { host, port } => write!(f, "dns {host}:{port}"),
+            DiscoverName::Srv(name) => write!(f, "srv {name}"),
+        }
+    }
+}
+
+/// `[pool.NAME.discover]` (DESIGN.md §22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverOpts {
+    pub name: DiscoverName,
+    /// How often the name is resolved again (a shorter record TTL shortens it, never below
+    /// [`DiscoverOpts::MIN_INTERVAL`]).
+    pub interval: Duration,
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub resolvers: Vec<SocketAddr>,
+    /// The weight of each A/AAAA address (SRV records carry their own).
+    pub weight: u32,
+}
+
+impl DiscoverOpts {
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 #[derive(Debug, Clone)]
@@ -458,6 +519,10 @@ pub struct Pool {
     pub circuit_breaker: Option<BreakerOpts>,
     /// `None`: plain HTTP to the backends.
     pub tls: Option<UpstreamTls>,
+    /// `None`: only the backends written in the file (DESIGN.md §22).
+    pub discover: Option<DiscoverOpts>,
+    /// The file's backends first, then the discovered ones (sorted by id) once merged in by the
+    /// control plane: a freshly loaded `Config` holds only the file's.
     pub backends: Vec<BackendConf>,
 }
 

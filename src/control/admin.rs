@@ -241,9 +241,11 @@ impl AdminApp {
                     .zip(view.shown.iter())
                     .enumerate()
                     .map(|(i, (b, shown))| {
+                        let conf = &p.conf.backends[i];
                         let mut j = json!({
                             "id": &*b.id,
                             "addr": b.addr.to_string(),
+                            "source": conf.source.as_str(),
                             "weight": b.weight,
                             // Slow start: the weight round-robin and new sessions use now.
                             "effective_weight": f64::from(b.state.effective_weight_tenths(b.weight, p.conf.slow_start)) / 10.0,
@@ -261,6 +263,11 @@ impl AdminApp {
                         });
                         // Circuit breaker: the slots this backend's requests hold now, and the
                         // requests pinned to it that wait for one.
+                        if matches!(p.conf.discover, Some(crate::config::DiscoverOpts { name: crate::config::DiscoverName::Srv(_), .. }))
+                            && conf.source == crate::config::BackendSource::Dns
+                        {
+                            j["priority"] = json!(conf.priority);
+                        }
                         if let Some(br) = &p.breaker {
                             j["breaker_in_flight"] = json!(br.in_use(i as u32));
                             j["breaker_queued"] = json!(br.queued(i as u32));
@@ -282,6 +289,13 @@ impl AdminApp {
                     "last_10s": window(traffic.window(&p.name, "")),
                     "moves": moves,
                 });
+                if let Some(d) = self
+                    .reloader
+                    .discovery()
+                    .status(&p.name, p.conf.discover.as_ref())
+                {
+                    pj["discovery"] = d;
+                }
                 if let Some(br) = &p.breaker {
                     let (full, timeout) = br.rejections();
                     pj["circuit_breaker"] = json!({

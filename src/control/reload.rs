@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, DiscoverOpts};
+use crate::control::discover::resolve::{Answer, Failure};
+use crate::control::discover::{Applied, Discovery};
 use crate::control::health::Health;
 use crate::snapshot::Store;
 use crate::state::tls::Certs;
@@ -71,6 +73,8 @@ pub struct Reloader {
     /// Applies a new `[log] level` without a restart.
     set_level: Option<SetLevel>,
     last: Mutex<Option<LastReload>>,
+    /// The backends found through DNS, merged into every configuration installed (§22).
+    discovery: Arc<Discovery>,
 }
 
 impl Reloader {
@@ -80,6 +84,7 @@ impl Reloader {
         certs: Arc<Certs>,
         path: Option<PathBuf>,
         set_level: Option<SetLevel>,
+        discovery: Arc<Discovery>,
     ) -> Reloader {
         Reloader {
             store,
@@ -89,7 +94,16 @@ impl Reloader {
             state: Mutex::new(None),
             set_level,
             last: Mutex::new(None),
+            discovery,
         }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
     }
 
     /// The last reload attempt since start, if any.
@@ -153,6 +167,8 @@ impl Reloader {
                 m.last_reload_ok.set(1);
                 let (snap, diff) = self.store.install(new);
                 self.health.sync(&snap);
+                crate::control::discover::publish(m, &snap.config, Some(&current.config));
+                self.discovery.installed(&snap.config, allow_moves);
                 if level_changed {
                     if let Some(set) = &self.set_level {
                         if let Err(e) = set(&level) {
@@ -229,8 +245,10 @@ impl Reloader {
         old: &Config,
         allow_moves: bool,
     ) -> Result<(Config, Vec<String>), (Option<String>, Vec<String>, bool)> {
-        let new = config::load(path)
+        let mut new = config::load(path)
             .map_err(|e| (None, e.0.iter().map(|e| e.to_string()).collect(), false))?;
+        // The backends found through DNS stay (a forced reload also applies held-back answers).
+        self.discovery.merge(&mut new, allow_moves);
         for w in &new.warnings {
             tracing::warn!("configuration: {w}");
         }
@@ -268,6 +286,105 @@ impl Reloader {
         Ok((new, lines))
     }
 
+    /// Applies one resolution of `pool`'s `[discover]` name (`opts`) like a reload of that pool
+    /// (DESIGN.md §22): a failure or an unchanged answer changes nothing; a changed one is
+    /// installed — unless it moves more than `max_reload_move` allows, then it is held back
+    /// until `POST /reload?force=true` or a different answer. Serialized with file reloads.
+    pub fn apply_discovered(
+        &self,
+        pool: &str,
+        opts: &DiscoverOpts,
+        outcome: Result<Answer, Failure>,
+    ) {
+        let _serial = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.store.load();
+        let still = current
+            .config
+            .pools
+            .iter()
+            .any(|p| p.name == pool && p.discover.as_ref() == Some(opts));
+        if !still {
+            // Reconfigured meanwhile: the task resolves the new name next.
+            return;
+        }
+        let m = self.store.metrics();
+        let count = |result: &str| {
+            m.discovery_resolutions
+                .with_label_values(&[pool, result])
+                .inc();
+        };
+        let d = &self.discovery;
+        let answer = match outcome {
+            Ok(a) => a,
+            Err(f) => return count(d.failed(pool, &opts.name, f)),
+        };
+        if d.is_applied(pool, &answer.backends) {
+            return count(d.resolved(pool, &opts.name, Applied::Unchanged, answer.backends, None));
+        }
+        let mut new = (*current.config).clone();
+        if let Some(p) = new.pools.iter_mut().find(|p| p.name == pool) {
+            p.backends
+                .retain(|b| b.source == config::BackendSource::Static);
+            let extra: Vec<_> = answer
+                .backends
+                .iter()
+                .filter(|a| !p.backends.iter().any(|s| s.id == a.id || s.addr == a.addr))
+                .cloned()
+                .collect();
+            p.backends.extend(extra);
+        }
+        let registry = self.store.registry();
+        let in_maint = |pool: &str, id: &str| {
+            registry
+                .get(pool, id)
+                .is_some_and(|s| s.admin() == crate::state::backend::Admin::Maint)
+        };
+        let impacts = crate::balance::impact::between(&current.config, &new, &in_maint);
+        let lines: Vec<String> = impacts.iter().map(ToString::to_string).collect();
+        if let Some(max) = current.config.server.max_reload_move {
+            if !crate::balance::impact::over(&impacts, max).is_empty() {
+                if d.held(pool).as_deref() != Some(&answer.backends[..]) {
+                    tracing::warn!(
+                        pool,
+                        "discovery: {}: the new answer ({}) is held back: it moves more than server.max_reload_move = {max} ({:.1}%) of the pool's sessions; POST /reload?force=true applies it",
+                        opts.name,
+                        ids(&answer.backends),
+                        max * 100.0
+                    );
+                    for line in &lines {
+                        tracing::warn!("{line}");
+                    }
+                }
+                let detail = format!(
+                    "held back by server.max_reload_move = {max}: {}",
+                    lines.join("; ")
+                );
+                return count(d.resolved(
+                    pool,
+                    &opts.name,
+                    Applied::Held,
+                    answer.backends,
+                    Some(detail),
+                ));
+            }
+        }
+        let (snap, diff) = self.store.install(new);
+        self.health.sync(&snap);
+        crate::control::discover::publish(m, &snap.config, Some(&current.config));
+        tracing::info!(
+            pool,
+            generation = snap.generation,
+            "discovery: {}: {} backends ({}): {diff}",
+            opts.name,
+            answer.backends.len(),
+            ids(&answer.backends)
+        );
+        for line in &lines {
+            tracing::info!("{line}");
+        }
+        count(d.resolved(pool, &opts.name, Applied::Changed, answer.backends, None));
+    }
+
     /// Polls the file once a second while `server.watch` is on; reloads when its content hash
     /// changes. Polling (rather than inotify) also sees edits through symlink swaps, as
     /// Kubernetes ConfigMaps and atomic deploys do.
@@ -283,6 +400,14 @@ impl Reloader {
             let _ = tokio::task::spawn_blocking(move || me.reload("watch", false)).await;
         }
     }
+}
+
+fn ids(backends: &[config::BackendConf]) -> String {
+    backends
+        .iter()
+        .map(|b| b.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Differences that need new sockets or runtimes: a reload cannot apply them.

@@ -208,6 +208,12 @@ fn same_members(old: &Pool, pc: &config::Pool, backends: &[Backend]) -> bool {
             .iter()
             .zip(backends)
             .all(|(o, n)| o.id == n.id && o.weight == n.weight)
+        && old
+            .conf
+            .backends
+            .iter()
+            .map(|b| b.priority)
+            .eq(pc.backends.iter().map(|b| b.priority))
 }
 
 fn cookie_attrs(c: &config::CookieOpts) -> String {

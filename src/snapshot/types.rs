@@ -129,6 +129,23 @@ impl View {
             .iter()
             .map(|s| serving_of(s) && s.admin == Admin::Ready)
             .collect();
+        // SRV priorities (DESIGN.md §22): only the lowest-numbered group with a serving member
+        // takes traffic; the others stand by.
+        let top = pool
+            .backends
+            .iter()
+            .zip(serving.iter())
+            .filter(|(_, s)| **s)
+            .map(|(b, _)| b.priority)
+            .min();
+        if let Some(top) = top {
+            for (i, b) in pool.backends.iter().enumerate() {
+                if b.priority > top {
+                    serving[i] = false;
+                    assignable[i] = false;
+                }
+            }
+        }
         let mut failed_open = false;
         if pool.fail_open && !serving.iter().any(|s| *s) {
             serving.iter_mut().for_each(|s| *s = true);

@@ -45,7 +45,7 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 23] = [
+pub const NAMES: [&str; 25] = [
     "tether_jwt_total",
     "tether_hash_overflow_total",
     "tether_outlier_ejections_total",
@@ -69,7 +69,12 @@ pub const NAMES: [&str; 23] = [
     "tether_queue_length",
     "tether_backend_queued",
     "tether_queue_rejections_total",
+    "tether_discovery_backends",
+    "tether_discovery_resolutions_total",
 ];
+
+/// Results of `tether_discovery_resolutions_total` (DESIGN.md §22).
+pub const RESOLUTION_RESULTS: [&str; 5] = ["changed", "unchanged", "held", "error", "empty"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -100,6 +105,10 @@ pub struct Metrics {
     /// `tether_jwt_total{jwt,result}` (DESIGN.md §15).
     pub jwt: IntCounterVec,
     pub hash_overflow: IntCounterVec,
+    /// `tether_discovery_backends{pool}` and `tether_discovery_resolutions_total{pool,result}`
+    /// (DESIGN.md §22).
+    pub discovery_backends: IntGaugeVec,
+    pub discovery_resolutions: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -274,6 +283,18 @@ impl Metrics {
                 "tether_hash_overflow_total",
                 "Requests that bounded-load hashing sent past their key's owner because it had too many in flight, by the skipped owner.",
                 &["pool", "backend"],
+            ),
+            discovery_backends: gauge_vec(
+                &r,
+                "tether_discovery_backends",
+                "Backends of the pool found through [pool.NAME.discover] (DNS) and in service now.",
+                &["pool"],
+            ),
+            discovery_resolutions: counter(
+                &r,
+                "tether_discovery_resolutions_total",
+                "DNS resolutions of a pool's [discover] name, by result: changed (applied), unchanged, held (moved more than max_reload_move allows), error (timeout, SERVFAIL, NXDOMAIN: the last good set is kept), empty (no records: kept too).",
+                &["pool", "result"],
             ),
             registry: r,
         }

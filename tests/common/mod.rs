@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod dns;
 pub mod fault;
 pub mod h2;
 pub mod raw;
@@ -168,9 +169,21 @@ pub struct Backend {
 impl Backend {
     /// Start a backend called `name` on a fresh 127.0.0.1 port. It is accepting when this returns.
     pub fn start(name: &str) -> Backend {
+        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind backend on 127.0.0.1:0");
+        Backend::serve_on(name, listener)
+    }
+
+    /// Start a backend called `name` on `addr` (a loopback address such as `127.0.0.3:PORT`:
+    /// DNS answers name backends by address, with one port for all). Panics if it cannot bind.
+    pub fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let listener =
+            StdTcpListener::bind(addr).unwrap_or_else(|e| panic!("bind backend on {addr}: {e}"));
+        Backend::serve_on(name, listener)
+    }
+
+    fn serve_on(name: &str, listener: StdTcpListener) -> Backend {
         let name_header = HeaderValue::from_str(name)
             .unwrap_or_else(|_| panic!("backend name {name:?} is not a valid header value"));
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind backend on 127.0.0.1:0");
         let addr = listener.local_addr().expect("backend local_addr");
         let shared = Arc::new(BackendShared {
             name: name.to_string(),
@@ -815,7 +828,7 @@ fn read_lossy(path: &Path) -> String {
 }
 
 /// Send `signal` (e.g. "TERM", "HUP") with `kill(1)`; whether it was delivered.
-fn send_signal(pid: u32, signal: &str) -> bool {
+pub fn send_signal(pid: u32, signal: &str) -> bool {
     Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())

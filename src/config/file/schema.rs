@@ -134,7 +134,18 @@ pub(crate) struct Pool {
     pub slow_start: Option<RawDuration>,
     pub circuit_breaker: Option<CircuitBreaker>,
     pub tls: Option<UpstreamTls>,
+    pub discover: Option<Discover>,
     pub backend: Option<Vec<Backend>>,
+}
+
+/// `[pool.NAME.discover]`: backends found through DNS (DESIGN.md §22).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Discover {
+    pub dns: Option<String>,
+    pub srv: Option<String>,
+    pub interval: Option<RawDuration>,
+    pub resolvers: Option<Vec<String>>,
+    pub weight: Option<i64>,
 }
 
 /// `[pool.NAME.tls]`: TLS to the pool's backends (DESIGN.md §17).

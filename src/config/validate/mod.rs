@@ -23,11 +23,13 @@ use toml_edit::ImDocument;
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
-    content_hash, Affinity, BackendConf, BreakerOpts, CaBundle, CertPair, Config, CookieOpts,
-    Engine, Fallback, HashOpts, HealthOpts, HostMatch, KeySpec, Limits, Log, LogFormat, Named,
-    OutlierOpts, Policy, Pool, Protocol, Route, SameSite, Server, Source, TlsListener, UpstreamTls,
+    content_hash, Affinity, BackendConf, BackendSource, BreakerOpts, CaBundle, CertPair, Config,
+    CookieOpts, DiscoverName, DiscoverOpts, Engine, Fallback, HashOpts, HealthOpts, HostMatch,
+    KeySpec, Limits, Log, LogFormat, Named, OutlierOpts, Policy, Pool, Protocol, Route, SameSite,
+    Server, Source, TlsListener, UpstreamTls,
 };
 
+mod discover;
 mod jwt;
 mod pool;
 mod ratelimit;

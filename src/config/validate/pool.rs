@@ -1,4 +1,5 @@
-//! `[pool.NAME]` and its tables: policy, cookie, hash, health, outlier, backends.
+//! `[pool.NAME]` and its tables: policy, cookie, hash, health, outlier, backends (`discover`
+//! is in `discover.rs`).
 
 use super::*;
 
@@ -125,10 +126,17 @@ impl Cx<'_> {
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
         let list = p.backend.as_deref().unwrap_or_default();
-        if list.is_empty() {
+        let discover = p
+            .discover
+            .as_ref()
+            .and_then(|d| self.discover(&kp.key("discover"), d));
+        if list.is_empty() && p.discover.is_none() {
             self.missing(
                 &backend_kp,
-                format!("a pool needs at least one [[{backend_kp}]] with id and addr"),
+                format!(
+                    "a pool needs at least one [[{backend_kp}]] with id and addr, or a [{}] table",
+                    kp.key("discover")
+                ),
             );
         }
         let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -171,6 +179,7 @@ impl Cx<'_> {
             slow_start,
             circuit_breaker,
             tls,
+            discover,
             backends,
         }
     }
@@ -533,6 +542,8 @@ impl Cx<'_> {
             id: id?,
             addr: addr?,
             weight,
+            source: BackendSource::Static,
+            priority: 0,
         })
     }
 }

@@ -1,0 +1,526 @@
+//! DNS discovery (DESIGN.md §22): each pool with `[pool.NAME.discover]` is resolved on the
+//! control runtime, at start and then every `interval` (or its records' TTL, if shorter, never
+//! below 1 s). The answers live here, per pool; every configuration tether installs is the
+//! file's with them merged in ([`Discovery::merge`]), so a file reload keeps them and a changed
+//! answer is applied like a reload of that pool (`Reloader::apply_discovered`: health and
+//! sessions of unchanged backends kept, the §16 impact logged, `max_reload_move` obeyed).
+//!
+//! Owns: the discovered sets (applied and held back), the last resolution of each pool, the
+//! per-pool resolution tasks and the start-up resolution. Must not touch: the snapshot (it goes
+//! through the reloader, which installs configurations) or anything on the request path.
+
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use crate::config::{BackendConf, BackendSource, Config, DiscoverName, DiscoverOpts};
+use crate::control::reload::Reloader;
+use resolve::{Answer, Failure};
+
+/// The outcome of one resolution, as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub at: SystemTime,
+    /// `changed`, `unchanged`, `held`, `error` or `empty`.
+    pub result: &'static str,
+    /// Backends in the answer (0 for a failure).
+    pub answers: usize,
+    /// Why it failed, or what was held back.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    /// What the sets were resolved from: a new name starts a new history.
+    name: DiscoverName,
+    /// In service: merged into every configuration installed.
+    applied: Vec<BackendConf>,
+    /// An answer refused by `max_reload_move`, waiting for `POST /reload?force=true`.
+    held: Option<Vec<BackendConf>>,
+    last: Option<Resolution>,
+    /// The failure being logged (`None` while resolutions succeed): logged once per change.
+    failing: Option<Failure>,
+}
+
+/// What a resolution did, for the caller's bookkeeping.
+pub enum Applied {
+    Changed,
+    Unchanged,
+    Held,
+}
+
+/// The discovered backends of every pool (shared by the reloader and the resolution tasks).
+#[derive(Default)]
+pub struct Discovery {
+    pools: Mutex<HashMap<String, PoolState>>,
+    /// Woken after a reload changed a pool's `[discover]`, so its task resolves the new name at
+    /// once.
+    reconfigured: tokio::sync::Notify,
+}
+
+impl Discovery {
+    pub fn new() -> Discovery {
+        Discovery::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PoolState>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the discovered backends of every pool of `config` that has `[discover]` with the
+    /// current set (`with_held`: the held-back answer where there is one). A discovered backend
+    /// whose id or address a file backend already has is left out: the file's wins.
+    pub fn merge(&self, config: &mut Config, with_held: bool) {
+        let pools = self.lock();
+        for p in &mut config.pools {
+            p.backends.retain(|b| b.source == BackendSource::Static);
+            if p.discover.is_none() {
+                continue;
+            }
+            let Some(st) = pools.get(&p.name) else {
+                continue;
+            };
+            let set = match (&st.held, with_held) {
+                (Some(held), true) => held,
+                _ => &st.applied,
+            };
+            let extra: Vec<BackendConf> = set
+                .iter()
+                .filter(|d| !p.backends.iter().any(|s| s.id == d.id || s.addr == d.addr))
+                .cloned()
+                .collect();
+            p.backends.extend(extra);
+        }
+    }
+
+    /// After `config` was installed: pools that lost `[discover]` forget their sets; with
+    /// `with_held`, held answers are in service now. Tells the resolution tasks to look at the
+    /// configuration again.
+    pub fn installed(&self, config: &Config, with_held: bool) {
+        let mut pools = self.lock();
+        pools.retain(|name, _| {
+            config
+                .pools
+                .iter()
+                .any(|p| &p.name == name && p.discover.is_some())
+        });
+        for (name, st) in pools.iter_mut() {
+            if with_held {
+                if let Some(held) = st.held.take() {
+                    tracing::info!(pool = %name, "discovery: the held-back answer ({} backends) is in service (forced)", held.len());
+                    st.applied = held;
+                }
+            }
+        }
+        drop(pools);
+        self.reconfigured.notify_waiters();
+    }
+
+    /// The set in service for `pool` (`None`: not resolved yet).
+    pub fn applied(&self, pool: &str) -> Option<Vec<BackendConf>> {
+        self.lock().get(pool).map(|s| s.applied.clone())
+    }
+
+    /// Records a resolution of `pool` (resolved from `name`) that left the set as it was, or
+    /// failed; logs a failure once per change of state. Returns the `result` label.
+    fn note(&self, pool: &str, name: &DiscoverName, outcome: Note) -> &'static str {
+        let mut pools = self.lock();
+        let st = pools.entry(pool.to_owned()).or_insert_with(|| PoolState {
+            name: name.clone(),
+            applied: Vec::new(),
+            held: None,
+            last: None,
+            failing: None,
+        });
+        if st.name != *name {
+            // A reload changed the name: the old set serves until the new name answers.
+            st.name = name.clone();
+            st.held = None;
+            st.failing = None;
+        }
+        let (result, answers, detail) = match outcome {
+            Note::Failed(f) => {
+                if st.failing.as_ref() != Some(&f) {
+                    tracing::warn!(
+                        pool,
+                        "discovery: {name}: {} ({}); keeping the last good set of {} backends",
+                        f.message(),
+                        f.result(),
+                        st.applied.len()
+                    );
+                }
+                let (r, m) = (f.result(), f.message().to_owned());
+                st.failing = Some(f);
+                (r, 0, Some(m))
+            }
+            Note::Resolved {
+                result,
+                set,
+                held,
+                detail,
+            } => {
+                if st.failing.take().is_some() {
+                    tracing::info!(
+                        pool,
+                        "discovery: {name} resolves again ({} backends)",
+                        set.len()
+                    );
+                }
+                let n = set.len();
+                if result == "changed" {
+                    st.applied = set;
+                }
+                st.held = held;
+                (result, n, detail)
+            }
+        };
+        st.last = Some(Resolution {
+            at: SystemTime::now(),
+            result,
+            answers,
+            detail,
+        });
+        result
+    }
+
+    /// `/status`'s `discovery` of a pool (`None` without `[discover]`).
+    pub fn status(&self, pool: &str, opts: Option<&DiscoverOpts>) -> Option<serde_json::Value> {
+        let opts = opts?;
+        let pools = self.lock();
+        let st = pools.get(pool);
+        let rfc3339 = crate::control::drain::rfc3339;
+        let (kind, name) = match &opts.name {
+            DiscoverName::Dns { host, port } => ("dns", format!("{host}:{port}")),
+            DiscoverName::Srv(n) => ("srv", n.clone()),
+        };
+        Some(json!({
+            kind: name,
+            "interval": humantime::format_duration(opts.interval).to_string(),
+            "resolvers": if opts.resolvers.is_empty() {
+                json!("system")
+            } else {
+                json!(opts.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>())
+            },
+            "backends": st.map_or(0, |s| s.applied.len()),
+            "last_resolution": st.and_then(|s| s.last.as_ref()).map(|r| json!({
+                "time": rfc3339(Some(r.at)),
+                "result": r.result,
+                "answers": r.answers,
+                "detail": r.detail,
+            })),
+            "held": st.and_then(|s| s.held.as_ref()).map(|h| h.iter().map(|b| b.id.clone()).collect::<Vec<_>>()),
+        }))
+    }
+}
+
+enum Note {
+    Failed(Failure),
+    Resolved {
+        result: &'static str,
+        set: Vec<BackendConf>,
+        held: Option<Vec<BackendConf>>,
+        detail: Option<String>,
+    },
+}
+
+/// The same backends (ids, addresses, weights, priorities) in the same order.
+fn same_set(a: &[BackendConf], b: &[BackendConf]) -> bool {
+    a == b
+}
+
+/// When to resolve again: `interval`, or the answer's shortest TTL if that is sooner, never
+/// sooner than 1 s.
+fn next_after(opts: &DiscoverOpts, ttl: Option<Duration>) -> Duration {
+    ttl.map_or(opts.interval, |t| t.min(opts.interval))
+        .max(DiscoverOpts::MIN_INTERVAL)
+}
+
+/// Resolves every discovered pool of `config` once, concurrently (each bounded by the
+/// resolver's timeouts), records the answers, and merges them into `config`: the first
+/// snapshot serves them. A name that does not resolve leaves its pool empty (503) until it does.
+pub fn initial(
+    d: &Discovery,
+    config: &mut Config,
+    metrics: &crate::state::metrics::Metrics,
+    rt: &tokio::runtime::Handle,
+) {
+    let jobs: Vec<(String, DiscoverOpts)> = config
+        .pools
+        .iter()
+        .filter_map(|p| p.discover.clone().map(|o| (p.name.clone(), o)))
+        .collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let results = rt.block_on(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for (pool, opts) in jobs {
+            set.spawn(async move {
+                let r = resolve_once(&opts).await;
+                (pool, opts, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            out.push(r);
+        }
+        out
+    });
+    for (pool, opts, r) in results {
+        let note = match r {
+            Ok(a) => {
+                tracing::info!(
+                    pool = %pool,
+                    "discovery: {}: {} backends ({})",
+                    opts.name,
+                    a.backends.len(),
+                    a.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                Note::Resolved {
+                    result: "changed",
+                    set: a.backends,
+                    held: None,
+                    detail: None,
+                }
+            }
+            Err(f) => {
+                tracing::warn!(pool = %pool, "discovery: {}: {}: the pool has no backends until it resolves", opts.name, f.message());
+                Note::Failed(f)
+            }
+        };
+        let result = d.note(&pool, &opts.name, note);
+        metrics
+            .discovery_resolutions
+            .with_label_values(&[&pool, result])
+            .inc();
+    }
+    d.merge(config, false);
+    publish(metrics, config, None);
+}
+
+/// Sets `tether_discovery_backends` for the pools of `config` that discover (the backends in
+/// service that came from DNS), and drops the series of pools of `previous` that no longer do.
+pub fn publish(m: &crate::state::metrics::Metrics, config: &Config, previous: Option<&Config>) {
+    for p in config.pools.iter().filter(|p| p.discover.is_some()) {
+        let n = p
+            .backends
+            .iter()
+            .filter(|b| b.source == BackendSource::Dns)
+            .count();
+        m.discovery_backends
+            .with_label_values(&[&p.name])
+            .set(n as i64);
+    }
+    for old in previous.map_or(&[][..], |c| &c.pools[..]) {
+        let still = config
+            .pools
+            .iter()
+            .any(|p| p.name == old.name && p.discover.is_some());
+        if old.discover.is_some() && !still {
+            let _ = m.discovery_backends.remove_label_values(&[&old.name]);
+            for r in crate::state::metrics::RESOLUTION_RESULTS {
+                let _ = m.discovery_resolutions.remove_label_values(&[&old.name, r]);
+            }
+        }
+    }
+}
+
+/// One resolution with a fresh resolver (start-up and `tether check`).
+pub async fn resolve_once(opts: &DiscoverOpts) -> Result<Answer, Failure> {
+    let r = resolve::resolver(&opts.resolvers).map_err(Failure::Error)?;
+    resolve::resolve(&r, opts).await
+}
+
+/// Starts the resolution loop of every discovered pool on `rt`, and a supervisor that starts
+/// the loop of a pool that gains `[discover]` by a reload.
+pub fn start(reloader: Arc<Reloader>, rt: &tokio::runtime::Handle) {
+    let handle = rt.clone();
+    rt.spawn(async move {
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            let snap = reloader.store().load();
+            running.retain(|_, h| !h.is_finished());
+            for p in &snap.pools {
+                if p.conf.discover.is_some() && !running.contains_key(&*p.name) {
+                    let task = handle.spawn(pool_loop(reloader.clone(), p.name.to_string()));
+                    running.insert(p.name.to_string(), task);
+                }
+            }
+            drop(snap);
+            let d = reloader.discovery().clone();
+            tokio::select! {
+                _ = d.reconfigured.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+/// Resolves `pool`'s name until the pool or its `[discover]` is gone.
+async fn pool_loop(reloader: Arc<Reloader>, pool: String) {
+    let discovery = reloader.discovery().clone();
+    let mut resolver: Option<(Vec<SocketAddr>, hickory_resolver::TokioAsyncResolver)> = None;
+    // The start-up resolution was just done: the first pass waits its interval, unless the pool
+    // has not resolved yet.
+    let mut first = true;
+    loop {
+        let Some(opts) = reloader
+            .store()
+            .load()
+            .pool(&pool)
+            .and_then(|p| p.conf.discover.clone())
+        else {
+            return;
+        };
+        let resolved = discovery.lock().get(&pool).is_some_and(|s| {
+            s.name == opts.name
+                && s.last
+                    .as_ref()
+                    .is_some_and(|l| matches!(l.result, "changed" | "unchanged" | "held"))
+        });
+        let wait = if first && resolved {
+            Some(opts.interval)
+        } else {
+            None
+        };
+        first = false;
+        if let Some(wait) = wait {
+            let woken = discovery.reconfigured.notified();
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        if resolver.as_ref().is_none_or(|(s, _)| *s != opts.resolvers) {
+            resolver = match resolve::resolver(&opts.resolvers) {
+                Ok(r) => Some((opts.resolvers.clone(), r)),
+                Err(e) => {
+                    discovery.note(&pool, &opts.name, Note::Failed(Failure::Error(e)));
+                    reloader
+                        .store()
+                        .metrics()
+                        .discovery_resolutions
+                        .with_label_values(&[&pool, "error"])
+                        .inc();
+                    tokio::time::sleep(opts.interval).await;
+                    continue;
+                }
+            };
+        }
+        let Some((_, r)) = &resolver else { continue };
+        let outcome = resolve::resolve(r, &opts).await;
+        let ttl = outcome.as_ref().ok().and_then(|a| a.ttl);
+        let (me, p, o) = (reloader.clone(), pool.clone(), opts.clone());
+        let _ = tokio::task::spawn_blocking(move || me.apply_discovered(&p, &o, outcome)).await;
+        let woken = discovery.reconfigured.notified();
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(next_after(&opts, ttl)) => {}
+        }
+    }
+}
+
+/// What [`Reloader::apply_discovered`] needs from this module: the set recorded for `pool`, and
+/// the recording of the outcome.
+impl Discovery {
+    /// Records a failed resolution (the last good set stays).
+    pub fn failed(&self, pool: &str, name: &DiscoverName, f: Failure) -> &'static str {
+        self.note(pool, name, Note::Failed(f))
+    }
+
+    /// Records a successful resolution: `result` is `changed` (now `set` is in service),
+    /// `unchanged` or `held` (`held` waits for a forced reload).
+    pub fn resolved(
+        &self,
+        pool: &str,
+        name: &DiscoverName,
+        result: Applied,
+        set: Vec<BackendConf>,
+        detail: Option<String>,
+    ) -> &'static str {
+        let (result, held) = match result {
+            Applied::Changed => ("changed", None),
+            Applied::Unchanged => ("unchanged", None),
+            Applied::Held => ("held", Some(set.clone())),
+        };
+        self.note(
+            pool,
+            name,
+            Note::Resolved {
+                result,
+                set,
+                held,
+                detail,
+            },
+        )
+    }
+
+    /// The held-back answer of `pool`, if any.
+    pub fn held(&self, pool: &str) -> Option<Vec<BackendConf>> {
+        self.lock().get(pool).and_then(|s| s.held.clone())
+    }
+
+    /// Whether `set` is what `pool` has in service.
+    pub fn is_applied(&self, pool: &str, set: &[BackendConf]) -> bool {
+        self.lock()
+            .get(pool)
+            .is_some_and(|s| same_set(&s.applied, set))
+    }
+}
+
+/// `tether check`: resolves every `[discover]` name of `config` once. Each line is
+/// `(is_warning, text)`: what a name resolved to, or a warning that it did not (not an error: a
+/// pool whose name does not resolve yet starts empty and fills when it does).
+pub fn check(config: &Config) -> Vec<(bool, String)> {
+    let jobs: Vec<(String, DiscoverOpts)> = config
+        .pools
+        .iter()
+        .filter_map(|p| p.discover.clone().map(|o| (p.name.clone(), o)))
+        .collect();
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![(true, format!("cannot resolve [discover] names: {e}"))],
+    };
+    rt.block_on(async {
+        let mut lines = Vec::new();
+        for (pool, opts) in jobs {
+            lines.push(match resolve_once(&opts).await {
+                Ok(a) => (
+                    false,
+                    format!(
+                        "pool.{pool}.discover: {} resolves to {} backend{} ({})",
+                        opts.name,
+                        a.backends.len(),
+                        if a.backends.len() == 1 { "" } else { "s" },
+                        a.backends
+                            .iter()
+                            .map(|b| b.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Err(f) => (
+                    true,
+                    format!(
+                        "pool.{pool}.discover: {} did not resolve ({}): the pool has no discovered backends until it does",
+                        opts.name,
+                        f.message()
+                    ),
+                ),
+            });
+        }
+        lines
+    })
+}
