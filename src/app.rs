@@ -220,7 +220,7 @@ pub fn run(opts: RunOpts, extra: impl FnOnce(&mut Server)) -> Result<(), String>
         discovery,
     ));
     control.spawn(reloader.clone().watch());
-    crate::control::discover::start(reloader.clone(), control.handle());
+    crate::control::discover::tasks::start(reloader.clone(), control.handle());
     // Requests per second and 5xx share over 10 s for /status and the status page.
     control.spawn(crate::control::traffic::run(store.clone()));
     if let Some(mut signals) = sighup {

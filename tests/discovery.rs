@@ -602,6 +602,21 @@ fn an_answer_moving_too_many_sessions_is_held_until_forced() {
             r.backend()
         );
     }
+    // The answer going back to the set in service clears the held one…
+    dns.set_hosts(&hosts_file("app.test", &[2, 3]));
+    wait_for("the held answer dropped", WAIT, || {
+        discovery_status(&t, "app")["held"].is_null()
+    });
+    assert_eq!(
+        discovery_status(&t, "app")["last_resolution"]["result"],
+        "unchanged"
+    );
+    // …and the mistake coming again is held again (and logged again: a new state).
+    dns.set_hosts(&hosts_file("app.test", &[4, 5]));
+    wait_for("held again", WAIT, || {
+        !discovery_status(&t, "app")["held"].is_null()
+    });
+    assert_eq!(t.stderr().matches("is held back").count(), 2);
     // Forced: the held answer goes in.
     let r = post(&t.admin_url("/reload?force=true"), &[], "");
     assert_eq!(r.status, 200, "{}", r.body);

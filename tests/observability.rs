@@ -154,8 +154,16 @@ policy = "hash"
 [pool.hashed.hash]
 key = "header:X-User"
 balance_factor = 1.25
+
+# DNS discovery (DESIGN.md §22) through the system's resolver: `localhost` is in /etc/hosts, so
+# its families are exported without a DNS server (tests/discovery.rs runs a real one).
+[pool.found]
+policy = "round_robin"
+[pool.found.discover]
+dns = "localhost:{found_port}"
 "#,
-        jwt_key = jwt_key.display()
+        jwt_key = jwt_key.display(),
+        found_port = web[0].addr().port()
     );
     c.push_str(&backend_tables("web", web));
     c.push_str(&backend_tables("shop", shop));

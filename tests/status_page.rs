@@ -654,8 +654,9 @@ max_ejected_percent = 50
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     for id in ["solo", "pair-a", "pair-b"] {
         assert!(
-            page.body
-                .contains(&format!("<tr data-backend=\"{id}\" class=\"s-up\">")),
+            page.body.contains(&format!(
+                "<tr data-backend=\"{id}\" data-source=\"static\" class=\"s-up\">"
+            )),
             "{id} not rendered"
         );
     }
@@ -746,11 +747,12 @@ max_ejected_percent = 50
     let page = common::get(&t.admin_url("/"), &[]).body;
     let id = ejected[0]["id"].as_str().unwrap();
     assert!(
-        page.contains(&format!("<tr data-backend=\"{id}\" class=\"s-ejected\">"))
-            && page.contains(&format!(
-                "<span class=\"badge s-ejected\">ejected</span> until {}",
-                ejected[0]["ejected_until"].as_str().unwrap()
-            )),
+        page.contains(&format!(
+            "<tr data-backend=\"{id}\" data-source=\"static\" class=\"s-ejected\">"
+        )) && page.contains(&format!(
+            "<span class=\"badge s-ejected\">ejected</span> until {}",
+            ejected[0]["ejected_until"].as_str().unwrap()
+        )),
         "the page does not show {id} ejected until then"
     );
 }

@@ -30,7 +30,11 @@ impl Diff {
                     for b in &p.backends {
                         match o.backends.iter().find(|ob| ob.id == b.id) {
                             None => d.backends_added.push(format!("{}/{}", p.name, b.id)),
-                            Some(ob) if ob.addr != b.addr || ob.weight != b.weight => {
+                            Some(ob)
+                                if ob.addr != b.addr
+                                    || ob.weight != b.weight
+                                    || ob.priority != b.priority =>
+                            {
                                 d.backends_changed.push(format!("{}/{}", p.name, b.id))
                             }
                             Some(_) => {}

@@ -264,6 +264,50 @@ fn pool(o: &mut String, p: &Value) {
             ))
         );
     }
+    let d = &p["discovery"];
+    if d.is_object() {
+        let (kind, name) = if d["srv"].is_string() {
+            ("srv", s(d, "srv"))
+        } else {
+            ("dns", s(d, "dns"))
+        };
+        let last = &d["last_resolution"];
+        let result = if last.is_object() {
+            s(last, "result")
+        } else {
+            "none yet"
+        };
+        let mut after = String::new();
+        if last.is_object() {
+            let _ = write!(
+                after,
+                " at {}, {} answers",
+                s(last, "time"),
+                num(&last["answers"])
+            );
+            if let Some(detail) = last["detail"].as_str() {
+                let _ = write!(after, ": {detail}");
+            }
+        }
+        if let Some(held) = d["held"].as_array() {
+            let _ = write!(
+                after,
+                "; an answer of {} backends is held back (POST /reload?force=true applies it)",
+                held.len()
+            );
+        }
+        let _ = write!(
+            o,
+            "<p class=\"discovery\">{}<span data-field=\"discovery.last_resolution.result\">{}</span>{}</p>",
+            esc(&format!(
+                "discovery: {kind} {name} every {}, {} backends from DNS; last resolution: ",
+                s(d, "interval"),
+                num(&d["backends"])
+            )),
+            esc(result),
+            esc(&after)
+        );
+    }
     o.push_str("<table class=\"backends\"><thead><tr>");
     for c in [
         "backend",
@@ -310,12 +354,13 @@ fn backend(o: &mut String, b: &Value, br: &Value) {
     let admin = s(b, "admin");
     let _ = write!(
         o,
-        "<tr data-backend=\"{id}\" class=\"s-{st}\"><td data-field=\"id\">{id}</td>\
+        "<tr data-backend=\"{id}\" data-source=\"{src}\" class=\"s-{st}\"><td data-field=\"id\">{id}</td>\
          <td data-field=\"addr\" class=\"mono\">{}</td>\
          <td data-field=\"state\"><span class=\"badge s-{st}\">{}</span>",
         esc(s(b, "addr")),
         esc(label(state)),
         id = esc(s(b, "id")),
+        src = esc(s(b, "source")),
         st = esc(state),
     );
     let mut after = String::new();
@@ -378,8 +423,11 @@ mod tests {
                 "last_10s": {"seconds": 10, "requests": 123, "responses_5xx": 4, "per_second": 12.3, "percent_5xx": 3.3},
                 "moves": [{"from": "a", "to": "b", "reason": "down", "count": 7}],
                 "circuit_breaker": {"max_in_flight": 5, "max_queue": 10, "queue_timeout": "1s", "queue_length": 2, "rejected_full": 1, "rejected_timeout": 0},
+                "discovery": {"dns": "app.internal:8080", "interval": "5s", "resolvers": "system", "backends": 1,
+                              "last_resolution": {"time": "2029-12-31T23:59:58Z", "result": "held", "answers": 3, "detail": "held back <x>"},
+                              "held": ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]},
                 "backends": [
-                    {"id": "a", "addr": "127.0.0.1:1", "weight": 2, "effective_weight": 0.4, "state": "drain", "admin": "drain",
+                    {"id": "a", "addr": "127.0.0.1:1", "source": "dns", "weight": 2, "effective_weight": 0.4, "state": "drain", "admin": "drain",
                      "health": "up", "ejected": false, "in_flight": 3, "drain_deadline": "2030-01-01T00:00:00Z", "drain_started": "2029-12-31T23:55:00Z",
                      "ejected_until": null, "slow_start": true, "recent_sessions": 17,
                      "last_10s": {"seconds": 10, "requests": 100, "responses_5xx": 0, "per_second": 10.0, "percent_5xx": 0.0},
@@ -412,7 +460,8 @@ mod tests {
             "<span data-field=\"last_10s.per_second\">12.3</span> req/s",
             "<span data-field=\"last_10s.percent_5xx\">3.3 %</span> 5xx",
             "<span data-field=\"circuit_breaker.queue_length\">2</span> of 10 queued (timeout 1s)",
-            "<tr data-backend=\"a\" class=\"s-drain\">",
+            "<tr data-backend=\"a\" data-source=\"dns\" class=\"s-drain\">",
+            "<p class=\"discovery\">discovery: dns app.internal:8080 every 5s, 1 backends from DNS; last resolution: <span data-field=\"discovery.last_resolution.result\">held</span> at 2029-12-31T23:59:58Z, 3 answers: held back &lt;x&gt;; an answer of 3 backends is held back (POST /reload?force=true applies it)</p>",
             "<span class=\"badge s-drain\">draining</span> until 2030-01-01T00:00:00Z <span class=\"badge s-slow\">slow start</span>",
             "<td data-field=\"weight\">0.4 / 2</td>",
             "<td data-field=\"in_flight\">3</td>",

@@ -225,7 +225,7 @@ impl Metrics {
             generation: gauge(
                 &r,
                 "tether_config_generation",
-                "Generation of the running configuration: 1 at start, +1 on each successful reload.",
+                "Generation of the running configuration: 1 at start, +1 on each successful reload and each DNS discovery change applied.",
             ),
             rejected: {
                 let v = counter(

@@ -138,12 +138,15 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// A port free on 127.0.0.1 for both UDP and TCP (from the kernel's ephemeral range).
+/// A port free on 127.0.0.1 for both UDP and TCP, below the kernel's ephemeral range: a stopped
+/// server must get its port back, and tether's resolver dialling a dead server over TCP could
+/// otherwise be given that very port as its own and connect to itself.
 fn free_udp_and_tcp_port() -> u16 {
     for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp 127.0.0.1:0");
-        let port = udp.local_addr().expect("udp local_addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = super::free_port_outside_ephemeral_range();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }

@@ -999,3 +999,116 @@ fn grpc_health_checks() {
         &["pool.web.health.grpc_service", "protocol = \"h2c\""],
     );
 }
+
+#[test]
+fn dns_discovery() {
+    // A pool may have only [discover]; the defaults.
+    let only = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+[[route]]
+pool = "api"
+[pool.api]
+policy = "round_robin"
+[pool.api.discover]
+dns = "App.Internal:8080"
+"#;
+    let c = ok(only);
+    let d = c.pools[0].discover.as_ref().unwrap();
+    assert_eq!(
+        d.name,
+        DiscoverName::Dns {
+            host: "app.internal".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(d.interval, Duration::from_secs(5));
+    assert!(d.resolvers.is_empty());
+    assert_eq!(d.weight, 1);
+    assert!(c.pools[0].backends.is_empty());
+    assert_eq!(d.name.to_string(), "dns app.internal:8080");
+
+    // SRV beside static backends, with resolvers (a bare IP is port 53).
+    let c = ok(&with(
+        "[pool.web.discover]\nsrv = \"_http._tcp.app.internal\"\ninterval = \"2s\"\nresolvers = [\"10.0.0.2:5353\", \"10.0.0.3\", \"[::1]:53\"]\n",
+    ));
+    let d = c.pools[0].discover.as_ref().unwrap();
+    assert_eq!(d.name, DiscoverName::Srv("_http._tcp.app.internal".into()));
+    assert_eq!(
+        d.resolvers,
+        vec![
+            "10.0.0.2:5353".parse().unwrap(),
+            "10.0.0.3:53".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.pools[0].backends[0].source, BackendSource::Static);
+    // An IPv6 literal with a port.
+    let c = ok(&with("[pool.web.discover]\ndns = \"[fd00::1]:80\"\n"));
+    assert_eq!(
+        c.pools[0].discover.as_ref().unwrap().name.to_string(),
+        "dns [fd00::1]:80"
+    );
+
+    let no_backends = only.replace("[pool.api.discover]\ndns = \"App.Internal:8080\"\n", "");
+    has(
+        &errs(&no_backends),
+        &["pool.api.backend", "or a [pool.api.discover] table"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\ndns = \"a.b:80\"\nsrv = \"_x._tcp.a.b\"\n",
+        )),
+        &["pool.web.discover.srv", "not both"],
+    );
+    has(
+        &errs(&with("[pool.web.discover]\ninterval = \"5s\"\n")),
+        &["pool.web.discover.dns", "missing required key"],
+    );
+    has(
+        &errs(&with("[pool.web.discover]\ndns = \"app.internal\"\n")),
+        &["pool.web.discover.dns", "HOST:PORT"],
+    );
+    has(
+        &errs(&with("[pool.web.discover]\ndns = \"app.internal:0\"\n")),
+        &["pool.web.discover.dns", "1 to 65535"],
+    );
+    has(
+        &errs(&with("[pool.web.discover]\ndns = \"app internal:80\"\n")),
+        &["pool.web.discover.dns", "DNS name"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\ndns = \"a.b:80\"\ninterval = \"500ms\"\n",
+        )),
+        &["pool.web.discover.interval", "at least 1s"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\ndns = \"a.b:80\"\nresolvers = [\"dns.google\"]\n",
+        )),
+        &["pool.web.discover.resolvers[0]", "IP:PORT"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\ndns = \"a.b:80\"\nresolvers = []\n",
+        )),
+        &["pool.web.discover.resolvers", "/etc/resolv.conf"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\nsrv = \"_x._tcp.a.b\"\nweight = 3\n",
+        )),
+        &["pool.web.discover.weight", "SRV records carry their own"],
+    );
+    has(
+        &errs(&with("[pool.web.discover]\ndns = \"a.b:80\"\nweight = 0\n")),
+        &["pool.web.discover.weight", "between 1 and 256"],
+    );
+    has(
+        &errs(&with(
+            "[pool.web.discover]\ndns = \"a.b:80\"\nintervall = \"2s\"\n",
+        )),
+        &["pool.web.discover.intervall", "interval"],
+    );
+}

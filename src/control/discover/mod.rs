@@ -10,16 +10,15 @@
 //! through the reloader, which installs configurations) or anything on the request path.
 
 pub mod resolve;
+pub mod tasks;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
 use crate::config::{BackendConf, BackendSource, Config, DiscoverName, DiscoverOpts};
-use crate::control::reload::Reloader;
 use resolve::{Answer, Failure};
 
 /// The outcome of one resolution, as `/status` shows it.
@@ -35,16 +34,16 @@ pub struct Resolution {
 }
 
 #[derive(Debug)]
-struct PoolState {
+pub(super) struct PoolState {
     /// What the sets were resolved from: a new name starts a new history.
-    name: DiscoverName,
+    pub(super) name: DiscoverName,
     /// In service: merged into every configuration installed.
-    applied: Vec<BackendConf>,
+    pub(super) applied: Vec<BackendConf>,
     /// An answer refused by `max_reload_move`, waiting for `POST /reload?force=true`.
-    held: Option<Vec<BackendConf>>,
-    last: Option<Resolution>,
+    pub(super) held: Option<Vec<BackendConf>>,
+    pub(super) last: Option<Resolution>,
     /// The failure being logged (`None` while resolutions succeed): logged once per change.
-    failing: Option<Failure>,
+    pub(super) failing: Option<Failure>,
 }
 
 /// What a resolution did, for the caller's bookkeeping.
@@ -60,7 +59,7 @@ pub struct Discovery {
     pools: Mutex<HashMap<String, PoolState>>,
     /// Woken after a reload changed a pool's `[discover]`, so its task resolves the new name at
     /// once.
-    reconfigured: tokio::sync::Notify,
+    pub(super) reconfigured: tokio::sync::Notify,
 }
 
 impl Discovery {
@@ -68,7 +67,7 @@ impl Discovery {
         Discovery::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PoolState>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PoolState>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -128,7 +127,7 @@ impl Discovery {
 
     /// Records a resolution of `pool` (resolved from `name`) that left the set as it was, or
     /// failed; logs a failure once per change of state. Returns the `result` label.
-    fn note(&self, pool: &str, name: &DiscoverName, outcome: Note) -> &'static str {
+    pub(super) fn note(&self, pool: &str, name: &DiscoverName, outcome: Note) -> &'static str {
         let mut pools = self.lock();
         let st = pools.entry(pool.to_owned()).or_insert_with(|| PoolState {
             name: name.clone(),
@@ -218,7 +217,7 @@ impl Discovery {
     }
 }
 
-enum Note {
+pub(super) enum Note {
     Failed(Failure),
     Resolved {
         result: &'static str,
@@ -235,7 +234,7 @@ fn same_set(a: &[BackendConf], b: &[BackendConf]) -> bool {
 
 /// When to resolve again: `interval`, or the answer's shortest TTL if that is sooner, never
 /// sooner than 1 s.
-fn next_after(opts: &DiscoverOpts, ttl: Option<Duration>) -> Duration {
+pub(super) fn next_after(opts: &DiscoverOpts, ttl: Option<Duration>) -> Duration {
     ttl.map_or(opts.interval, |t| t.min(opts.interval))
         .max(DiscoverOpts::MIN_INTERVAL)
 }
@@ -336,97 +335,7 @@ pub async fn resolve_once(opts: &DiscoverOpts) -> Result<Answer, Failure> {
     resolve::resolve(&r, opts).await
 }
 
-/// Starts the resolution loop of every discovered pool on `rt`, and a supervisor that starts
-/// the loop of a pool that gains `[discover]` by a reload.
-pub fn start(reloader: Arc<Reloader>, rt: &tokio::runtime::Handle) {
-    let handle = rt.clone();
-    rt.spawn(async move {
-        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        loop {
-            let snap = reloader.store().load();
-            running.retain(|_, h| !h.is_finished());
-            for p in &snap.pools {
-                if p.conf.discover.is_some() && !running.contains_key(&*p.name) {
-                    let task = handle.spawn(pool_loop(reloader.clone(), p.name.to_string()));
-                    running.insert(p.name.to_string(), task);
-                }
-            }
-            drop(snap);
-            let d = reloader.discovery().clone();
-            tokio::select! {
-                _ = d.reconfigured.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    });
-}
-
-/// Resolves `pool`'s name until the pool or its `[discover]` is gone.
-async fn pool_loop(reloader: Arc<Reloader>, pool: String) {
-    let discovery = reloader.discovery().clone();
-    let mut resolver: Option<(Vec<SocketAddr>, hickory_resolver::TokioAsyncResolver)> = None;
-    // The start-up resolution was just done: the first pass waits its interval, unless the pool
-    // has not resolved yet.
-    let mut first = true;
-    loop {
-        let Some(opts) = reloader
-            .store()
-            .load()
-            .pool(&pool)
-            .and_then(|p| p.conf.discover.clone())
-        else {
-            return;
-        };
-        let resolved = discovery.lock().get(&pool).is_some_and(|s| {
-            s.name == opts.name
-                && s.last
-                    .as_ref()
-                    .is_some_and(|l| matches!(l.result, "changed" | "unchanged" | "held"))
-        });
-        let wait = if first && resolved {
-            Some(opts.interval)
-        } else {
-            None
-        };
-        first = false;
-        if let Some(wait) = wait {
-            let woken = discovery.reconfigured.notified();
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-            continue;
-        }
-        if resolver.as_ref().is_none_or(|(s, _)| *s != opts.resolvers) {
-            resolver = match resolve::resolver(&opts.resolvers) {
-                Ok(r) => Some((opts.resolvers.clone(), r)),
-                Err(e) => {
-                    discovery.note(&pool, &opts.name, Note::Failed(Failure::Error(e)));
-                    reloader
-                        .store()
-                        .metrics()
-                        .discovery_resolutions
-                        .with_label_values(&[&pool, "error"])
-                        .inc();
-                    tokio::time::sleep(opts.interval).await;
-                    continue;
-                }
-            };
-        }
-        let Some((_, r)) = &resolver else { continue };
-        let outcome = resolve::resolve(r, &opts).await;
-        let ttl = outcome.as_ref().ok().and_then(|a| a.ttl);
-        let (me, p, o) = (reloader.clone(), pool.clone(), opts.clone());
-        let _ = tokio::task::spawn_blocking(move || me.apply_discovered(&p, &o, outcome)).await;
-        let woken = discovery.reconfigured.notified();
-        tokio::select! {
-            _ = woken => {}
-            _ = tokio::time::sleep(next_after(&opts, ttl)) => {}
-        }
-    }
-}
-
-/// What [`Reloader::apply_discovered`] needs from this module: the set recorded for `pool`, and
+/// What `Reloader::apply_discovered` needs from this module: the set recorded for `pool`, and
 /// the recording of the outcome.
 impl Discovery {
     /// Records a failed resolution (the last good set stays).

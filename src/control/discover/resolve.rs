@@ -143,13 +143,7 @@ async fn srv(r: &TokioAsyncResolver, name: &str) -> Result<Answer, Failure> {
     }
     let mut by_addr: BTreeMap<SocketAddr, BackendConf> = BTreeMap::new();
     for (p, w, port, target) in &records {
-        let max = u32::from(largest[p]);
-        let weight = if max > 256 {
-            (u32::from(*w) * 256).div_ceil(max)
-        } else {
-            u32::from(*w)
-        }
-        .clamp(1, 256);
+        let weight = srv_weight(*w, largest[p]);
         for ip in ips.get(target).into_iter().flatten() {
             let b = backend(SocketAddr::new(*ip, *port), weight, *p);
             // One address named twice: its most preferred (lowest priority, then heaviest) record.
@@ -195,6 +189,18 @@ async fn addresses(
     Ok((ips, min_ttl(found.as_lookup())))
 }
 
+/// An SRV weight as tether's (1..=256): scaled in proportion when its group's largest weight is
+/// above 256; 0 ("rarely") is 1.
+fn srv_weight(w: u16, largest: u16) -> u32 {
+    let (w, max) = (u32::from(w), u32::from(largest));
+    if max > 256 {
+        (w * 256).div_ceil(max)
+    } else {
+        w
+    }
+    .clamp(1, 256)
+}
+
 fn backend(addr: SocketAddr, weight: u32, priority: u16) -> BackendConf {
     BackendConf {
         id: addr.to_string(),
@@ -228,5 +234,43 @@ fn failure(name: &str, kind: &str, e: &ResolveError) -> Failure {
         },
         ResolveErrorKind::Timeout => Failure::Error(format!("{name}: timed out")),
         _ => Failure::Error(format!("{name}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srv_weights_map_to_tethers_range() {
+        assert_eq!(srv_weight(10, 30), 10);
+        assert_eq!(srv_weight(256, 256), 256);
+        assert_eq!(srv_weight(0, 30), 1);
+        // A group up to 65535 keeps its proportions.
+        assert_eq!(srv_weight(65535, 65535), 256);
+        assert_eq!(srv_weight(32768, 65535), 129);
+        assert_eq!(srv_weight(1000, 4000), 64);
+        assert_eq!(srv_weight(1, 4000), 1);
+    }
+
+    #[test]
+    fn next_resolution_follows_the_ttl_within_bounds() {
+        let opts = DiscoverOpts {
+            name: DiscoverName::Srv("_x._tcp.a".into()),
+            interval: Duration::from_secs(5),
+            resolvers: Vec::new(),
+            weight: 1,
+        };
+        let next = crate::control::discover::next_after;
+        assert_eq!(next(&opts, None), Duration::from_secs(5));
+        assert_eq!(
+            next(&opts, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            next(&opts, Some(Duration::from_secs(300))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(next(&opts, Some(Duration::ZERO)), Duration::from_secs(1));
     }
 }
