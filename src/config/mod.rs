@@ -521,6 +521,10 @@ pub struct Pool {
     pub tls: Option<UpstreamTls>,
     /// `None`: only the backends written in the file (DESIGN.md §22).
     pub discover: Option<DiscoverOpts>,
+    /// The request header that tells a moved session's new home where it came from
+    /// (DESIGN.md §25); `None`: not sent. Default [`HANDOFF_HEADER`] on pools that keep
+    /// sessions.
+    pub handoff_header: Option<HandoffHeader>,
     /// The file's backends first, then the discovered ones (sorted by id) once merged in by the
     /// control plane: a freshly loaded `Config` holds only the file's.
     pub backends: Vec<BackendConf>,
@@ -611,6 +615,25 @@ pub struct OutlierOpts {
     /// At most this share (percent, rounded down) of the pool is ejected at once; one backend
     /// always stays in.
     pub max_ejected_percent: u32,
+}
+
+/// The default name of the hand-off header (`[pool.NAME.affinity] handoff_header`).
+pub const HANDOFF_HEADER: &str = "Tether-Session-From";
+
+/// The hand-off header's name as written, and lower-cased (how edit lists drop fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffHeader {
+    pub name: String,
+    pub lower: String,
+}
+
+impl HandoffHeader {
+    pub fn new(name: &str) -> HandoffHeader {
+        HandoffHeader {
+            name: name.to_owned(),
+            lower: name.to_ascii_lowercase(),
+        }
+    }
 }
 
 impl Pool {

@@ -104,7 +104,7 @@ impl AdminApp {
                 if let Some(denied) = self.authorize(auth) {
                     return denied;
                 }
-                self.set_admin(pool, id, action, param("deadline"))
+                self.set_admin(pool, id, action, param("deadline"), param("handoff"))
             }
             (_, ["metrics" | "healthz" | "status" | ""])
             | (_, ["reload"])
@@ -148,12 +148,31 @@ impl AdminApp {
         id: &str,
         action: &str,
         deadline: Option<&str>,
+        handoff: Option<&str>,
     ) -> Response<Vec<u8>> {
         let Some(admin) = Admin::parse(action) else {
             return text(
                 StatusCode::NOT_FOUND,
                 &format!("unknown action {action:?}: use drain, maint or ready\n"),
             );
+        };
+        // `handoff=true` (DESIGN.md §25): the sessions move at their next request, with the
+        // hand-off header, while the backend stays reachable until the deadline.
+        let handoff = match handoff {
+            None | Some("false") => false,
+            Some("true") if admin == Admin::Drain && deadline.is_some() => true,
+            Some("true") => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "handoff is for a drain with a deadline (drain?deadline=60s&handoff=true): the old backend stays reachable until then\n",
+                )
+            }
+            Some(other) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("handoff={other:?}: use true or false\n"),
+                )
+            }
         };
         let deadline = match deadline {
             None => None,
@@ -186,17 +205,35 @@ impl AdminApp {
             );
         };
         let state = &p.backends[bi].state;
+        if handoff && p.conf.handoff_header.is_none() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("pool {pool:?} sends no hand-off header (a pool that keeps sessions, with [pool.{pool}.affinity] handoff_header on)\n"),
+            );
+        }
         let changed = match deadline {
             Some(after) => {
                 let was = state.admin();
                 crate::control::drain::drain_until(&self.store, pool, state, after);
+                if handoff && !state.drain.handoff() {
+                    let now = crate::state::clock::unix_now();
+                    state.drain.start_handoff(
+                        state.sessions.estimate(now),
+                        state.handed_off.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    tracing::info!(
+                        pool,
+                        backend = id,
+                        "handing its sessions over until the deadline"
+                    );
+                }
                 tracing::info!(
                     pool,
                     backend = id,
                     "admin state set to drain, maint in {}",
                     humantime::format_duration(after)
                 );
-                was != Admin::Drain
+                was != Admin::Drain || handoff
             }
             None => state.set_admin(admin),
         };
@@ -219,6 +256,7 @@ impl AdminApp {
                 "pool": pool, "backend": id, "admin": admin.as_str(), "state": shown.state_name(), "changed": changed,
                 "drain_started": crate::control::drain::rfc3339(state.drain.started()),
                 "drain_deadline": crate::control::drain::rfc3339(state.drain.deadline()),
+                "handoff": state.drain.handoff(),
             }),
         )
     }
@@ -257,6 +295,15 @@ impl AdminApp {
                             "drain_started": crate::control::drain::rfc3339(b.state.drain.started()),
                             "drain_deadline": crate::control::drain::rfc3339(b.state.drain.deadline()),
                             "recent_sessions": b.state.sessions.estimate(now),
+                            // Session hand-off (DESIGN.md §25): sessions moved off it with its
+                            // address; during a drain with hand-off, what is left of those it had.
+                            "handoff": shown.handoff,
+                            "handed_off": b.state.handed_off.load(std::sync::atomic::Ordering::Relaxed),
+                            "still_pinned": if shown.handoff {
+                                b.state.drain.still_pinned(b.state.handed_off.load(std::sync::atomic::Ordering::Relaxed))
+                            } else {
+                                b.state.sessions.estimate(now)
+                            },
                             "ejected_until": rfc3339(b.state.ejected_until()),
                             "slow_start": b.state.in_slow_start(p.conf.slow_start),
                             "last_10s": window(traffic.window(&p.name, &b.id)),

@@ -111,7 +111,14 @@ pub async fn serve(
             } else if f.status == 0 {
                 0 // the client went away: nobody to answer
             } else if d.grpc {
-                let resp = grpc::answer(&ex, f.status, f.error, f.retry_after);
+                // A 504 after the call's own deadline ran out is that deadline's end.
+                let expired = f.status == 504
+                    && grpc::timeout(&parts).is_some_and(|t| ex.start.elapsed() >= t);
+                let resp = if expired {
+                    grpc::deadline_exceeded(&ex)
+                } else {
+                    grpc::answer(&ex, f.status, f.error, f.retry_after)
+                };
                 let _ = d.respond.send_response(resp, true);
                 f.status
             } else {

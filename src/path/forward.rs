@@ -4,7 +4,7 @@
 //! from the client's own bytes (HTTP/1.1) or from an HTTP/2 stream's fields.
 //!
 //! Owns: `X-Forwarded-*`, `X-Request-Id` and `traceparent` upstream, stripping the affinity
-//! cookie, the client's copies of forwarded claims. Must not touch: selection, sockets,
+//! cookie, the client's copies of forwarded claims and of the hand-off header, and writing it. Must not touch: selection, sockets,
 //! hop-by-hop fields (the codec's, or pingora's). Allocation-free on the common path: added
 //! values are written into a per-thread scratch buffer, the lists are inline.
 
@@ -19,6 +19,7 @@ use crate::http::Head;
 use crate::path::authenticate;
 use crate::path::edits::Edits;
 use crate::path::exchange::{Exchange, Stage};
+use crate::path::handoff;
 use crate::path::head::{host_header, trim};
 
 /// How the request reached tether.
@@ -112,6 +113,19 @@ pub fn request_edits<R>(
                 strip_cookie(req, &pool.conf.cookie.name, &mut text);
                 if text.len() > start {
                     add.push((b"Cookie", Val::Built(start..text.len())));
+                }
+            }
+        }
+        // The hand-off header is tether's alone: every client-sent copy goes (the default name
+        // whatever the pool says), and the request that moves a session gets tether's.
+        drop.push(b"tether-session-from");
+        if let (Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
+            if let Some(header) = &pool.conf.handoff_header {
+                drop.push(header.lower.as_bytes());
+                if let Some(from) = handoff::of(pool, &u.pick.outcome) {
+                    let start = text.len();
+                    handoff::write_value(&from, &mut text);
+                    add.push((header.name.as_bytes(), Val::Built(start..text.len())));
                 }
             }
         }

@@ -105,6 +105,22 @@ pub fn answer(
     retry_after: Option<u64>,
 ) -> http::Response<()> {
     let (code, message) = status_for(status, reason, retry_after);
+    answer_with(ex, code, &message, retry_after)
+}
+
+/// The answer to a call whose own deadline (`grpc-timeout`) ran out while tether waited for the
+/// backend: DEADLINE_EXCEEDED, what the client's library would say itself, not UNAVAILABLE
+/// (which invites a retry that cannot succeed in time).
+pub fn deadline_exceeded(ex: &Exchange) -> http::Response<()> {
+    answer_with(ex, 4, "deadline exceeded waiting for the backend", None)
+}
+
+fn answer_with(
+    ex: &Exchange,
+    code: u32,
+    message: &str,
+    retry_after: Option<u64>,
+) -> http::Response<()> {
     let mut resp = http::Response::new(());
     let h = resp.headers_mut();
     h.insert(
@@ -112,7 +128,7 @@ pub fn answer(
         HeaderValue::from_static("application/grpc"),
     );
     h.insert("grpc-status", HeaderValue::from(code));
-    if let Ok(m) = HeaderValue::from_str(&percent_encode(&message)) {
+    if let Ok(m) = HeaderValue::from_str(&percent_encode(message)) {
         h.insert("grpc-message", m);
     }
     if let Some(s) = retry_after {

@@ -12,6 +12,7 @@ pub mod edits;
 pub mod exchange;
 pub mod forward;
 pub mod grpc;
+pub mod handoff;
 pub mod head;
 pub mod limit;
 pub mod outcome;

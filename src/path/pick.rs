@@ -417,6 +417,8 @@ fn move_to(pool: &Pool, d: &mut Decision, to: u32, now: u64) {
             Reason::Maint
         } else if b.state.is_healthy() && b.state.is_ejected() {
             Reason::Ejected
+        } else if b.state.is_healthy() && b.state.shown().handoff {
+            Reason::Drain
         } else {
             Reason::Down
         };
@@ -444,4 +446,5 @@ fn count(pool: &Pool, m: &Moved) {
         Err(id) => Err(&**id),
     };
     pool.metrics.migrations.count(from, m.to, m.reason.index());
+    crate::path::handoff::count(pool, from, m.to, m.reason);
 }

@@ -152,7 +152,17 @@ fn build_pool(
         .known_ids(&pc.name)
         .into_iter()
         .filter(|id| !pc.backends.iter().any(|b| b.id == **id))
-        .map(|id| (backend_digest(&pc.name, &id), id))
+        .map(|id| {
+            let digest = backend_digest(&pc.name, &id);
+            // Leaving now: its live state is still in the registry; left earlier: as recorded.
+            let alive_at = match registry.get(&pc.name, &id) {
+                Some(s) => (s.is_healthy() && !s.is_ejected()).then(|| s.addr()),
+                None => prev
+                    .and_then(|p| p.retired.get(&digest))
+                    .and_then(|r| r.alive_at),
+            };
+            (digest, Retired { id, alive_at })
+        })
         .collect();
     let codec = pc
         .uses_cookie()

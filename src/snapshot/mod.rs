@@ -18,4 +18,4 @@ mod types;
 
 pub use seat::PoolSeat;
 pub use store::{Control, Store};
-pub use types::{Backend, Pool, Route, Snapshot, View};
+pub use types::{Backend, Pool, Retired, Route, Snapshot, View};

@@ -30,6 +30,8 @@ pub enum Reason {
     Maint,
     ConnectError,
     Ejected,
+    /// A drain with hand-off moved it (DESIGN.md §25).
+    Drain,
 }
 
 impl Reason {
@@ -45,6 +47,7 @@ impl Reason {
             Reason::Maint => "maint",
             Reason::ConnectError => "connect_error",
             Reason::Ejected => "ejected",
+            Reason::Drain => "drain",
         }
     }
 }
@@ -185,6 +188,8 @@ impl Pool {
                                 Reason::Maint
                             } else if shown.healthy && shown.ejected {
                                 Reason::Ejected
+                            } else if shown.healthy && shown.handoff {
+                                Reason::Drain
                             } else {
                                 Reason::Down
                             };
@@ -193,7 +198,7 @@ impl Pool {
                         None => (
                             self.retired
                                 .get(&aff.backend)
-                                .cloned()
+                                .map(|r| r.id.clone())
                                 .unwrap_or_else(|| Arc::from("unknown")),
                             None,
                             Reason::Removed,

@@ -67,14 +67,23 @@ pub struct Backend {
     pub conn_key: crate::state::upstream::Key,
 }
 
+/// A backend that left the pool (reload or DNS discovery).
+#[derive(Clone)]
+pub struct Retired {
+    pub id: Arc<str>,
+    /// Its address, when it was up (healthy, not ejected) as it left.
+    pub alive_at: Option<std::net::SocketAddr>,
+}
+
 pub struct Pool {
     pub name: Arc<str>,
     pub conf: config::Pool,
     pub backends: Vec<Backend>,
     /// Cookie backend digest → backend index.
     pub by_digest: HashMap<BackendDigest, u32>,
-    /// Digests of backends that were in this pool earlier (since start) but are not now.
-    pub retired: HashMap<BackendDigest, Arc<str>>,
+    /// Digests of backends that were in this pool earlier (since start) but are not now: their
+    /// id, and their address if they were up when they left (a session hand-off may ask them).
+    pub retired: HashMap<BackendDigest, Retired>,
     /// Present when the pool uses the affinity cookie.
     pub codec: Option<CookieCodec>,
     /// `; Path=/; Max-Age=..; HttpOnly; SameSite=Lax` — appended to `name=value`.
@@ -124,6 +133,10 @@ impl View {
     pub(super) fn masks(pool: &config::Pool, backends: &[Backend]) -> Masks {
         let shown: Box<[Shown]> = backends.iter().map(|b| b.state.shown()).collect();
         let serving_of = |s: &Shown| s.healthy && !s.ejected && s.admin != Admin::Maint;
+        // A drain with hand-off (DESIGN.md §25) serves nothing, so its sessions move — unless
+        // no other backend serves: then there is nowhere to hand them to, and it keeps them.
+        let others = shown.iter().any(|s| serving_of(s) && !s.handoff);
+        let serving_of = |s: &Shown| serving_of(s) && !(s.handoff && others);
         let mut serving: Box<[bool]> = shown.iter().map(serving_of).collect();
         let mut assignable: Box<[bool]> = shown
             .iter()

@@ -99,6 +99,9 @@ pub struct BackendState {
     pub drain: crate::state::drain::DrainClock,
     /// Distinct affinity sessions served recently (`recent_sessions` of `/status`).
     pub sessions: crate::balance::sessions::RecentSessions,
+    /// Sessions that moved off this backend with an address to hand their state over from
+    /// (`tether_session_handoffs_total` with this `from`).
+    pub handed_off: AtomicU64,
     pub metrics: BackendMetrics,
 }
 
@@ -138,6 +141,8 @@ pub struct Shown {
     pub healthy: bool,
     pub admin: Admin,
     pub ejected: bool,
+    /// Draining with `handoff=true`: its sessions move (reason `drain`) while it stays up.
+    pub handoff: bool,
 }
 
 impl Shown {
@@ -237,6 +242,7 @@ impl BackendState {
             connect_unlogged: AtomicU64::new(0),
             drain: Default::default(),
             sessions: Default::default(),
+            handed_off: AtomicU64::new(0),
             metrics,
         };
         s.metrics.publish(s.shown());
@@ -376,10 +382,12 @@ impl BackendState {
     /// the pool's view instead (`snapshot::View::shown`), taken when the view that routes by them
     /// was built.
     pub fn shown(&self) -> Shown {
+        let admin = self.admin();
         Shown {
             healthy: self.is_healthy(),
-            admin: self.admin(),
+            admin,
             ejected: self.is_ejected(),
+            handoff: admin == Admin::Drain && self.drain.handoff(),
         }
     }
 
@@ -469,7 +477,7 @@ impl BackendState {
         self.passive_streak.store(0, Ordering::Relaxed);
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         *self.addr.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

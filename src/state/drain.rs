@@ -5,7 +5,7 @@
 //! not touch: admin state itself (`backend` calls [`DrainClock::on_admin`] on each change) or the
 //! timer (`control::drain`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Drain bookkeeping of one backend. Times are unix milliseconds, 0 for none.
@@ -15,6 +15,13 @@ pub struct DrainClock {
     deadline_ms: AtomicU64,
     /// Bumped by every arm and cancel: a timer fires only for the epoch it was armed with.
     epoch: AtomicU64,
+    /// `drain?handoff=true` (DESIGN.md §25): the backend's sessions move at their next request
+    /// while it stays reachable; cleared when the drain ends.
+    handoff: AtomicBool,
+    /// Sessions it had when the hand-off started (the recent-sessions estimate), and its
+    /// hand-off count then: `/status`'s `still_pinned` is what is left of the first.
+    pinned_at_start: AtomicU64,
+    handed_off_at_start: AtomicU64,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -40,8 +47,31 @@ impl DrainClock {
         } else {
             self.started_ms.store(0, Ordering::Release);
             self.deadline_ms.store(0, Ordering::Release);
+            self.handoff.store(false, Ordering::Release);
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Starts handing the sessions over (`drain?handoff=true`): `pinned` sessions by the
+    /// recent-sessions estimate, `handed_off` the backend's hand-off count so far.
+    pub fn start_handoff(&self, pinned: u64, handed_off: u64) {
+        self.pinned_at_start.store(pinned, Ordering::Relaxed);
+        self.handed_off_at_start
+            .store(handed_off, Ordering::Relaxed);
+        self.handoff.store(true, Ordering::Release);
+    }
+
+    /// Whether this drain hands its sessions over.
+    pub fn handoff(&self) -> bool {
+        self.handoff.load(Ordering::Acquire)
+    }
+
+    /// Sessions not handed over yet, of those it had when the hand-off started (an estimate).
+    pub fn still_pinned(&self, handed_off: u64) -> u64 {
+        let moved = handed_off.saturating_sub(self.handed_off_at_start.load(Ordering::Relaxed));
+        self.pinned_at_start
+            .load(Ordering::Relaxed)
+            .saturating_sub(moved)
     }
 
     /// Sets the deadline (replacing an earlier one); returns the epoch to fire with.

@@ -45,7 +45,7 @@ pub const STATES: [&str; 5] = ["up", "down", "drain", "maint", "ejected"];
 pub const OUTCOMES: [&str; 4] = ["hit", "new", "migrated", "invalid"];
 
 /// Every metric family name tether exports (the Grafana dashboard test checks against this).
-pub const NAMES: [&str; 25] = [
+pub const NAMES: [&str; 26] = [
     "tether_jwt_total",
     "tether_hash_overflow_total",
     "tether_outlier_ejections_total",
@@ -71,6 +71,7 @@ pub const NAMES: [&str; 25] = [
     "tether_queue_rejections_total",
     "tether_discovery_backends",
     "tether_discovery_resolutions_total",
+    "tether_session_handoffs_total",
 ];
 
 /// Results of `tether_discovery_resolutions_total` (DESIGN.md §22).
@@ -109,6 +110,8 @@ pub struct Metrics {
     /// (DESIGN.md §22).
     pub discovery_backends: IntGaugeVec,
     pub discovery_resolutions: IntCounterVec,
+    /// `tether_session_handoffs_total{pool,from,to}` (DESIGN.md §25).
+    pub handoffs: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -208,7 +211,7 @@ impl Metrics {
             migrations: counter(
                 &r,
                 "tether_affinity_migrations_total",
-                "Sessions moved from one backend to another, by reason (down, removed, maint, connect_error, ejected).",
+                "Sessions moved from one backend to another, by reason (down, removed, maint, connect_error, ejected, drain: a drain with hand-off).",
                 &["pool", "from", "to", "reason"],
             ),
             reloads: counter(
@@ -296,6 +299,12 @@ impl Metrics {
                 "DNS resolutions of a pool's [discover] name, by result: changed (applied), unchanged, held (moved more than max_reload_move allows), error (timeout, SERVFAIL, NXDOMAIN: the last good set is kept), empty (no records: kept too).",
                 &["pool", "result"],
             ),
+            handoffs: counter(
+                &r,
+                "tether_session_handoffs_total",
+                "Sessions moved with their old backend's address in the hand-off header (a drain with hand-off, maint, or removed while up), so the new home could fetch their state from it.",
+                &["pool", "from", "to"],
+            ),
             registry: r,
         }
     }
@@ -344,8 +353,8 @@ impl Metrics {
         v
     }
 
-    /// Drops every `tether_affinity_migrations_total` series that names `backend` of `pool` as
-    /// source or target (after a reload removed it). Not on the request path.
+    /// Drops every `tether_affinity_migrations_total` and `tether_session_handoffs_total` series
+    /// that names `backend` of `pool` as source or target (after a reload removed it). Not on the request path.
     pub fn forget_migrations(&self, pool: &str, backend: &str) {
         for family in self.migrations.collect() {
             for m in family.get_metric() {
@@ -365,6 +374,24 @@ impl Metrics {
                 }
             }
         }
+        // And its hand-offs (DESIGN.md §25), the same way.
+        for family in self.handoffs.collect() {
+            for m in family.get_metric() {
+                let mut labels = [""; 3];
+                for l in m.get_label() {
+                    let idx = match l.name() {
+                        "pool" => 0,
+                        "from" => 1,
+                        "to" => 2,
+                        _ => continue,
+                    };
+                    labels[idx] = l.value();
+                }
+                if labels[0] == pool && (labels[1] == backend || labels[2] == backend) {
+                    let _ = self.handoffs.remove_label_values(&labels);
+                }
+            }
+        }
     }
 }
 
@@ -381,6 +408,8 @@ pub struct PoolMetrics {
     /// Indexed like [`OUTCOMES`].
     pub affinity: [IntCounter; 4],
     pub migrations: Migrations,
+    /// `tether_session_handoffs_total` (DESIGN.md §25; label lookup per count: moves are rare).
+    pub handoffs: IntCounterVec,
     /// `tether_hash_overflow_total` by backend index; empty unless the pool bounds its load.
     pub hash_overflow: Box<[IntCounter]>,
 }
@@ -400,12 +429,20 @@ impl PoolMetrics {
             retries: m.retries.with_label_values(&[pool]),
             affinity: OUTCOMES.map(|o| m.affinity.with_label_values(&[pool, o])),
             migrations: Migrations::new(m, pool, backends),
+            handoffs: m.handoffs.clone(),
         }
     }
 }
 
 /// Reasons of `tether_affinity_migrations_total`, in handle order.
-pub const MIGRATION_REASONS: [&str; 5] = ["down", "removed", "maint", "connect_error", "ejected"];
+pub const MIGRATION_REASONS: [&str; 6] = [
+    "down",
+    "removed",
+    "maint",
+    "connect_error",
+    "ejected",
+    "drain",
+];
 
 /// Pools up to this size get a table of migration handles (64 backends: 20,480 cells, 320 KiB).
 const MIGRATION_TABLE_MAX: usize = 64;

@@ -135,7 +135,22 @@ pub(crate) struct Pool {
     pub circuit_breaker: Option<CircuitBreaker>,
     pub tls: Option<UpstreamTls>,
     pub discover: Option<Discover>,
+    pub affinity: Option<PoolAffinity>,
     pub backend: Option<Vec<Backend>>,
+}
+
+/// `[pool.NAME.affinity]`: what a moved session's new home is told (DESIGN.md §25).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PoolAffinity {
+    pub handoff_header: Option<BoolOrText>,
+}
+
+/// `true`, `false` or a string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum BoolOrText {
+    Bool(bool),
+    Text(String),
 }
 
 /// `[pool.NAME.discover]`: backends found through DNS (DESIGN.md §22).

@@ -61,6 +61,7 @@ pub(super) fn known_keys(parent: &KeyPath) -> Option<&'static [&'static str]> {
         [Ok("pool"), Ok(_), Ok("circuit_breaker")] => fields_of::<CircuitBreaker>(),
         [Ok("pool"), Ok(_), Ok("tls")] => fields_of::<UpstreamTls>(),
         [Ok("pool"), Ok(_), Ok("discover")] => fields_of::<Discover>(),
+        [Ok("pool"), Ok(_), Ok("affinity")] => fields_of::<PoolAffinity>(),
         [Ok("pool"), Ok(_), Ok("backend"), Err(_)] => fields_of::<Backend>(),
         [Ok("pool"), Ok(_), Ok("outlier")] => fields_of::<Outlier>(),
         [Ok("jwt"), Ok(_)] => fields_of::<Jwt>(),

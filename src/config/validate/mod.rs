@@ -24,9 +24,9 @@ use super::error::{ConfigError, ConfigErrors};
 use super::file::{self, KeyPath, RawDuration, RawSize, Secrets};
 use super::{
     content_hash, Affinity, BackendConf, BackendSource, BreakerOpts, CaBundle, CertPair, Config,
-    CookieOpts, DiscoverName, DiscoverOpts, Engine, Fallback, HashOpts, HealthOpts, HostMatch,
-    KeySpec, Limits, Log, LogFormat, Named, OutlierOpts, Policy, Pool, Protocol, Route, SameSite,
-    Server, Source, TlsListener, UpstreamTls,
+    CookieOpts, DiscoverName, DiscoverOpts, Engine, Fallback, HandoffHeader, HashOpts, HealthOpts,
+    HostMatch, KeySpec, Limits, Log, LogFormat, Named, OutlierOpts, Policy, Pool, Protocol, Route,
+    SameSite, Server, Source, TlsListener, UpstreamTls, HANDOFF_HEADER,
 };
 
 mod discover;

@@ -123,6 +123,13 @@ impl Cx<'_> {
             _ => {}
         }
 
+        let keeps_sessions = policy == Some(Policy::Cookie) || hash.as_ref().is_some_and(|h| h.pin);
+        let handoff_header = self.handoff_header(
+            &kp.key("affinity").key("handoff_header"),
+            p.affinity.as_ref().and_then(|a| a.handoff_header.as_ref()),
+            keeps_sessions,
+        );
+
         let backend_kp = kp.key("backend");
         let mut backends = Vec::new();
         let list = p.backend.as_deref().unwrap_or_default();
@@ -180,7 +187,63 @@ impl Cx<'_> {
             circuit_breaker,
             tls,
             discover,
+            handoff_header,
             backends,
+        }
+    }
+
+    /// `[pool.NAME.affinity] handoff_header`: on by default where sessions are kept; a name must
+    /// be a header token that is not one tether already manages.
+    fn handoff_header(
+        &mut self,
+        kp: &KeyPath,
+        raw: Option<&file::BoolOrText>,
+        keeps_sessions: bool,
+    ) -> Option<HandoffHeader> {
+        const NOT_STICKY: &str = "a moved session's header needs a pool that keeps sessions (policy = \"cookie\", or \"hash\" with pin = true)";
+        match raw {
+            None => keeps_sessions.then(|| HandoffHeader::new(HANDOFF_HEADER)),
+            Some(file::BoolOrText::Bool(false)) => None,
+            Some(file::BoolOrText::Bool(true)) => {
+                if !keeps_sessions {
+                    self.error(kp, Some("true".into()), NOT_STICKY);
+                }
+                Some(HandoffHeader::new(HANDOFF_HEADER))
+            }
+            Some(file::BoolOrText::Text(name)) => {
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+                let lower = name.to_ascii_lowercase();
+                let taken = [
+                    "host",
+                    "cookie",
+                    "connection",
+                    "content-length",
+                    "transfer-encoding",
+                    "te",
+                    "upgrade",
+                    "x-forwarded-for",
+                    "x-forwarded-proto",
+                    "x-forwarded-host",
+                    "x-request-id",
+                    "traceparent",
+                    "tracestate",
+                ];
+                if !token {
+                    self.error(kp, quoted(name), "must be a header name (letters, digits and !#$%&'*+-.^_`|~), e.g. \"X-Session-From\"");
+                } else if taken.contains(&lower.as_str()) {
+                    self.error(
+                        kp,
+                        quoted(name),
+                        "is a header tether or HTTP already uses; pick another name",
+                    );
+                } else if !keeps_sessions {
+                    self.error(kp, quoted(name), NOT_STICKY);
+                }
+                Some(HandoffHeader::new(name))
+            }
         }
     }
 

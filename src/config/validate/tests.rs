@@ -1112,3 +1112,45 @@ dns = "App.Internal:8080"
         &["pool.web.discover.intervall", "interval"],
     );
 }
+
+#[test]
+fn handoff_header() {
+    let cookie = BASE.replace("policy = \"round_robin\"", "policy = \"cookie\"");
+    let with_secret =
+        |extra: &str| format!("{cookie}\n[affinity]\nsecret = \"0123456789abcdef0123\"\n{extra}");
+    // On by default where sessions are kept, off elsewhere.
+    let c = ok(&with_secret(""));
+    assert_eq!(
+        c.pools[0].handoff_header.as_ref().map(|h| h.name.as_str()),
+        Some("Tether-Session-From")
+    );
+    assert!(ok(BASE).pools[0].handoff_header.is_none());
+    let c = ok(&with_secret(
+        "[pool.web.affinity]\nhandoff_header = \"X-Moved-From\"\n",
+    ));
+    let h = c.pools[0].handoff_header.as_ref().unwrap();
+    assert_eq!(
+        (h.name.as_str(), h.lower.as_str()),
+        ("X-Moved-From", "x-moved-from")
+    );
+    let c = ok(&with_secret(
+        "[pool.web.affinity]\nhandoff_header = false\n",
+    ));
+    assert!(c.pools[0].handoff_header.is_none());
+    has(
+        &errs(&with("[pool.web.affinity]\nhandoff_header = true\n")),
+        &["pool.web.affinity.handoff_header", "keeps sessions"],
+    );
+    has(
+        &errs(&with_secret(
+            "[pool.web.affinity]\nhandoff_header = \"X Moved\"\n",
+        )),
+        &["pool.web.affinity.handoff_header", "header name"],
+    );
+    has(
+        &errs(&with_secret(
+            "[pool.web.affinity]\nhandoff_header = \"Cookie\"\n",
+        )),
+        &["pool.web.affinity.handoff_header", "already uses"],
+    );
+}
