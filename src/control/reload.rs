@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{self, Config, DiscoverOpts};
 use crate::control::discover::resolve::{Answer, Failure};
-use crate::control::discover::{Applied, Discovery};
+use crate::control::discover::{self, Applied, Discovery};
 use crate::control::health::Health;
 use crate::snapshot::Store;
 use crate::state::tls::Certs;
@@ -167,7 +167,7 @@ impl Reloader {
                 m.last_reload_ok.set(1);
                 let (snap, diff) = self.store.install(new);
                 self.health.sync(&snap);
-                crate::control::discover::publish(m, &snap.config, Some(&current.config));
+                discover::publish(m, &snap.config, Some(&current.config));
                 self.discovery.installed(&snap.config, allow_moves);
                 if level_changed {
                     if let Some(set) = &self.set_level {
@@ -256,13 +256,7 @@ impl Reloader {
         if !restart.is_empty() {
             return Err((Some(new.source.hash.clone()), restart, false));
         }
-        let registry = self.store.registry();
-        let in_maint = |pool: &str, id: &str| {
-            registry
-                .get(pool, id)
-                .is_some_and(|s| s.admin() == crate::state::backend::Admin::Maint)
-        };
-        let impacts = crate::balance::impact::between(old, &new, &in_maint);
+        let impacts = self.impact(old, &new);
         let lines: Vec<String> = impacts.iter().map(ToString::to_string).collect();
         // The guard in force and the one being installed: the stricter of the two applies (a
         // file cannot lift the guard in the same reload that needs it lifted; force can).
@@ -284,6 +278,18 @@ impl Reloader {
             .reload(&new.server.tls)
             .map_err(|e| (Some(new.source.hash.clone()), vec![e], false))?;
         Ok((new, lines))
+    }
+
+    /// What replacing `old` by `new` does to each changed pool's sessions (DESIGN.md §16),
+    /// with the backends in maint now taking no part.
+    fn impact(&self, old: &Config, new: &Config) -> Vec<crate::balance::impact::PoolImpact> {
+        let registry = self.store.registry();
+        let in_maint = |pool: &str, id: &str| {
+            registry
+                .get(pool, id)
+                .is_some_and(|s| s.admin() == crate::state::backend::Admin::Maint)
+        };
+        crate::balance::impact::between(old, new, &in_maint)
     }
 
     /// Applies one resolution of `pool`'s `[discover]` name (`opts`) like a reload of that pool
@@ -323,23 +329,9 @@ impl Reloader {
         }
         let mut new = (*current.config).clone();
         if let Some(p) = new.pools.iter_mut().find(|p| p.name == pool) {
-            p.backends
-                .retain(|b| b.source == config::BackendSource::Static);
-            let extra: Vec<_> = answer
-                .backends
-                .iter()
-                .filter(|a| !p.backends.iter().any(|s| s.id == a.id || s.addr == a.addr))
-                .cloned()
-                .collect();
-            p.backends.extend(extra);
+            discover::put(p, &answer.backends);
         }
-        let registry = self.store.registry();
-        let in_maint = |pool: &str, id: &str| {
-            registry
-                .get(pool, id)
-                .is_some_and(|s| s.admin() == crate::state::backend::Admin::Maint)
-        };
-        let impacts = crate::balance::impact::between(&current.config, &new, &in_maint);
+        let impacts = self.impact(&current.config, &new);
         let lines: Vec<String> = impacts.iter().map(ToString::to_string).collect();
         if let Some(max) = current.config.server.max_reload_move {
             if !crate::balance::impact::over(&impacts, max).is_empty() {
@@ -348,7 +340,7 @@ impl Reloader {
                         pool,
                         "discovery: {}: the new answer ({}) is held back: it moves more than server.max_reload_move = {max} ({:.1}%) of the pool's sessions; POST /reload?force=true applies it",
                         opts.name,
-                        ids(&answer.backends),
+                        discover::ids(&answer.backends),
                         max * 100.0
                     );
                     for line in &lines {
@@ -370,14 +362,14 @@ impl Reloader {
         }
         let (snap, diff) = self.store.install(new);
         self.health.sync(&snap);
-        crate::control::discover::publish(m, &snap.config, Some(&current.config));
+        discover::publish(m, &snap.config, Some(&current.config));
         tracing::info!(
             pool,
             generation = snap.generation,
             "discovery: {}: {} backends ({}): {diff}",
             opts.name,
             answer.backends.len(),
-            ids(&answer.backends)
+            discover::ids(&answer.backends)
         );
         for line in &lines {
             tracing::info!("{line}");
@@ -400,14 +392,6 @@ impl Reloader {
             let _ = tokio::task::spawn_blocking(move || me.reload("watch", false)).await;
         }
     }
-}
-
-fn ids(backends: &[config::BackendConf]) -> String {
-    backends
-        .iter()
-        .map(|b| b.id.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Differences that need new sockets or runtimes: a reload cannot apply them.

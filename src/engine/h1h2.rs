@@ -358,16 +358,8 @@ fn request(ex: &Exchange, d: &Down<'_>, tls: bool) -> Result<http::Request<()>, 
     let authority = http::uri::Authority::try_from(host).map_err(|_| "bad host")?;
     let pq = (&view as &dyn Head).path_and_query();
     let pq = if pq == b"*" { &b"/"[..] } else { pq };
-    let uri = http::Uri::builder()
-        .scheme(if tls { "https" } else { "http" })
-        .authority(authority)
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| "bad target")?;
-    let mut req = http::Request::new(());
-    *req.method_mut() = http::Method::from_bytes(view.method()).map_err(|_| "bad method")?;
-    *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_2;
+    let method = http::Method::from_bytes(view.method()).map_err(|_| "bad method")?;
+    let mut req = h2up::request_line(method, authority, pq, tls)?;
     let down = Downstream {
         client: d.client,
         tls: d.tls,

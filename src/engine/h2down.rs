@@ -11,10 +11,15 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
-use crate::engine::down::BODY_READ_TIMEOUT;
+use pingora::ErrorType;
+
+use crate::engine::attempt::{self, Relayed};
+use crate::engine::down::{Failed, BODY_READ_TIMEOUT};
 use crate::engine::wire;
+use crate::path::exchange::Exchange;
 use crate::path::head::ClientIp;
 use crate::path::pick;
+use crate::snapshot::Store;
 
 /// The client's side of one stream.
 pub(super) struct Down {
@@ -42,6 +47,41 @@ pub(super) struct Reset<'a>(pub(super) &'a mut SendResponse<Bytes>);
 impl pick::Client for Reset<'_> {
     async fn gone(&mut self) {
         let _ = poll_fn(|cx| self.0.poll_reset(cx)).await;
+    }
+}
+
+impl Down {
+    /// Sends the client the response head built from the backend's (`built`, or why the
+    /// backend's head could not be relayed: an upstream failure) with `status`; `end`: no body
+    /// follows. `None` when sent, else how the attempt ends.
+    pub(super) fn send_head(
+        &mut self,
+        store: &Store,
+        ex: &mut Exchange,
+        built: Result<http::Response<()>, &'static str>,
+        status: u16,
+        end: bool,
+    ) -> Option<Relayed> {
+        let head = match built {
+            Ok(h) => h,
+            Err(what) => {
+                return Some(attempt::upstream_failed(
+                    store,
+                    ex,
+                    wire::upstream_error(ErrorType::InvalidHTTPHeader, what, None),
+                ))
+            }
+        };
+        match self.respond.send_response(head, end) {
+            Ok(send) => {
+                if !end {
+                    self.send = Some(send);
+                }
+            }
+            Err(_) => return Some(Relayed::Failed(Failed::client())),
+        }
+        self.written = Some(status);
+        None
     }
 }
 

@@ -311,27 +311,11 @@ async fn relay(
         Err(r) => return r,
     };
     let (rparts, mut rbody) = response.into_parts();
-    let head = respond::response_edits(ex, &rparts.headers, |e| response_head(&rparts, e));
-    let head = match head {
-        Ok(h) => h,
-        Err(what) => {
-            return relay::upstream_failed(
-                store,
-                ex,
-                wire::upstream_error(ErrorType::InvalidHTTPHeader, what, None),
-            )
-        }
-    };
+    let built = respond::response_edits(ex, &rparts.headers, |e| response_head(&rparts, e));
     let end = rbody.is_end_stream();
-    match d.respond.send_response(head, end) {
-        Ok(send) => {
-            if !end {
-                d.send = Some(send);
-            }
-        }
-        Err(_) => return Relayed::Failed(Failed::client()),
+    if let Some(r) = d.send_head(store, ex, built, rparts.status.as_u16(), end) {
+        return r;
     }
-    d.written = Some(rparts.status.as_u16());
     if end {
         return Relayed::Done(Next::KeepAlive);
     }
@@ -532,16 +516,7 @@ fn request(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let uri = http::Uri::builder()
-        .scheme(if tls { "https" } else { "http" })
-        .authority(authority)
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| "bad target")?;
-    let mut req = http::Request::new(());
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_2;
+    let mut req = request_line(parts.method.clone(), authority, pq, tls)?;
     let down = Downstream {
         client: d.client,
         tls: d.tls,
@@ -569,6 +544,33 @@ fn request(
         }
         add_fields(h, e.add)
     })?;
+    Ok(req)
+}
+
+/// An HTTP/2 request head without fields: `method`, `:scheme` of the pool (`tls`), `authority`
+/// and `pq` (both client protocols build theirs on it).
+pub(super) fn request_line<A, P>(
+    method: http::Method,
+    authority: A,
+    pq: P,
+    tls: bool,
+) -> Result<http::Request<()>, &'static str>
+where
+    http::uri::Authority: TryFrom<A>,
+    http::uri::PathAndQuery: TryFrom<P>,
+    <http::uri::Authority as TryFrom<A>>::Error: Into<http::Error>,
+    <http::uri::PathAndQuery as TryFrom<P>>::Error: Into<http::Error>,
+{
+    let uri = http::Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| "bad target")?;
+    let mut req = http::Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
     Ok(req)
 }
 

@@ -390,26 +390,9 @@ async fn relay(
         buf: &shared,
     };
     let built = respond::response_edits(ex, &rv, |e| response_head(&resp, &shared, e));
-    let head = match built {
-        Ok(h) => h,
-        Err(what) => {
-            return relay::upstream_failed(
-                store,
-                ex,
-                wire::upstream_error(ErrorType::InvalidHTTPHeader, what, None),
-            )
-        }
-    };
-    let status = resp.status();
-    match d.respond.send_response(head, no_body) {
-        Ok(send) => {
-            if !no_body {
-                d.send = Some(send);
-            }
-        }
-        Err(_) => return Relayed::Failed(Failed::client()),
+    if let Some(r) = d.send_head(store, ex, built, resp.status(), no_body) {
+        return r;
     }
-    d.written = Some(status);
     up.consume(head_len);
     if inline > 0 {
         // The whole body came with the head: one frame.

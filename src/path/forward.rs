@@ -118,10 +118,12 @@ pub fn request_edits<R>(
         }
         // The hand-off header is tether's alone: every client-sent copy goes (the default name
         // whatever the pool says), and the request that moves a session gets tether's.
-        drop.push(b"tether-session-from");
+        drop.push(handoff::DEFAULT_LOWER);
         if let (Stage::Upstream(u), Some((_, _, pool))) = (&ex.stage, ex.route()) {
             if let Some(header) = &pool.conf.handoff_header {
-                drop.push(header.lower.as_bytes());
+                if header.lower.as_bytes() != handoff::DEFAULT_LOWER {
+                    drop.push(header.lower.as_bytes());
+                }
                 if let Some(from) = handoff::of(pool, &u.pick.outcome) {
                     let start = text.len();
                     handoff::write_value(&from, &mut text);

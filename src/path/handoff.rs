@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use crate::snapshot::select::{Outcome, Reason};
 use crate::snapshot::Pool;
 
+/// The default header name (`config::HANDOFF_HEADER`), lower-cased as edit lists drop by.
+pub const DEFAULT_LOWER: &[u8] = b"tether-session-from";
+
 /// Where a moved session came from, as its new home is told.
 pub struct From<'a> {
     pub id: &'a str,
@@ -87,4 +90,17 @@ pub fn count(pool: &Pool, from: Result<u32, &str>, to: u32, reason: Reason) {
         .handoffs
         .with_label_values(&[&pool.name, from_id, &pool.backends[to as usize].id])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_name_lower_cased() {
+        assert_eq!(
+            super::DEFAULT_LOWER,
+            crate::config::HANDOFF_HEADER
+                .to_ascii_lowercase()
+                .as_bytes()
+        );
+    }
 }

@@ -46,11 +46,60 @@ pub(super) struct PoolState {
     pub(super) failing: Option<Failure>,
 }
 
-/// What a resolution did, for the caller's bookkeeping.
+/// What a successful resolution did.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
+    /// Now in service.
     Changed,
     Unchanged,
+    /// Refused by `max_reload_move`, waiting for a forced reload.
     Held,
+}
+
+impl Applied {
+    /// The `result` label of `tether_discovery_resolutions_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Applied::Changed => "changed",
+            Applied::Unchanged => "unchanged",
+            Applied::Held => "held",
+        }
+    }
+}
+
+/// Puts `set` in `pool` as its discovered backends, in place of the ones it had. A discovered
+/// backend whose id or address a file backend already has is left out: the file's wins.
+pub fn put(pool: &mut crate::config::Pool, set: &[BackendConf]) {
+    pool.backends.retain(|b| b.source == BackendSource::Static);
+    let extra: Vec<BackendConf> = set
+        .iter()
+        .filter(|d| {
+            !pool
+                .backends
+                .iter()
+                .any(|s| s.id == d.id || s.addr == d.addr)
+        })
+        .cloned()
+        .collect();
+    pool.backends.extend(extra);
+}
+
+/// `id, id, …` for the log.
+pub fn ids(backends: &[BackendConf]) -> String {
+    backends
+        .iter()
+        .map(|b| b.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pools of `config` that discover, with what.
+fn jobs(config: &Config) -> Vec<(String, DiscoverOpts)> {
+    config
+        .pools
+        .iter()
+        .filter_map(|p| p.discover.clone().map(|o| (p.name.clone(), o)))
+        .collect()
 }
 
 /// The discovered backends of every pool (shared by the reloader and the resolution tasks).
@@ -71,29 +120,18 @@ impl Discovery {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the discovered backends of every pool of `config` that has `[discover]` with the
-    /// current set (`with_held`: the held-back answer where there is one). A discovered backend
-    /// whose id or address a file backend already has is left out: the file's wins.
+    /// Replaces the discovered backends of every pool of `config` with the current set
+    /// (`with_held`: the held-back answer where there is one; none without `[discover]`).
     pub fn merge(&self, config: &mut Config, with_held: bool) {
         let pools = self.lock();
         for p in &mut config.pools {
-            p.backends.retain(|b| b.source == BackendSource::Static);
-            if p.discover.is_none() {
-                continue;
-            }
-            let Some(st) = pools.get(&p.name) else {
-                continue;
+            let st = pools.get(&p.name).filter(|_| p.discover.is_some());
+            let set = match st {
+                Some(st) if with_held && st.held.is_some() => st.held.as_deref(),
+                Some(st) => Some(&st.applied[..]),
+                None => None,
             };
-            let set = match (&st.held, with_held) {
-                (Some(held), true) => held,
-                _ => &st.applied,
-            };
-            let extra: Vec<BackendConf> = set
-                .iter()
-                .filter(|d| !p.backends.iter().any(|s| s.id == d.id || s.addr == d.addr))
-                .cloned()
-                .collect();
-            p.backends.extend(extra);
+            put(p, set.unwrap_or_default());
         }
     }
 
@@ -118,11 +156,6 @@ impl Discovery {
         }
         drop(pools);
         self.reconfigured.notify_waiters();
-    }
-
-    /// The set in service for `pool` (`None`: not resolved yet).
-    pub fn applied(&self, pool: &str) -> Option<Vec<BackendConf>> {
-        self.lock().get(pool).map(|s| s.applied.clone())
     }
 
     /// Records a resolution of `pool` (resolved from `name`) that left the set as it was, or
@@ -158,9 +191,8 @@ impl Discovery {
                 (r, 0, Some(m))
             }
             Note::Resolved {
-                result,
+                applied,
                 set,
-                held,
                 detail,
             } => {
                 if st.failing.take().is_some() {
@@ -171,11 +203,15 @@ impl Discovery {
                     );
                 }
                 let n = set.len();
-                if result == "changed" {
-                    st.applied = set;
+                match applied {
+                    Applied::Changed => {
+                        st.applied = set;
+                        st.held = None;
+                    }
+                    Applied::Unchanged => st.held = None,
+                    Applied::Held => st.held = Some(set),
                 }
-                st.held = held;
-                (result, n, detail)
+                (applied.label(), n, detail)
             }
         };
         st.last = Some(Resolution {
@@ -220,16 +256,10 @@ impl Discovery {
 pub(super) enum Note {
     Failed(Failure),
     Resolved {
-        result: &'static str,
+        applied: Applied,
         set: Vec<BackendConf>,
-        held: Option<Vec<BackendConf>>,
         detail: Option<String>,
     },
-}
-
-/// The same backends (ids, addresses, weights, priorities) in the same order.
-fn same_set(a: &[BackendConf], b: &[BackendConf]) -> bool {
-    a == b
 }
 
 /// When to resolve again: `interval`, or the answer's shortest TTL if that is sooner, never
@@ -248,11 +278,7 @@ pub fn initial(
     metrics: &crate::state::metrics::Metrics,
     rt: &tokio::runtime::Handle,
 ) {
-    let jobs: Vec<(String, DiscoverOpts)> = config
-        .pools
-        .iter()
-        .filter_map(|p| p.discover.clone().map(|o| (p.name.clone(), o)))
-        .collect();
+    let jobs = jobs(config);
     if jobs.is_empty() {
         return;
     }
@@ -278,12 +304,11 @@ pub fn initial(
                     "discovery: {}: {} backends ({})",
                     opts.name,
                     a.backends.len(),
-                    a.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ids(&a.backends)
                 );
                 Note::Resolved {
-                    result: "changed",
+                    applied: Applied::Changed,
                     set: a.backends,
-                    held: None,
                     detail: None,
                 }
             }
@@ -343,28 +368,21 @@ impl Discovery {
         self.note(pool, name, Note::Failed(f))
     }
 
-    /// Records a successful resolution: `result` is `changed` (now `set` is in service),
-    /// `unchanged` or `held` (`held` waits for a forced reload).
+    /// Records a successful resolution and what it did with `set`; returns the `result` label.
     pub fn resolved(
         &self,
         pool: &str,
         name: &DiscoverName,
-        result: Applied,
+        applied: Applied,
         set: Vec<BackendConf>,
         detail: Option<String>,
     ) -> &'static str {
-        let (result, held) = match result {
-            Applied::Changed => ("changed", None),
-            Applied::Unchanged => ("unchanged", None),
-            Applied::Held => ("held", Some(set.clone())),
-        };
         self.note(
             pool,
             name,
             Note::Resolved {
-                result,
+                applied,
                 set,
-                held,
                 detail,
             },
         )
@@ -377,9 +395,7 @@ impl Discovery {
 
     /// Whether `set` is what `pool` has in service.
     pub fn is_applied(&self, pool: &str, set: &[BackendConf]) -> bool {
-        self.lock()
-            .get(pool)
-            .is_some_and(|s| same_set(&s.applied, set))
+        self.lock().get(pool).is_some_and(|s| s.applied == set)
     }
 }
 
@@ -387,11 +403,7 @@ impl Discovery {
 /// `(is_warning, text)`: what a name resolved to, or a warning that it did not (not an error: a
 /// pool whose name does not resolve yet starts empty and fills when it does).
 pub fn check(config: &Config) -> Vec<(bool, String)> {
-    let jobs: Vec<(String, DiscoverOpts)> = config
-        .pools
-        .iter()
-        .filter_map(|p| p.discover.clone().map(|o| (p.name.clone(), o)))
-        .collect();
+    let jobs = jobs(config);
     if jobs.is_empty() {
         return Vec::new();
     }
@@ -413,11 +425,7 @@ pub fn check(config: &Config) -> Vec<(bool, String)> {
                         opts.name,
                         a.backends.len(),
                         if a.backends.len() == 1 { "" } else { "s" },
-                        a.backends
-                            .iter()
-                            .map(|b| b.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        ids(&a.backends)
                     ),
                 ),
                 Err(f) => (
