@@ -152,7 +152,7 @@ pub fn demo(sighup: Option<signal_hook::iterator::Signals>) -> Result<(), String
              \x20 for i in 1 2 3 4 5; do curl -s http://{l}/; done\n\
              \x20 # sticky cookie: the first answer sets tether_shop, later ones stay on the same backend\n\
              \x20 curl -s -c /tmp/tether-demo.jar -b /tmp/tether-demo.jar http://{l}/shop/cart -i | grep -iE 'set-cookie|hello'\n\
-             \x20 for i in 1 2 3; do curl -s -b /tmp/tether-demo.jar http://{l}/shop/cart; done\n\
+             \x20 for i in 1 2 3; do curl -s -b /tmp/tether-demo.jar -c /tmp/tether-demo.jar http://{l}/shop/cart; done\n\
              \x20 # hash pool: the same X-User always lands on the same backend\n\
              \x20 for u in alice bob carol alice bob carol; do curl -s -H \"X-User: $u\" http://{l}/api/; done\n\
              \x20 # state and metrics; put a backend in maintenance and watch sessions move\n\
