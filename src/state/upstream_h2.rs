@@ -48,14 +48,25 @@ struct H2Conn {
     idle_since: Instant,
 }
 
+/// How long a new connection waits for the backend's answer to its first PING (its SETTINGS come
+/// first); past it, the connection is used with the limit as known then.
+const SETTINGS_WAIT: Duration = Duration::from_secs(1);
+
 /// How often the connections of every key are looked over (on the way to a new stream).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 thread_local! {
     static SWEPT: std::cell::Cell<Instant> = std::cell::Cell::new(Instant::now());
     static CONNS: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::new());
-    /// Connections being opened, per key, and how the streams waiting for them are woken.
-    static CONNECTING: RefCell<HashMap<Key, (usize, Arc<Notify>)>> = RefCell::new(HashMap::new());
+    /// Connections being opened, per key: how many, how the streams waiting for them are
+    /// woken, and how many streams wait.
+    static CONNECTING: RefCell<HashMap<Key, Opening>> = RefCell::new(HashMap::new());
+}
+
+struct Opening {
+    conns: usize,
+    wake: Arc<Notify>,
+    waiting: usize,
 }
 
 /// Counts one connection being opened under a key until dropped (opened, failed, or the
@@ -66,8 +77,12 @@ impl Connecting {
     fn start(key: Key) -> Connecting {
         CONNECTING.with(|c| {
             let mut c = c.borrow_mut();
-            let e = c.entry(key).or_insert_with(|| (0, Arc::new(Notify::new())));
-            e.0 += 1;
+            let e = c.entry(key).or_insert_with(|| Opening {
+                conns: 0,
+                wake: Arc::new(Notify::new()),
+                waiting: 0,
+            });
+            e.conns += 1;
         });
         Connecting(key)
     }
@@ -78,9 +93,9 @@ impl Drop for Connecting {
         CONNECTING.with(|c| {
             let mut c = c.borrow_mut();
             if let Some(e) = c.get_mut(&self.0) {
-                e.0 -= 1;
-                e.1.notify_waiters();
-                if e.0 == 0 {
+                e.conns -= 1;
+                e.wake.notify_waiters();
+                if e.conns == 0 && e.waiting == 0 {
                     c.remove(&self.0);
                 }
             }
@@ -88,11 +103,52 @@ impl Drop for Connecting {
     }
 }
 
-/// The connection being opened under `key`, if any: a stream waits for it rather than opening
-/// one of its own (a burst on a cold thread shares one new connection instead of opening one
-/// per stream).
-fn opening(key: Key) -> Option<Arc<Notify>> {
-    CONNECTING.with(|c| c.borrow().get(&key).map(|e| e.1.clone()))
+/// A place on a connection being opened under `key`, if one has room: a stream waits for it
+/// rather than opening one of its own, so a burst on a cold thread shares the new connections
+/// (as many streams as the backend allows on each, as its open connections say, else
+/// [`DEFAULT_STREAMS`]). Counted as waiting until dropped.
+struct Waiting(Key);
+
+impl Waiting {
+    fn join(key: Key, per_conn: usize) -> Option<(Waiting, Arc<Notify>)> {
+        CONNECTING.with(|c| {
+            let mut c = c.borrow_mut();
+            let e = c.get_mut(&key)?;
+            // Each connection's first stream is its opener's.
+            if e.waiting >= e.conns * per_conn.saturating_sub(1) {
+                return None;
+            }
+            e.waiting += 1;
+            Some((Waiting(key), e.wake.clone()))
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        CONNECTING.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(e) = c.get_mut(&self.0) {
+                e.waiting -= 1;
+                if e.conns == 0 && e.waiting == 0 {
+                    c.remove(&self.0);
+                }
+            }
+        });
+    }
+}
+
+/// The streams the backend under `key` allows per connection, as this thread's open
+/// connections to it know (their SETTINGS), else [`DEFAULT_STREAMS`].
+fn per_conn(key: Key) -> usize {
+    CONNS.with(|conns| {
+        conns
+            .borrow()
+            .get(&key)
+            .and_then(|l| l.iter().map(|c| c.send.current_max_send_streams()).min())
+            .filter(|n| *n != usize::MAX)
+            .map_or(DEFAULT_STREAMS, |n| n.max(1))
+    })
 }
 
 /// The right to open one stream on a connection; the connection counts it until dropped.
@@ -128,17 +184,19 @@ pub async fn get(
     fresh_only: bool,
 ) -> pingora::Result<Lease> {
     if !fresh_only {
-        if let Some(l) = take(key) {
-            return Ok(l);
-        }
-        if let Some(wake) = opening(key) {
-            // Registered before this task yields: on this thread's runtime the connection
-            // cannot finish in between. Woken once: if the connection failed, this stream
-            // tries its own (and fails over as usual) rather than queueing behind the next.
-            wake.notified().await;
+        // Bounded: each pass waits for a connection being opened to finish, and a stream waits
+        // at most as many times as there are connections allowed per backend.
+        for _ in 0..MAX_CONNS {
             if let Some(l) = take(key) {
                 return Ok(l);
             }
+            let Some((_waiting, wake)) = Waiting::join(key, per_conn(key)) else {
+                break;
+            };
+            // Registered before this task yields: on this thread's runtime the connection
+            // cannot finish in between. If it failed, the next pass finds no room and this
+            // stream opens its own (and fails over as usual).
+            wake.notified().await;
         }
     }
     let _connecting = Connecting::start(key);
@@ -186,7 +244,7 @@ fn take(key: Key) -> Option<Lease> {
             return Some(lease(c, true));
         }
         // Connections being opened count toward the cap.
-        let opening = CONNECTING.with(|c| c.borrow().get(&key).map_or(0, |e| e.0));
+        let opening = CONNECTING.with(|c| c.borrow().get(&key).map_or(0, |e| e.conns));
         if list.len() + opening >= MAX_CONNS {
             let c = list
                 .iter_mut()
@@ -223,7 +281,7 @@ async fn connect(upstreams: &Upstreams, peer: &HttpPeer) -> pingora::Result<H2Co
             ),
         ));
     }
-    let (send, connection) = h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_header_list_size(256 * 1024)
@@ -243,12 +301,20 @@ async fn connect(upstreams: &Upstreams, peer: &HttpPeer) -> pingora::Result<H2Co
     });
     let watch = shared.clone();
     let addr = peer.address().to_string();
+    let ping = connection.ping_pong();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(backend = %addr, error = %e, "HTTP/2 connection to the backend ended");
         }
         watch.closed.store(true, Ordering::Release);
     });
+    // Until the backend's SETTINGS arrive its stream limit is unknown (unlimited, per RFC 9113),
+    // and the streams of a burst waiting for this connection would all go on it, to be
+    // refused beyond the real limit and sent again elsewhere. A backend sends its SETTINGS
+    // before it answers anything, so once it answers a PING the limit is known.
+    if let Some(mut ping) = ping {
+        let _ = tokio::time::timeout(SETTINGS_WAIT, ping.ping(h2::Ping::opaque())).await;
+    }
     Ok(H2Conn {
         send,
         shared,
