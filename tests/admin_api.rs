@@ -315,6 +315,60 @@ fn drain_maint_ready_change_status_and_metrics() {
     assert_state(&t, "b", "drain", "drain");
 }
 
+/// A web page of another origin cannot drive the admin API through the operator's browser
+/// (cross-site request forgery): its POSTs are refused with 403 and change nothing, while the
+/// status page's own origin and scripts without an `Origin` still work.
+#[test]
+fn cross_site_posts_are_refused() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let t = Tether::start(&web_config("", &[&a, &b]));
+    let admin = t.admin().to_string();
+    let own = format!("http://{admin}");
+    let rebound_host = format!("evil.example:{}", t.admin().port());
+    let rebound_origin = format!("http://{rebound_host}");
+    for (what, headers) in [
+        ("another origin", vec![("Origin", "http://evil.example")]),
+        ("an opaque origin", vec![("Origin", "null")]),
+        (
+            "a cross-site fetch",
+            vec![("Origin", own.as_str()), ("Sec-Fetch-Site", "cross-site")],
+        ),
+        (
+            "a rebound DNS name",
+            vec![
+                ("Host", rebound_host.as_str()),
+                ("Origin", rebound_origin.as_str()),
+            ],
+        ),
+    ] {
+        let r = admin_post(&t, "/pools/web/backends/a/maint", &headers);
+        assert_eq!(r.status, 403, "{what}: {}", r.body);
+        let r = admin_post(&t, "/reload", &headers);
+        assert_eq!(r.status, 403, "{what}: {}", r.body);
+        assert_state(&t, "a", "ready", "up");
+    }
+    // The status page's own origin (what its buttons send), and a script's plain POST.
+    let r = admin_post(
+        &t,
+        "/pools/web/backends/a/maint",
+        &[("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_state(&t, "a", "maint", "maint");
+    let r = admin_post(&t, "/pools/web/backends/a/ready", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_state(&t, "a", "ready", "up");
+    // Reads stay open to any page's scripts' requests (they carry no state change).
+    assert_eq!(
+        get(
+            &t.admin_url("/status"),
+            &[("Origin", "http://evil.example")]
+        )
+        .status,
+        200
+    );
+}
+
 // ----- 8. bearer token -----
 
 #[test]

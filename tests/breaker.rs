@@ -459,6 +459,38 @@ fn a_client_that_goes_away_leaves_the_queue_and_leaks_no_slot() {
         0.0,
         "a client that left is not a refusal"
     );
+    assert_client_closed(&t, "/gone");
+}
+
+/// The request to `path` whose client went away is logged as 499 `client_closed` and counted as
+/// a 4xx, never a 5xx (nginx's convention: the client's doing, not a server error).
+#[track_caller]
+fn assert_client_closed(t: &Tether, path: &str) {
+    let wanted = format!("path={path} ");
+    let mut line = None;
+    wait_for("the gone request's access line", PATIENCE, || {
+        line = t
+            .stderr()
+            .lines()
+            .find(|l| l.contains("access:") && l.contains(&wanted))
+            .map(str::to_owned);
+        line.is_some()
+    });
+    let line = line.unwrap();
+    assert!(
+        line.contains("status=499") && line.contains("error=\"client_closed\""),
+        "{line}"
+    );
+    assert_eq!(
+        t.metric_sum("tether_requests_total", &[("pool", "p"), ("code", "4xx")]),
+        1.0,
+        "{}",
+        t.metrics()
+    );
+    assert_eq!(
+        t.metric_sum("tether_requests_total", &[("pool", "p"), ("code", "5xx")]),
+        0.0
+    );
 }
 
 #[test]
@@ -634,4 +666,5 @@ fn over_http2_requests_wait_in_the_same_queue_and_a_reset_stream_leaves_it() {
     );
     assert_eq!(b.gate.max_in_flight(), 1);
     wait_queue(&t, 0);
+    assert_client_closed(&t, "/cancelled");
 }

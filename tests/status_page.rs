@@ -756,3 +756,54 @@ max_ejected_percent = 50
         "the page does not show {id} ejected until then"
     );
 }
+
+/// Cross-site request forgery, in a real browser: a page of another origin (here the proxy
+/// listener's, another port) that POSTs to the admin API without a token gets nothing changed,
+/// while the status page's own origin may (the admin listener has no token: loopback only).
+#[test]
+fn a_page_of_another_origin_cannot_post_to_the_admin_api() {
+    let Some(chromium) = browser::chromium() else {
+        return;
+    };
+    let web: Vec<Backend> = ["web-a", "web-b"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let t = Tether::start(&format!(
+        "[server]\nlisten = [\"{{LISTEN}}\"]\nadmin = \"{{ADMIN}}\"\n\
+         [[route]]\npool = \"web\"\n[pool.web]\npolicy = \"round_robin\"\n{}",
+        common::backend_tables("web", &web)
+    ));
+    let admin_state = |id: &str| backend(&t.status(), "web", id)["admin"].clone();
+    let b = Browser::start(&chromium);
+    let page = b.page(true);
+    let post = |path: &str| {
+        format!(
+            "fetch('{}', {{method: 'POST', mode: 'no-cors'}}).then(r => 'sent ' + r.type, e => 'error ' + e.message)",
+            t.admin_url(path)
+        )
+    };
+    // Another origin: a page the proxy serves.
+    page.goto(&t.url("/anything"));
+    let sent = page.eval(&post("/pools/web/backends/web-a/maint"));
+    assert!(
+        sent.as_str()
+            .is_some_and(|s| s.starts_with("sent") || s.starts_with("error")),
+        "{sent}"
+    );
+    // The request reached tether (an opaque response), but changed nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        admin_state("web-a"),
+        "ready",
+        "a cross-site POST drove the admin API"
+    );
+    // The status page's own origin.
+    page.goto(&t.admin_url("/"));
+    let own = page.eval(&format!(
+        "fetch('{}', {{method: 'POST'}}).then(r => r.status)",
+        t.admin_url("/pools/web/backends/web-a/maint")
+    ));
+    assert_eq!(own, json!(200), "the page's own POST");
+    assert_eq!(admin_state("web-a"), "maint");
+}

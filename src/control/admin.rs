@@ -405,14 +405,70 @@ impl ServeHttp for AdminApp {
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
+        let forged = (method == Method::POST)
+            .then(|| {
+                cross_site(
+                    &req.headers,
+                    self.store.load().config.server.admin_token.is_some(),
+                )
+            })
+            .flatten();
         // Drain any request body so the connection stays usable.
         while let Ok(Some(_)) = session.read_request_body().await {}
-        let mut resp = self.handle(&method, &path, auth.as_deref()).await;
+        let mut resp = match forged {
+            Some(why) => text(StatusCode::FORBIDDEN, why),
+            None => self.handle(&method, &path, auth.as_deref()).await,
+        };
         if method == Method::HEAD {
             resp.body_mut().clear();
         }
         resp
     }
+}
+
+/// Why a POST is refused as a cross-site request forgery, if it is one. A browser names the
+/// page that sends a request in `Origin` and `Sec-Fetch-Site` (the status page's own buttons
+/// send its own origin); curl and scripts send neither and are let through. Without an admin
+/// token (the listener is then on loopback only) a browser's POST must also be addressed to a
+/// loopback name, so a page whose DNS name was rebound to 127.0.0.1 cannot pass as same-origin.
+fn cross_site(headers: &http::HeaderMap, token: bool) -> Option<&'static str> {
+    let header = |name| headers.get(name).map(|v| v.as_bytes());
+    if let Some(site) = header("sec-fetch-site") {
+        if site != b"same-origin" && site != b"none" {
+            return Some("cross-site POST refused (Sec-Fetch-Site)\n");
+        }
+    }
+    let origin = header("origin")?;
+    let host = header("host").unwrap_or_default();
+    let authority = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"));
+    if !authority.is_some_and(|a| a.eq_ignore_ascii_case(host)) {
+        return Some("cross-origin POST refused: Origin does not match Host\n");
+    }
+    if !token && !loopback_host(host) {
+        return Some(
+            "POST from a browser refused: without admin_token_file, open the admin page on \
+             127.0.0.1, [::1] or localhost\n",
+        );
+    }
+    None
+}
+
+/// Whether a `Host` value (with or without a port) names this machine's loopback.
+fn loopback_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -466,4 +522,88 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(*n, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn scripts_and_same_origin_pages_may_post() {
+        let curl = headers(&[("host", "127.0.0.1:9090")]);
+        assert_eq!(cross_site(&curl, false), None);
+        let page = headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://127.0.0.1:9090"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert_eq!(cross_site(&page, false), None);
+        let v6 = headers(&[("host", "[::1]:9090"), ("origin", "http://[::1]:9090")]);
+        assert_eq!(cross_site(&v6, false), None);
+        let named = headers(&[
+            ("host", "LocalHost:9090"),
+            ("origin", "http://localhost:9090"),
+        ]);
+        assert_eq!(cross_site(&named, false), None);
+        // With a token, the page may be opened under any name (the token is the guard).
+        let remote = headers(&[
+            ("host", "lb1.internal:9090"),
+            ("origin", "https://lb1.internal:9090"),
+        ]);
+        assert_eq!(cross_site(&remote, true), None);
+    }
+
+    #[test]
+    fn other_origins_and_rebound_names_are_refused() {
+        let evil = headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://evil.example"),
+        ]);
+        assert!(cross_site(&evil, false).is_some());
+        assert!(cross_site(&evil, true).is_some());
+        let opaque = headers(&[("host", "127.0.0.1:9090"), ("origin", "null")]);
+        assert!(cross_site(&opaque, false).is_some());
+        let fetch = headers(&[("host", "127.0.0.1:9090"), ("sec-fetch-site", "cross-site")]);
+        assert!(cross_site(&fetch, true).is_some());
+        let sibling = headers(&[("host", "127.0.0.1:9090"), ("sec-fetch-site", "same-site")]);
+        assert!(cross_site(&sibling, false).is_some());
+        // DNS rebinding: the page and Host agree, but name no loopback.
+        let rebound = headers(&[
+            ("host", "evil.example:9090"),
+            ("origin", "http://evil.example:9090"),
+        ]);
+        assert!(cross_site(&rebound, false).is_some());
+        assert!(cross_site(&rebound, true).is_none(), "the token guards it");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:9",
+            "[::1]:9",
+            "localhost",
+            "localhost:9",
+            "127.1.2.3:80",
+        ] {
+            assert!(loopback_host(h.as_bytes()), "{h}");
+        }
+        for h in [
+            "10.0.0.1:9",
+            "evil.example",
+            "[::2]:9",
+            "localhost.evil:9",
+            "",
+        ] {
+            assert!(!loopback_host(h.as_bytes()), "{h}");
+        }
+    }
 }

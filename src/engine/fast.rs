@@ -31,7 +31,7 @@ use crate::engine::wire::{self, Wait};
 use crate::h1::buf::{self, Boxed, Buf};
 use crate::h1::RequestHead;
 use crate::path::account::{self, End};
-use crate::path::exchange::{Active, Exchange};
+use crate::path::exchange::{Active, Exchange, CLIENT_CLOSED};
 use crate::path::head::ClientIp;
 use crate::path::outcome::{self, Front};
 use crate::path::pick;
@@ -258,7 +258,7 @@ impl Fast {
                     // The response had started: the client sees it cut short.
                     s
                 } else if f.status == 0 {
-                    0 // the client went away: nobody to answer
+                    CLIENT_CLOSED // the client went away: nobody to answer
                 } else {
                     if let Ok(l) = outcome::local(&ex, f.status, f.retry_after) {
                         let _ = write_local(d, &l, true).await;

@@ -35,7 +35,7 @@ use crate::h1::head::Bits;
 use crate::h1::{self as codec, Framing, Known, ResponseHead, ResponseView};
 use crate::http::Head;
 use crate::path::account::{self, End};
-use crate::path::exchange::{Active, Exchange};
+use crate::path::exchange::{Active, Exchange, CLIENT_CLOSED};
 use crate::path::forward::{self, Downstream};
 use crate::path::grpc;
 use crate::path::head::ClientIp;
@@ -109,7 +109,7 @@ pub async fn serve(
                 }
                 s
             } else if f.status == 0 {
-                0 // the client went away: nobody to answer
+                CLIENT_CLOSED // the client went away: nobody to answer
             } else if d.grpc {
                 // A 504 after the call's own deadline ran out is that deadline's end.
                 let expired = f.status == 504

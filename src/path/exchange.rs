@@ -210,6 +210,11 @@ impl Exchange {
     }
 }
 
+/// The status logged and counted for a request whose client went away before it was answered
+/// (nginx's 499, "client closed request"): a 4xx, the client's doing — a browser that navigated
+/// away or a gRPC client that cancelled must not page anyone as a server error.
+pub const CLIENT_CLOSED: u16 = 499;
+
 impl Upstream {
     pub fn new(route: usize, pick: Decision) -> Upstream {
         Upstream {

@@ -22,7 +22,7 @@ use std::future::Future;
 use crate::http::Head;
 
 use crate::balance::cookie::Affinity;
-use crate::path::exchange::{Exchange, Stage, Upstream};
+use crate::path::exchange::{Exchange, Stage, Upstream, CLIENT_CLOSED};
 use crate::path::head::{find_cookie, hash_key, ClientIp};
 use crate::snapshot::select::{Decision, Input, Moved, Outcome, Reason};
 use crate::snapshot::PoolSeat;
@@ -269,7 +269,10 @@ pub async fn admit(
                 drop(ticket);
                 ex.release();
                 let route = upstream(ex).map_or(0, |u| u.route);
-                ex.stage = Stage::Local { route, status: 0 };
+                ex.stage = Stage::Local {
+                    route,
+                    status: CLIENT_CLOSED,
+                };
                 return Err(Refusal::Gone);
             }
         };

@@ -27,7 +27,7 @@ pub const REJECT_REASONS: [&str; 6] = [
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Index into [`CODE_CLASSES`] for a status code (0 and out-of-range codes count as 5xx: the
-/// client got no proper answer).
+/// client got no proper answer; a client that went away is logged as 499, a 4xx).
 pub fn code_class(status: u16) -> usize {
     match status {
         100..=199 => 0,
