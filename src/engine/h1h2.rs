@@ -55,7 +55,6 @@ pub(super) async fn forward(
     d: &mut Down<'_>,
 ) -> Result<Next, Failed> {
     let view = d.view();
-    let mut fresh_only = false;
     let mut resends = 0;
     let mut taken = Taken {
         body: Body::new(d.body.framing()),
@@ -64,14 +63,13 @@ pub(super) async fn forward(
         continued: false,
     };
     loop {
-        let (got, up) = h2up::connect(upstreams, ex, fresh_only, None).await?;
+        let (got, up) = h2up::connect(upstreams, ex, None).await?;
         let e = match got {
             Ok(lease) => match relay(store, ex, d, &mut taken, lease, up).await {
                 Relayed::Done(next) => return Ok(next),
                 Relayed::Failed(f) => return Err(f),
                 Relayed::StaleConnection(e) => {
                     h2up::resend(&mut resends, &e)?;
-                    fresh_only = true;
                     continue;
                 }
                 Relayed::Refused(e) => e,
@@ -80,7 +78,6 @@ pub(super) async fn forward(
         };
         let client = d.client;
         relay::fail_over(store, ex, &view, client, &e, &mut Watch::of(d)).await?;
-        fresh_only = false;
     }
 }
 

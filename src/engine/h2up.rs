@@ -32,8 +32,8 @@ use crate::snapshot::Store;
 use crate::state::upstream::Upstreams;
 use crate::state::upstream_h2::{self, Lease};
 
-/// Streams the backend refused unprocessed (GOAWAY, `REFUSED_STREAM`) sent again on a new
-/// connection, at most.
+/// Streams the backend refused unprocessed (GOAWAY, `REFUSED_STREAM`) sent again, at most: on
+/// another connection after a GOAWAY (that one is retired), on any with room after a refusal.
 const MAX_RESENDS: u32 = 3;
 
 /// Fields that never cross into an HTTP/2 message (RFC 9113 §8.2.2), and `host` (the
@@ -59,17 +59,15 @@ pub(super) async fn forward(
     // `grpc-timeout` caps the pool's read timeout for this request.
     let deadline = if d.grpc { grpc::timeout(parts) } else { None };
     let mut replay = Replay::default();
-    let mut fresh_only = false;
     let mut resends = 0;
     loop {
-        let (got, up) = connect(&fast.upstreams, ex, fresh_only, deadline).await?;
+        let (got, up) = connect(&fast.upstreams, ex, deadline).await?;
         let e = match got {
             Ok(lease) => match relay(store, ex, parts, d, &mut replay, lease, up).await {
                 Relayed::Done(_) => return Ok(()),
                 Relayed::Failed(f) => return Err(f),
                 Relayed::StaleConnection(e) => {
                     resend(&mut resends, &e)?;
-                    fresh_only = true;
                     continue;
                 }
                 Relayed::Refused(e) => e,
@@ -77,7 +75,6 @@ pub(super) async fn forward(
             Err(e) => e,
         };
         relay::fail_over(store, ex, parts, d.client, &e, &mut Reset(&mut d.respond)).await?;
-        fresh_only = false;
     }
 }
 
@@ -87,7 +84,6 @@ pub(super) async fn forward(
 pub(super) async fn connect(
     upstreams: &Upstreams,
     ex: &mut Exchange,
-    fresh_only: bool,
     deadline: Option<Duration>,
 ) -> Result<(pingora::Result<Lease>, Upstream), Failed> {
     // What is left of the client's deadline after the time spent in tether (a breaker queue,
@@ -104,7 +100,7 @@ pub(super) async fn connect(
         tls: pool.conf.protocol == Protocol::H2,
         grpc_timeout: remaining,
     };
-    let got = upstream_h2::get(upstreams, b.conn_key, &b.peer, fresh_only).await;
+    let got = upstream_h2::get(upstreams, b.conn_key, &b.peer).await;
     Ok((got, up))
 }
 

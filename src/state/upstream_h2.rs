@@ -176,28 +176,23 @@ impl Drop for Lease {
 
 /// A stream slot to the backend `peer` under `key`: on a connection of this thread with room,
 /// else a new connection (cleartext prior knowledge, or TLS with ALPN `h2` when the peer is
-/// TLS); `fresh_only` skips the existing ones.
-pub async fn get(
-    upstreams: &Upstreams,
-    key: Key,
-    peer: &HttpPeer,
-    fresh_only: bool,
-) -> pingora::Result<Lease> {
-    if !fresh_only {
-        // Bounded: each pass waits for a connection being opened to finish, and a stream waits
-        // at most as many times as there are connections allowed per backend.
-        for _ in 0..MAX_CONNS {
-            if let Some(l) = take(key) {
-                return Ok(l);
-            }
-            let Some((_waiting, wake)) = Waiting::join(key, per_conn(key)) else {
-                break;
-            };
-            // Registered before this task yields: on this thread's runtime the connection
-            // cannot finish in between. If it failed, the next pass finds no room and this
-            // stream opens its own (and fails over as usual).
-            wake.notified().await;
+/// TLS). A stream sent again after a refusal comes here too: the connection that went away
+/// (GOAWAY, an IO error) was retired and is never taken again, while one that refused a single
+/// stream (`REFUSED_STREAM`) stays, within the per-backend connection cap.
+pub async fn get(upstreams: &Upstreams, key: Key, peer: &HttpPeer) -> pingora::Result<Lease> {
+    // Bounded: each pass waits for a connection being opened to finish, and a stream waits at
+    // most as many times as there are connections allowed per backend.
+    for _ in 0..MAX_CONNS {
+        if let Some(l) = take(key) {
+            return Ok(l);
         }
+        let Some((_waiting, wake)) = Waiting::join(key, per_conn(key)) else {
+            break;
+        };
+        // Registered before this task yields: on this thread's runtime the connection cannot
+        // finish in between. If it failed, the next pass finds no room and this stream opens
+        // its own (and fails over as usual).
+        wake.notified().await;
     }
     let _connecting = Connecting::start(key);
     let c = Box::pin(connect(upstreams, peer)).await?;
