@@ -17,6 +17,12 @@
 #
 # Options / environment:
 #   --conns N, CONNS=8000        connections per proxy (needs N + 256 descriptors: ulimit -Hn)
+#   --proto P, PROTO=h1          h1 (HTTP/1.1 keep-alive, benches/load/idle_client.py), h2c
+#                                (cleartext HTTP/2 with prior knowledge) or h2 (HTTP/2 over TLS
+#                                with ALPN h2, a throwaway self-signed ECDSA P-256 certificate):
+#                                benches/load/idle_h2_client.py, one GET on stream 1 per
+#                                connection, then idle as a browser's connection to a site. The
+#                                floor speaks HTTP/1.1 only: measured for h1 only.
 #   FLOOR=1                      also measure the tokio floor (benches/floor_tokio.rs: a task that
 #                                waits for readability holding only its socket; buffers from a
 #                                per-thread pool only while bytes are in flight), when built:
@@ -48,6 +54,7 @@ BACKEND_PORT=${BACKEND_PORT:-19101}
 HAPROXY_PORT=${HAPROXY_PORT:-18181}
 TETHER_PORT=${TETHER_PORT:-${TETHER_FAST_PORT:-18183}}
 OUT=
+PROTO=${PROTO:-h1}
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 while (($#)); do
@@ -57,6 +64,8 @@ while (($#)); do
         # tether has one HTTP/1.1 engine now: the old "--engines fast" is still accepted.
         --engines) ENGINES=${2:?--engines needs a list}; shift 2 ;;
         --engines=*) ENGINES=${1#*=}; shift ;;
+        --proto) PROTO=${2:?--proto needs h1, h2c or h2}; shift 2 ;;
+        --proto=*) PROTO=${1#*=}; shift ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
         --out=*) OUT=${1#*=}; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -64,6 +73,8 @@ while (($#)); do
     esac
 done
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "--conns must be a positive integer" >&2; exit 2; }
+case $PROTO in h1 | h2c | h2) ;; *) echo "--proto must be h1, h2c or h2" >&2; exit 2 ;; esac
+[[ $PROTO == h1 ]] || FLOOR=0
 [[ ${ENGINES:-fast} == fast ]] ||
     { echo "--engines/ENGINES: tether has one engine now; only 'fast' (the default) is accepted" >&2; exit 2; }
 CANDIDATES=(haproxy)
@@ -77,7 +88,7 @@ CANDIDATES+=(tether)
 LOG_TAG=idle
 # shellcheck source-path=SCRIPTDIR source=load/lib.sh
 source "$LOAD_DIR/lib.sh"
-need_tools haproxy nginx curl taskset python3
+need_tools haproxy nginx curl taskset python3 openssl
 HAPROXY=$(command -v haproxy)
 NGINX=$(command -v nginx)
 lib_init
@@ -85,7 +96,7 @@ if (($(ulimit -n) < CONNS + 256)); then
     die "$CONNS connections need $((CONNS + 256)) descriptors; the hard limit is $(ulimit -Hn) (use --conns)"
 fi
 [[ -x $TETHER_BIN ]] || die "tether binary $TETHER_BIN not found (cargo build --release --locked, or set TETHER_BIN)"
-for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_PORT" "$FLOOR_TOKIO_PORT"; do
+for port in "$BACKEND_PORT" "$HAPROXY_PORT" "$TETHER_PORT" "$((TETHER_PORT + 1))" "$FLOOR_TOKIO_PORT"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is already in use"
 done
 
@@ -100,6 +111,22 @@ wait_http backend "$STARTED_PID" "http://127.0.0.1:$BACKEND_PORT/"
 # ---------------------------------------------------------------------------------------------
 # Proxy configs: one worker thread, upstream keep-alive, no logs, client keep-alive ≥ the hold.
 MAXCONN=$((CONNS + 1000))
+# What the proxies' listeners speak, and how the driver reaches them.
+BIND_OPTS="" CURL_OPTS=() SCHEME=http CLIENT=(python3 "$LOAD_DIR/idle_client.py")
+case $PROTO in
+    h2c)
+        BIND_OPTS=" proto h2" CURL_OPTS=(--http2-prior-knowledge)
+        CLIENT=(python3 "$LOAD_DIR/idle_h2_client.py")
+        ;;
+    h2)
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null ||
+            die "openssl could not make the test certificate"
+        cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/haproxy.pem"
+        BIND_OPTS=" ssl crt $TMP/haproxy.pem alpn h2" CURL_OPTS=(-k --http2) SCHEME=https
+        CLIENT=(python3 "$LOAD_DIR/idle_h2_client.py" --tls)
+        ;;
+esac
 cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -114,7 +141,7 @@ defaults
     timeout server 60s
     timeout http-keep-alive 300s
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_PORT$BIND_OPTS
     default_backend be
 backend be
     server b1 127.0.0.1:$BACKEND_PORT
@@ -122,15 +149,27 @@ EOF
 "$HAPROXY" -c -q -f "$TMP/haproxy.cfg" || die "haproxy config check failed"
 
 tether_config() { # PORT
+    local listen=$1 extra=""
+    case $PROTO in
+        h2c) extra="h2c = true" ;;
+        # The TLS listener is the measured one; the plain one only satisfies `listen`.
+        h2)
+            listen=$((TETHER_PORT + 1))
+            extra="[[server.tls]]
+listen = \"127.0.0.1:$1\"
+certs = [{ cert = \"$TMP/cert.pem\", key = \"$TMP/key.pem\" }]"
+            ;;
+    esac
     mkdir -p "$TMP/tether"
     cat >"$TMP/tether/tether.toml" <<EOF
 [server]
-listen = ["127.0.0.1:$1"]
+listen = ["127.0.0.1:$listen"]
 threads = 1
 admin = "off"
 grace_period = "1s"
 pid_file = "$TMP/tether/tether.pid"
 upgrade_sock = "$TMP/tether/tether.sock"
+$extra
 [log]
 access = false
 [[route]]
@@ -168,21 +207,22 @@ measure() { # CANDIDATE
             ;;
     esac
     pid=$STARTED_PID
-    wait_http "$c" "$pid" "http://127.0.0.1:$port/"
+    wait_http "$c" "$pid" "$SCHEME://127.0.0.1:$port/" "${CURL_OPTS[@]}"
     for ((i = 0; i < 20; i++)); do
-        [[ $(curl -s -m 2 "http://127.0.0.1:$port/") == b1 ]] || die "$c: warm-up request failed"
+        [[ $(curl -s -m 2 "${CURL_OPTS[@]}" "$SCHEME://127.0.0.1:$port/") == b1 ]] ||
+            die "$c: warm-up request failed"
     done
     # Warm-up at the client's concurrency: 64 connections at once, one request each, closed.
     # What a proxy keeps of them afterwards (allocator caches, upstream connections) is then in
     # the first reading, not counted against the idle connections.
-    taskset -c "$CLIENT_CPU" python3 "$LOAD_DIR/idle_client.py" --port "$port" --conns 64 --hold 0 \
+    taskset -c "$CLIENT_CPU" "${CLIENT[@]}" --port "$port" --conns 64 --hold 0 \
         >"$TMP/$c.warm.json" 2>&1 || { cat "$TMP/$c.warm.json" >&2; die "$c: warm-up client failed"; }
     [[ $(json_field "$TMP/$c.warm.json" ok) == 64 ]] || die "$c: warm-up: $(cat "$TMP/$c.warm.json")"
     sleep 0.5
     BEFORE[$c]=$(rss_kib "$pid")
 
     local ready=$TMP/$c.ready release=$TMP/$c.release out=$TMP/$c.client.json cpid
-    taskset -c "$CLIENT_CPU" python3 "$LOAD_DIR/idle_client.py" --port "$port" --conns "$CONNS" \
+    taskset -c "$CLIENT_CPU" "${CLIENT[@]}" --port "$port" --conns "$CONNS" \
         --ready "$ready" --release "$release" --timeout 60 --hold 60 >"$out" 2>"$TMP/$c.client.log" &
     cpid=$!
     PIDS+=("$cpid")
@@ -220,7 +260,7 @@ report() {
         echo "| $c | ${OK[$c]} | ${BEFORE[$c]} | ${AFTER[$c]} | ${PER[$c]} | $ratio | ${FAILED[$c]} | ${CLOSED[$c]} |"
     done
     echo
-    echo "$CONNS keep-alive connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 2× HAProxy."
+    echo "$CONNS keep-alive $PROTO connections per proxy, one GET each, then idle ${SETTLE}s before the second RSS reading; one worker thread; $("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3); $("$TETHER_BIN" --version 2>&1 | head -n1) ($TETHER_BIN). Target (DESIGN.md §10): tether ≤ 2× HAProxy."
 }
 echo
 report | tee ${OUT:+"$OUT"}

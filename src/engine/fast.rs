@@ -72,7 +72,7 @@ impl ServerApp for Fast {
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let client = peer(&stream);
-            h2::serve(self.shared.clone(), stream, None, client, true, shutdown).await;
+            h2::serve_boxed(self.shared.clone(), stream, None, client, true, shutdown).await;
             return None;
         }
         self.serve(stream, shutdown).await;
@@ -136,7 +136,7 @@ impl Fast {
                 if !conn.tls && self.store.h2c() {
                     let pre = conn.buf.take();
                     drop(fresh);
-                    h2::serve(
+                    h2::serve_boxed(
                         self.shared.clone(),
                         conn.stream,
                         pre,

@@ -59,6 +59,22 @@ impl Drop for Running {
     }
 }
 
+/// [`serve`], its state on the heap. The HTTP/1.1 loop hands a connection over to HTTP/2 with
+/// this: inline, the HTTP/2 connection's state (about 4.5 KiB: `h2`'s codec and tables, the
+/// timers) would size every connection's task, and an idle HTTP/1.1 connection would hold it.
+pub async fn serve_boxed<S>(
+    fast: Arc<Shared>,
+    io: S,
+    pre: Option<Buf>,
+    client: ClientIp,
+    tls: bool,
+    shutdown: &ShutdownWatch,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    Box::pin(serve(fast, io, pre, client, tls, shutdown)).await
+}
+
 /// Serves one HTTP/2 connection until it closes. `pre`: its first bytes, when the HTTP/1.1
 /// loop already read them (the prior-knowledge preface on a plain listener).
 pub async fn serve<S>(
