@@ -156,8 +156,9 @@ def main():
     for sock in idle:
         sock.setblocking(False)
         try:
-            ready = select.select([sock], [], [], 0)[0]
-            if ready:
+            poller = select.poll()  # select() stops at descriptor 1023
+            poller.register(sock, select.POLLIN)
+            if poller.poll(0):
                 data = sock.recv(65536)
                 # What came first: EOF, or a frame (a GOAWAY closes; a PING does not).
                 if not data or (len(data) >= 9 and data[3] == GOAWAY):

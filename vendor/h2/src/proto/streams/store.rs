@@ -406,6 +406,10 @@ impl<'a> Ptr<'a> {
         // Remove the stream state
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
+        // (tether) A connection without streams keeps no room for them.
+        if self.store.slab.is_empty() {
+            self.store.slab = slab::Slab::new();
+        }
         stream.id
     }
 
@@ -416,6 +420,10 @@ impl<'a> Ptr<'a> {
     pub fn unlink(&mut self) {
         let id = self.key.stream_id;
         self.store.ids.swap_remove(&id);
+        // (tether) As for the slab, in `remove`.
+        if self.store.ids.is_empty() {
+            self.store.ids = IndexMap::new();
+        }
     }
 }
 
