@@ -23,11 +23,11 @@ import argparse
 import errno
 import json
 import os
-import resource
 import selectors
 import socket
-import sys
 import time
+
+from idle_common import add_common_args, raise_nofile, ready_and_hold
 
 CONNECTING, READING, IDLE, FAILED = range(4)
 
@@ -81,25 +81,10 @@ def response_complete(c):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--conns", type=int, default=8000)
-    ap.add_argument("--path", default="/")
+    add_common_args(ap)
     ap.add_argument("--window", type=int, default=64, help="connections in progress at once")
-    ap.add_argument("--ready", help="file to write when every connection is idle")
-    ap.add_argument("--release", help="file whose existence ends the hold")
-    ap.add_argument("--hold", type=float, default=60.0, help="longest hold, seconds")
-    ap.add_argument("--timeout", type=float, default=60.0, help="longest set-up, seconds")
     a = ap.parse_args()
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if a.conns + 32 > limit:
-        sys.exit(f"idle_client: {a.conns} connections need more descriptors than {limit}")
+    raise_nofile(a.conns, "idle_client")
 
     request = f"GET {a.path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\n\r\n".encode()
     sel = selectors.DefaultSelector()
@@ -176,25 +161,8 @@ def main():
                     c.buf = b""
                     c.state = IDLE
                     pending -= 1
-    setup_s = time.monotonic() - started
     idle = [c for c in conns if c.state == IDLE]
-    summary = {
-        "conns": a.conns,
-        "ok": len(idle),
-        "failed": len(conns) - len(idle),
-        "errors": errors,
-        "setup_s": round(setup_s, 3),
-    }
-
-    if a.ready:
-        tmp = a.ready + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(summary) + "\n")
-        os.rename(tmp, a.ready)
-    hold_end = time.monotonic() + a.hold
-    while a.release and not os.path.exists(a.release) and time.monotonic() < hold_end:
-        time.sleep(0.05)
-    summary["held_s"] = round(time.monotonic() - started - setup_s, 3)
+    summary = ready_and_hold(a, len(idle), len(conns) - len(idle), errors, started)
 
     # Which idle connections did the proxy close (readable = EOF or unexpected data)?
     closed = 0

@@ -22,14 +22,13 @@ proxy is never asked for more than one at a time). Stdlib only. Loopback use onl
 
 import argparse
 import json
-import os
-import resource
 import select
 import socket
 import ssl
 import struct
-import sys
 import time
+
+from idle_common import add_common_args, raise_nofile, ready_and_hold
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, SETTINGS, GOAWAY = 0, 1, 4, 7
@@ -82,25 +81,10 @@ def one_request(sock, block):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--conns", type=int, default=8000)
-    ap.add_argument("--path", default="/")
+    add_common_args(ap)
     ap.add_argument("--tls", action="store_true", help="TLS with ALPN h2 (else h2c)")
-    ap.add_argument("--ready", help="file to write when every connection is idle")
-    ap.add_argument("--release", help="file whose existence ends the hold")
-    ap.add_argument("--hold", type=float, default=60.0, help="longest hold, seconds")
-    ap.add_argument("--timeout", type=float, default=60.0, help="longest set-up, seconds")
     a = ap.parse_args()
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if a.conns + 32 > limit:
-        sys.exit(f"idle_h2_client: {a.conns} connections need more descriptors than {limit}")
+    raise_nofile(a.conns, "idle_h2_client")
 
     ctx = None
     if a.tls:
@@ -133,23 +117,7 @@ def main():
             errors[why] = errors.get(why, 0) + 1
             if sock is not None:
                 sock.close()
-    setup_s = time.monotonic() - started
-    summary = {
-        "conns": a.conns,
-        "ok": len(idle),
-        "failed": a.conns - len(idle),
-        "errors": errors,
-        "setup_s": round(setup_s, 3),
-    }
-    if a.ready:
-        tmp = a.ready + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(summary) + "\n")
-        os.rename(tmp, a.ready)
-    hold_end = time.monotonic() + a.hold
-    while a.release and not os.path.exists(a.release) and time.monotonic() < hold_end:
-        time.sleep(0.05)
-    summary["held_s"] = round(time.monotonic() - started - setup_s, 3)
+    summary = ready_and_hold(a, len(idle), a.conns - len(idle), errors, started)
 
     # Which connections did the proxy close while they were held (EOF, an error or a GOAWAY)?
     closed = 0
